@@ -1,0 +1,35 @@
+//! The `mlcompute` command line: one binary, one subcommand per part of the system.
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(name = "mlcompute", version = crate::VERSION, about = "Azure-ML-style compute on any Kubernetes cluster", long_about = None)]
+pub struct Cli {
+    /// Log level (trace, debug, info, warn, error); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", env = "MLCOMPUTE_LOG_LEVEL")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MLCOMPUTE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the version of this binary.
+    Version,
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    telemetry::init(&cli.log_level, cli.log_format);
+    match cli.command {
+        Command::Version => {
+            println!("mlcompute {}", crate::VERSION);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! mlcompute: Azure-ML-style compute on any Kubernetes cluster.
+//!
+//! Folder map: `api/` holds the custom resource types, `cli/` the command-line verbs,
+//! and each controller lives in a module of its own.
+
+pub mod cli;
+pub mod telemetry;
+
+/// The version stamped into the binary, printed by `mlcompute version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

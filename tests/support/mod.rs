@@ -1,0 +1,120 @@
+//! Helpers for integration tests that run against the local control plane (`e2e/cluster/up`).
+//!
+//! Tests using these are `#[ignore = "needs the local control plane"]` so that a bare `cargo test`
+//! runs unit tests only; `e2e/run-tests` brings a plane up and runs them with `--include-ignored`.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{fmt::Debug, time::Duration};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Config, Resource,
+    api::{DeleteParams, PostParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::wait::{Condition, await_condition},
+};
+use serde::de::DeserializeOwned;
+
+/// The admin kubeconfig of the local plane: `MLC_KUBECONFIG`, else `KUBECONFIG`.
+pub fn kubeconfig_path() -> String {
+    std::env::var("MLC_KUBECONFIG")
+        .or_else(|_| std::env::var("KUBECONFIG"))
+        .expect("MLC_KUBECONFIG is not set: start the plane with e2e/cluster/up, or run e2e/run-tests")
+}
+
+/// A client for the local plane.
+pub async fn client() -> Client {
+    let kubeconfig = Kubeconfig::read_from(kubeconfig_path()).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid");
+    Client::try_from(config).expect("build client")
+}
+
+
+/// A namespace created for one test and deleted when the test ends (even when it panics).
+pub struct TestNamespace {
+    name: String,
+    client: Client,
+}
+
+impl TestNamespace {
+    /// Creates a namespace named `<prefix>-<random>`.
+    pub async fn new(client: &Client, prefix: &str) -> Self {
+        let name = format!("{prefix}-{:08x}", rand::random::<u32>());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "mlcompute.io/test": "true" } }
+        }))
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create test namespace");
+        Self { name, client: client.clone() }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A namespaced API in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await; delete from a helper thread with its own runtime so it also runs on panic.
+        let name = self.name.clone();
+        let client = self.client.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async move {
+                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// Waits until `cond` holds for the named object, or fails the test after `timeout` with the
+/// last observed state.
+pub async fn wait_for<K, C>(api: &Api<K>, name: &str, timeout: Duration, cond: C) -> K
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+    C: Condition<K>,
+{
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(Some(obj))) => obj,
+        Ok(Ok(None)) => panic!("{name} was deleted while waiting"),
+        Ok(Err(e)) => panic!("watching {name} failed: {e}"),
+        Err(_) => {
+            let last = api.get_opt(name).await.ok().flatten();
+            panic!("timed out after {timeout:?} waiting for {name}; last state: {last:#?}")
+        }
+    }
+}
+
+/// Polls `f` until it returns `Some`, every 100 ms, failing after `timeout` with `what`.
+/// For conditions spanning several objects, where a single-object watch does not fit.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
