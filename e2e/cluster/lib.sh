@@ -16,13 +16,15 @@ GO_WORK="$MLC_CACHE/gobuild"
 
 # One run directory holds every piece of state of one plane: PKI, etcd data, logs, PIDs, kubeconfig.
 MLC_RUN="${MLC_RUN:-${TMPDIR:-/tmp}/mlcompute-plane}"
-MLC_PORT_ETCD="${MLC_PORT_ETCD:-23790}"
-MLC_PORT_ETCD_PEER="${MLC_PORT_ETCD_PEER:-23800}"
-MLC_PORT_APISERVER="${MLC_PORT_APISERVER:-26443}"
-MLC_PORT_KCM="${MLC_PORT_KCM:-20257}"
-MLC_PORT_SCHED="${MLC_PORT_SCHED:-20259}"
-MLC_PORT_KWOK="${MLC_PORT_KWOK:-20247}"
-MLC_PORT_KWOK_METRICS="${MLC_PORT_KWOK_METRICS:-20248}"
+# Ports: each MLC_PORT_* can be set; otherwise they are offsets from MLC_PORT_BASE, so a second
+# plane needs only another base (and MLC_RUN).
+MLC_PORT_BASE="${MLC_PORT_BASE:-20000}"
+MLC_PORT_ETCD="${MLC_PORT_ETCD:-$((MLC_PORT_BASE + 379))}"
+MLC_PORT_ETCD_PEER="${MLC_PORT_ETCD_PEER:-$((MLC_PORT_BASE + 380))}"
+MLC_PORT_APISERVER="${MLC_PORT_APISERVER:-$((MLC_PORT_BASE + 443))}"
+MLC_PORT_KCM="${MLC_PORT_KCM:-$((MLC_PORT_BASE + 257))}"
+MLC_PORT_SCHED="${MLC_PORT_SCHED:-$((MLC_PORT_BASE + 259))}"
+MLC_PORT_KWOK="${MLC_PORT_KWOK:-$((MLC_PORT_BASE + 247))}"
 # Fake address ranges. Nothing in the project ever dials them: they are data in object status only.
 # Service cluster IPs and pod IPs are disjoint.
 MLC_SERVICE_CIDR="${MLC_SERVICE_CIDR:-10.96.0.0/16}"
@@ -35,3 +37,40 @@ step() { printf '[%4ss] %s\n' "$(( $(date +%s) - _t0 ))" "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 kubectl_bin() { echo "$BIN_K8S/kubectl"; }
+
+PIDS="$MLC_RUN/pids"
+LOGDIR="$MLC_RUN/logs"
+PKI="$MLC_RUN/pki"
+KUBECONFIG_FILE="$MLC_RUN/admin.kubeconfig"
+# Start order; stopped in reverse.
+COMPONENTS="etcd kube-apiserver kube-controller-manager kube-scheduler kwok"
+
+# pid_of NAME: the saved PID of a component, if that process is still alive and is the binary we started.
+pid_of() {
+  local f="$PIDS/$1.pid" pid exe
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+  # A reused PID belongs to some other program: never touch it.
+  case "$exe" in "$MLC_CACHE"/*) echo "$pid" ;; *) return 1 ;; esac
+}
+
+# stop_all: stops exactly the processes recorded in $PIDS, in reverse start order, TERM then KILL.
+stop_all() {
+  local c pid i rev=""
+  for c in $COMPONENTS; do rev="$c $rev"; done
+  for c in $rev; do
+    pid=$(pid_of "$c") || { rm -f "$PIDS/$c.pid"; continue; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
+    rm -f "$PIDS/$c.pid"
+    step "stopped $c (pid $pid)"
+  done
+}
+
+all_ports() {
+  echo "$MLC_PORT_ETCD $MLC_PORT_ETCD_PEER $MLC_PORT_APISERVER $MLC_PORT_KCM $MLC_PORT_SCHED $MLC_PORT_KWOK"
+}
+
+port_busy() { ss -ltnH "sport = :$1" 2>/dev/null | grep -q .; }

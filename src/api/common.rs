@@ -1,0 +1,503 @@
+//! Types and validation rules shared by several kinds.
+//!
+//! The CEL rules live here as small constructors so that every kind says "a DNS label" or "a data URI"
+//! the same way, with the same message; the pure parsers next to them are what controllers use to
+//! read the same strings, so the API server and the operator agree on what is valid.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::core::Rule;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// RFC 1123 label: what Kubernetes accepts as a Service, Pod-hostname or label-value-like name.
+pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// Azure ML's endpoint and deployment name rule (3–32 characters, starts with a letter), which is
+/// also a DNS-1035 label, so Services and Pods can be named after it with room for a suffix.
+pub const AZURE_NAME_PATTERN: &str = "^[a-z][-a-z0-9]{1,30}[a-z0-9]$";
+/// A sum of number-unit terms, as in `90s`, `1h30m` or `1.5h`.
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// Azure ML's shared-memory size (`2g`) or a Kubernetes binary quantity (`2Gi`).
+pub const SHM_SIZE_PATTERN: &str = "^[0-9]+([bkmgBKMG]|[KMGT]i)?$";
+/// `pvc://<claim>[/<path>]`: a path on a PersistentVolumeClaim in the object's namespace.
+pub const PVC_URI_PATTERN: &str = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(/[^\s]*)?$";
+/// `https://<host>/<path>`: a file or folder downloaded over HTTPS.
+pub const HTTPS_URI_PATTERN: &str = r"^https://[^\s/?#]+([/?#][^\s]*)?$";
+/// `configmap://<name>`: code files kept in a ConfigMap in the object's namespace.
+pub const CONFIGMAP_URI_PATTERN: &str = "^configmap://[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
+/// An environment reference: `<name>`, `<name>:<version>` or `<name>@latest`.
+pub const ENVIRONMENT_REF_PATTERN: &str =
+    "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:[A-Za-z0-9][A-Za-z0-9._-]*|@latest)?$";
+/// An environment version: letters, digits, `.`, `_` and `-`.
+pub const VERSION_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]*$";
+
+/// Longest URI accepted; bounds the cost of the CEL rules that match on it.
+pub const MAX_URI_LENGTH: u32 = 2048;
+/// Most entries in maps and lists that CEL rules iterate over; bounds their cost.
+pub const MAX_MAP_ENTRIES: u32 = 64;
+/// Most deployments under one endpoint (Azure ML's limit).
+pub const MAX_DEPLOYMENTS_PER_ENDPOINT: u32 = 20;
+
+/// The `spec.phase`-like condition types every controller sets.
+pub mod condition_types {
+    /// The object's children exist and are healthy.
+    pub const READY: &str = "Ready";
+    /// The spec references something that does not exist or does not fit (environment, instance type, endpoint).
+    pub const RESOLVED: &str = "Resolved";
+    /// The controller is working towards the spec (rolling out, waiting for capacity).
+    pub const PROGRESSING: &str = "Progressing";
+}
+
+/// CEL rule constructors, each with a message a `kubectl apply` user can act on.
+pub mod rules {
+    use super::*;
+
+    fn rule(expr: String, message: String) -> Rule {
+        Rule::new(expr).message(message.as_str())
+    }
+
+    /// The value is a DNS label naming another object (a deployment, an endpoint, an instance type).
+    pub fn dns_label(what: &str) -> Rule {
+        rule(
+            format!("self.size() <= 63 && self.matches('{DNS_LABEL_PATTERN}')"),
+            format!("{what} must be a DNS label: at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit"),
+        )
+    }
+
+    /// Every key of the map is an Azure-ML-style deployment name.
+    pub fn deployment_name_keys() -> Rule {
+        rule(
+            format!("self.all(k, k.matches('{AZURE_NAME_PATTERN}'))"),
+            "deployment names must be 3-32 lowercase letters, digits or '-', starting with a letter".into(),
+        )
+    }
+
+    /// The value is an Azure-ML-style endpoint or deployment name.
+    pub fn azure_name(what: &str) -> Rule {
+        rule(
+            format!("self.matches('{AZURE_NAME_PATTERN}')"),
+            format!("{what} must be 3-32 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit"),
+        )
+    }
+
+    /// `metadata.name` of the object is an Azure-ML-style name (used at the root of a kind).
+    pub fn object_name(kind: &str) -> Rule {
+        rule(
+            format!("self.metadata.name.matches('{AZURE_NAME_PATTERN}')"),
+            format!("{kind} names must be 3-32 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit"),
+        )
+    }
+
+    /// A duration such as `30s`, `90m` or `1h30m`.
+    pub fn duration(what: &str) -> Rule {
+        rule(
+            format!("self.matches('{DURATION_PATTERN}')"),
+            format!("{what} must be a duration such as 30s, 90m or 1h30m (units ms, s, m, h)"),
+        )
+    }
+
+    /// A data input: a PVC path or an HTTPS URL.
+    pub fn input_uri(what: &str) -> Rule {
+        rule(
+            format!("self.matches('{PVC_URI_PATTERN}') || self.matches('{HTTPS_URI_PATTERN}')"),
+            format!("{what} must be a pvc://<claim>/<path> or https:// URI"),
+        )
+    }
+
+    /// A writable location: only a PVC path can be written.
+    pub fn output_uri(what: &str) -> Rule {
+        rule(
+            format!("self.matches('{PVC_URI_PATTERN}')"),
+            format!("{what} must be a pvc://<claim>/<path> URI (outputs are written to a PersistentVolumeClaim)"),
+        )
+    }
+
+    /// Where code comes from: a ConfigMap or a PVC path.
+    pub fn code_uri(what: &str) -> Rule {
+        rule(
+            format!("self.matches('{CONFIGMAP_URI_PATTERN}') || self.matches('{PVC_URI_PATTERN}')"),
+            format!("{what} must be a configmap://<name> or pvc://<claim>/<path> URI"),
+        )
+    }
+
+    /// An environment reference.
+    pub fn environment_ref() -> Rule {
+        rule(
+            format!("self.matches('{ENVIRONMENT_REF_PATTERN}')"),
+            "environment must be <name>, <name>:<version> or <name>@latest, where <name> is an Environment in this namespace".into(),
+        )
+    }
+
+    /// A field that may not change once set, nor be added or removed after creation.
+    pub fn immutable_optional(field: &str, hint: &str) -> Rule {
+        rule(
+            format!("has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"),
+            format!("{field} is immutable{hint}"),
+        )
+    }
+
+    /// A required field that may not change after creation.
+    pub fn immutable(field: &str, hint: &str) -> Rule {
+        rule(format!("self.{field} == oldSelf.{field}"), format!("{field} is immutable{hint}"))
+    }
+
+    /// Every quantity in a resource map is well formed.
+    pub fn quantities() -> Rule {
+        rule(
+            "self.all(k, isQuantity(string(self[k])))".into(),
+            "resource values must be Kubernetes quantities such as 500m, 2, 4Gi or 1536Mi".into(),
+        )
+    }
+}
+
+/// Extends a schema with `maxProperties`, for maps iterated by CEL rules.
+pub(crate) fn max_properties<const N: u32>(schema: &mut Schema) {
+    schema.insert("maxProperties".into(), N.into());
+}
+
+/// A resource map (`cpu`, `memory`, `nvidia.com/gpu`, …) with a short description, instead of the
+/// many-paragraph one `Quantity` carries, which would drown `kubectl explain`.
+pub(crate) fn resource_map_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "maxProperties": 16,
+        "additionalProperties": {
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+        },
+        "x-kubernetes-validations": [serde_json::to_value(rules::quantities()).unwrap_or_default()]
+    })
+}
+
+/// A resource map: resource name to quantity, as in a container's `resources.requests`.
+pub type ResourceList = BTreeMap<String, Quantity>;
+
+/// Requests and limits for one instance.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRequirements {
+    /// Minimum resources reserved for each instance (Kubernetes requests), e.g. `cpu: 500m`, `memory: 1Gi`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "resource_map_schema")]
+    pub requests: ResourceList,
+    /// Maximum resources each instance may use (Kubernetes limits). GPUs (`nvidia.com/gpu`) go here only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "resource_map_schema")]
+    pub limits: ResourceList,
+}
+
+/// How a data input reaches the container.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InputMode {
+    // Mounted read-only; only `pvc://` inputs can be mounted.
+    RoMount,
+    // Copied into the container's scratch space before the command starts.
+    Download,
+    // Not fetched at all: the URI is handed to the command, which reads it itself.
+    Direct,
+}
+
+/// What a data input is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum InputType {
+    #[default]
+    UriFolder,
+    UriFile,
+    MlflowModel,
+    CustomModel,
+    Literal,
+}
+
+/// One named input of a job. `${{inputs.<name>}}` in the command resolves to its local path (or
+/// its value, for a literal).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, kube::KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.type == 'literal' ? (has(self.value) && !has(self.path)) : (has(self.path) && !has(self.value))")
+        .message("a literal input needs value (and no path); a data input needs path (and no value)"),
+    validation = Rule::new("!has(self.mode) || self.mode != 'ro_mount' || (has(self.path) && self.path.startsWith('pvc://'))")
+        .message("only pvc:// inputs can be mounted (mode ro_mount); use mode download or direct for https://"),
+    validation = Rule::new("!has(self.mode) || self.type != 'literal'")
+        .message("mode does not apply to literal inputs"),
+)]
+pub struct JobInput {
+    /// Kind of input: `uri_folder` (default), `uri_file`, `mlflow_model`, `custom_model`, or `literal` for a plain value.
+    #[serde(default, rename = "type")]
+    pub type_: InputType,
+    /// Where the data lives: `pvc://<claim>/<path>` or `https://…`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = rules::input_uri("path"))]
+    pub path: Option<String>,
+    /// How the data reaches the container. Default: `ro_mount` for `pvc://`, `download` for `https://`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<InputMode>,
+    /// The value of a `literal` input, substituted as text into the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    pub value: Option<String>,
+}
+
+/// How an output leaves the container.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    // Written in place on the claim while the job runs.
+    #[default]
+    RwMount,
+    // Written to scratch space and copied to the claim when the command exits.
+    Upload,
+}
+
+/// What an output is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputType {
+    #[default]
+    UriFolder,
+    UriFile,
+    MlflowModel,
+    CustomModel,
+}
+
+/// One named output of a job. `${{outputs.<name>}}` in the command resolves to its local path.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, kube::KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobOutput {
+    /// Kind of output: `uri_folder` (default), `uri_file`, `mlflow_model` or `custom_model`.
+    #[serde(default, rename = "type")]
+    pub type_: OutputType,
+    /// Where the output is written: `pvc://<claim>/<path>`.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = rules::output_uri("path"))]
+    pub path: String,
+    /// `rw_mount` (default) writes in place; `upload` copies when the command exits.
+    #[serde(default)]
+    pub mode: OutputMode,
+}
+
+/// Code and the script that serves or scores with it, as in Azure ML's `code_configuration`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, kube::KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CodeConfiguration {
+    /// Where the code lives: `configmap://<name>` or `pvc://<claim>/<path>`. Mounted at `/var/azureml-app`.
+    #[schemars(length(max = 2048))]
+    #[x_kube(validation = rules::code_uri("codeConfiguration.code"))]
+    pub code: String,
+    /// The scoring script, relative to the code folder (it defines `init()` and `run()`).
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("scoringScript must be a relative path inside the code folder"))]
+    pub scoring_script: String,
+}
+
+/// A parsed data or code URI: the schemes the controllers know how to honour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DataUri {
+    /// A path on a PersistentVolumeClaim in the object's namespace; `path` has no leading `/`.
+    Pvc { claim: String, path: String },
+    /// An HTTPS URL, kept whole.
+    Https(String),
+    /// A ConfigMap in the object's namespace.
+    ConfigMap(String),
+}
+
+/// Why a string is not a [`DataUri`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{uri:?} is not a pvc://, https:// or configmap:// URI")]
+pub struct InvalidUri {
+    pub uri: String,
+}
+
+impl std::str::FromStr for DataUri {
+    type Err = InvalidUri;
+
+    fn from_str(uri: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidUri { uri: uri.to_string() };
+        if let Some(rest) = uri.strip_prefix("pvc://") {
+            let (claim, path) = rest.split_once('/').unwrap_or((rest, ""));
+            if !is_dns_subdomain(claim) || path.chars().any(char::is_whitespace) {
+                return Err(invalid());
+            }
+            return Ok(DataUri::Pvc { claim: claim.into(), path: path.trim_matches('/').into() });
+        }
+        if let Some(rest) = uri.strip_prefix("https://") {
+            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+            if host.is_empty() || uri.chars().any(char::is_whitespace) {
+                return Err(invalid());
+            }
+            return Ok(DataUri::Https(uri.into()));
+        }
+        if let Some(name) = uri.strip_prefix("configmap://") {
+            if !is_dns_subdomain(name) {
+                return Err(invalid());
+            }
+            return Ok(DataUri::ConfigMap(name.into()));
+        }
+        Err(invalid())
+    }
+}
+
+/// Whether `s` is an RFC 1123 label (as [`DNS_LABEL_PATTERN`]).
+pub fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// Whether `s` is an RFC 1123 subdomain: dot-separated labels, at most 253 characters.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// Which version of an environment a reference asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EnvironmentVersion {
+    /// `name` or `name@latest`: whatever the Environment currently holds.
+    Latest,
+    /// `name:version`: the Environment must hold exactly this version.
+    Exact(String),
+}
+
+/// A parsed `environment` reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvironmentRef {
+    /// Name of the Environment object in the referencing object's namespace.
+    pub name: String,
+    pub version: EnvironmentVersion,
+}
+
+impl EnvironmentRef {
+    /// Parses `name`, `name:version` or `name@latest`; `None` when malformed.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (name, version) = if let Some(name) = s.strip_suffix("@latest") {
+            (name, EnvironmentVersion::Latest)
+        } else if let Some((name, version)) = s.split_once(':') {
+            let ok = version.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && version.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !ok {
+                return None;
+            }
+            (name, EnvironmentVersion::Exact(version.into()))
+        } else {
+            (s, EnvironmentVersion::Latest)
+        };
+        is_dns_subdomain(name).then(|| EnvironmentRef { name: name.into(), version })
+    }
+}
+
+/// Parses a duration as accepted by [`DURATION_PATTERN`] (`30s`, `1h30m`, `1.5h`, `250ms`).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1 {
+            return None;
+        }
+        let value: f64 = num.parse().ok()?;
+        let (unit_secs, tail) = if let Some(t) = tail.strip_prefix("ms") {
+            (0.001, t)
+        } else if let Some(t) = tail.strip_prefix('s') {
+            (1.0, t)
+        } else if let Some(t) = tail.strip_prefix('m') {
+            (60.0, t)
+        } else if let Some(t) = tail.strip_prefix('h') {
+            (3600.0, t)
+        } else {
+            return None;
+        };
+        total += value * unit_secs;
+        rest = tail;
+    }
+    Duration::try_from_secs_f64(total).ok()
+}
+
+/// Parses a shared-memory size (Azure ML's `2g` or Kubernetes' `2Gi`) into bytes. Azure ML's single
+/// letters are binary units, as with `docker run --shm-size`.
+pub fn parse_shm_size(s: &str) -> Option<u64> {
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(digits);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit {
+        "" | "b" | "B" => 0,
+        "k" | "K" | "Ki" => 10,
+        "m" | "M" | "Mi" => 20,
+        "g" | "G" | "Gi" => 30,
+        "Ti" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_the_schema_pattern() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("1.5h"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        for bad in ["", "30", "s", "1d", "-1s", "1.s", "1..5s", " 1s"] {
+            assert_eq!(parse_duration(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shm_sizes_accept_azure_and_kubernetes_units() {
+        assert_eq!(parse_shm_size("2g"), Some(2 << 30));
+        assert_eq!(parse_shm_size("2Gi"), Some(2 << 30));
+        assert_eq!(parse_shm_size("512m"), Some(512 << 20));
+        assert_eq!(parse_shm_size("1024"), Some(1024));
+        assert_eq!(parse_shm_size("2gb"), None);
+        assert_eq!(parse_shm_size("g"), None);
+    }
+
+    #[test]
+    fn uris_parse_into_the_supported_schemes() {
+        assert_eq!(
+            "pvc://data/cifar/train".parse(),
+            Ok(DataUri::Pvc { claim: "data".into(), path: "cifar/train".into() })
+        );
+        assert_eq!("pvc://data".parse(), Ok(DataUri::Pvc { claim: "data".into(), path: "".into() }));
+        assert_eq!(
+            "https://example.com/m.onnx".parse(),
+            Ok(DataUri::Https("https://example.com/m.onnx".into()))
+        );
+        assert_eq!("configmap://score-code".parse(), Ok(DataUri::ConfigMap("score-code".into())));
+        for bad in ["azureml://datastores/x", "http://example.com", "pvc://Data/x", "https:///x", "pvc://"] {
+            assert!(bad.parse::<DataUri>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn environment_references_follow_azure_ml_forms() {
+        let r = EnvironmentRef::parse("torch:2").unwrap();
+        assert_eq!((r.name.as_str(), r.version), ("torch", EnvironmentVersion::Exact("2".into())));
+        assert_eq!(EnvironmentRef::parse("torch@latest").unwrap().version, EnvironmentVersion::Latest);
+        assert_eq!(EnvironmentRef::parse("torch").unwrap().version, EnvironmentVersion::Latest);
+        assert!(EnvironmentRef::parse("Torch:2").is_none());
+        assert!(EnvironmentRef::parse("torch:").is_none());
+    }
+
+    #[test]
+    fn dns_labels() {
+        assert!(is_dns_label("blue-1"));
+        assert!(!is_dns_label("-blue"));
+        assert!(!is_dns_label("Blue"));
+        assert!(!is_dns_label(&"a".repeat(64)));
+    }
+}

@@ -1,0 +1,107 @@
+//! `Environment`: a registered container image that jobs and deployments refer to by name.
+
+use std::collections::BTreeMap;
+
+use kube::{CustomResource, KubeSchema, core::Rule};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Condition, max_properties, rules};
+
+/// A versioned container image, with its default environment variables and, for serving, the routes
+/// the inference server answers on.
+///
+/// Referenced from jobs and deployments as `<name>` or `<name>@latest` (whatever this object holds
+/// now) or `<name>:<version>` (only while `spec.version` is that version). The image and version a
+/// child actually ran with are recorded in the child's status, so a run stays reproducible.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "mlcompute.io",
+    version = "v1alpha1",
+    kind = "Environment",
+    namespaced,
+    status = "EnvironmentStatus",
+    shortname = "env",
+    category = "mlcompute",
+    doc = "A registered container image that jobs and deployments refer to by name (Azure ML environment).",
+    printcolumn(name = "Image", type_ = "string", json_path = ".spec.image"),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 63").message("Environment names must be at most 63 characters"),
+)]
+#[x_kube(
+    validation = Rule::new("self.version != oldSelf.version || self.image == oldSelf.image")
+        .message("image can only change together with version: environments are versioned, so bump spec.version when you change the image"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentSpec {
+    /// Container image, e.g. `mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest`.
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("!self.contains(' ')").message("image must not contain spaces"))]
+    pub image: String,
+    /// Version label of this environment; references of the form `<name>:<version>` must match it.
+    #[serde(default = "default_version")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", super::common::VERSION_PATTERN)).message("version must be letters, digits, '.', '_' or '-', starting with a letter or digit"))]
+    pub version: String,
+    /// Free-text description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub description: Option<String>,
+    /// Names of `kubernetes.io/dockerconfigjson` Secrets in this namespace used to pull the image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(s, s.size() <= 253)").message("imagePullSecrets entries must be Secret names"))]
+    pub image_pull_secrets: Vec<String>,
+    /// Environment variables set in every container that uses this environment; the job's or
+    /// deployment's own variables win on conflict.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = max_properties::<128>)]
+    pub environment_variables: BTreeMap<String, String>,
+    /// Routes of a custom serving container. Omitted: the Azure ML inference server defaults
+    /// (port 5001; liveness and readiness `GET /`, scoring `POST /score`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_config: Option<InferenceConfig>,
+}
+
+fn default_version() -> String {
+    "1".into()
+}
+
+/// The HTTP routes an inference container serves.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InferenceConfig {
+    /// Route the liveness probe calls.
+    pub liveness_route: Route,
+    /// Route the readiness probe calls.
+    pub readiness_route: Route,
+    /// Route scoring requests are forwarded to.
+    pub scoring_route: Route,
+}
+
+/// One HTTP route of the serving container.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Route {
+    /// Container port.
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// HTTP path, starting with `/`.
+    #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("route path must start with '/'"))]
+    pub path: String,
+}
+
+/// Observed state of an Environment.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Standard conditions (`Ready`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
