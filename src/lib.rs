@@ -4,6 +4,7 @@
 //! and each controller lives in a module of its own.
 
 pub mod cli;
+pub mod router;
 pub mod telemetry;
 
 /// The version stamped into the binary, printed by `mlcompute version`.

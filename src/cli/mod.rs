@@ -2,6 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod endpoint;
+pub mod endpoint_invoke;
+pub mod router;
+
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Debug, Parser)]
@@ -21,6 +25,13 @@ pub struct Cli {
 pub enum Command {
     /// Print the version of this binary.
     Version,
+    /// Run the data-plane router in front of online deployments.
+    Router(router::RouterArgs),
+    /// Verbs on online endpoints (invoke).
+    Endpoint {
+        #[command(subcommand)]
+        command: endpoint::EndpointCommand,
+    },
 }
 
 /// Runs the parsed command line and returns the process exit code.
@@ -31,5 +42,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("mlcompute {}", crate::VERSION);
             Ok(())
         }
+        Command::Router(args) => router::run(args).await,
+        Command::Endpoint { command } => endpoint::run(command).await,
     }
 }

@@ -1,0 +1,17 @@
+//! `mlcompute endpoint …`: verbs on online endpoints.
+
+use super::endpoint_invoke::{self, InvokeArgs};
+
+/// Verbs on online endpoints.
+#[derive(Debug, clap::Subcommand)]
+pub enum EndpointCommand {
+    /// Send one scoring request through the router and print the answer.
+    Invoke(InvokeArgs),
+}
+
+/// Runs an endpoint verb.
+pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
+    match command {
+        EndpointCommand::Invoke(args) => endpoint_invoke::run(args).await,
+    }
+}

@@ -1,0 +1,49 @@
+//! `mlcompute router`: the data-plane router.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+
+use crate::router::{self, RouterOptions, ServerOptions, StaticFile};
+
+/// Arguments of `mlcompute router`.
+#[derive(Debug, clap::Args)]
+pub struct RouterArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", env = "MLCOMPUTE_ROUTER_LISTEN")]
+    pub listen: SocketAddr,
+    /// A routing table in YAML or JSON (see examples/router-static.yaml); re-read when it
+    /// changes and on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub static_table: PathBuf,
+    /// How often the static table is checked for changes, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    pub poll_ms: u64,
+    /// Seconds open requests may take to finish after SIGTERM.
+    #[arg(long, default_value_t = 30)]
+    pub drain_seconds: u64,
+    /// Mirror copies that may wait before new ones are dropped.
+    #[arg(long, default_value_t = 1024)]
+    pub mirror_queue: usize,
+    /// Mirror copies delivered at once.
+    #[arg(long, default_value_t = 64)]
+    pub mirror_workers: usize,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+/// Runs the router from the command line.
+pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
+    let source = StaticFile::open(&args.static_table, Duration::from_millis(args.poll_ms.max(10)))?;
+    let options = RouterOptions {
+        listen: args.listen,
+        drain: Duration::from_secs(args.drain_seconds),
+        server: ServerOptions {
+            mirror_queue: args.mirror_queue,
+            mirror_workers: args.mirror_workers,
+            max_body_bytes: args.max_body_bytes,
+        },
+    };
+    router::run(options, source).await.context("router")
+}

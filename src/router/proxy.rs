@@ -1,0 +1,342 @@
+//! Forwarding one request to one deployment: keep-alive connection pools per instance,
+//! concurrency slots, request timeout, and retry on another instance when connecting fails.
+//!
+//! Bodies are buffered (scoring payloads are small JSON documents and a mirror copy needs the
+//! same bytes), which lets a request that never reached an instance be sent again elsewhere.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::Mutex,
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, Method, Request, Response, header};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, time::Instant};
+
+use super::{
+    limit::{Busy, acquire_any},
+    pick::instance_order,
+    routes::{Deployment, Instance},
+};
+
+type Sender = http1::SendRequest<Full<Bytes>>;
+
+/// Idle connections kept per instance.
+const MAX_IDLE_PER_INSTANCE: usize = 512;
+/// How long connecting to an instance may take before another one is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A request to forward: everything but the destination.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The client's method.
+    pub method: Method,
+    /// The client's headers, minus hop-by-hop headers, `Host` and `Authorization`.
+    pub headers: HeaderMap,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl Outgoing {
+    /// Keeps the end-to-end headers of a client request.
+    pub fn new(method: Method, mut headers: HeaderMap, body: Bytes) -> Self {
+        strip_hop_by_hop(&mut headers);
+        headers.remove(header::HOST);
+        headers.remove(header::AUTHORIZATION);
+        Self { method, headers, body }
+    }
+
+    pub(super) fn request(&self, deployment: &Deployment, instance: &Instance) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = deployment.scoring_path.clone();
+        let headers = request.headers_mut();
+        headers.clone_from(&self.headers);
+        headers.insert(header::HOST, instance.host.clone());
+        request
+    }
+}
+
+/// What went wrong forwarding a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The deployment has no ready instance.
+    #[error("deployment has no ready instance")]
+    NoReadyInstance,
+    /// Every instance stayed at its concurrency limit for the queue wait.
+    #[error("too many requests")]
+    Busy(#[source] Busy),
+    /// No instance accepted a connection.
+    #[error("could not connect to any of {instances} instances")]
+    Connect {
+        /// Instances tried.
+        instances: usize,
+        /// The last failure.
+        #[source]
+        source: io::Error,
+    },
+    /// The instance did not answer within the request timeout.
+    #[error("no answer within the request timeout of {timeout_ms} ms")]
+    Timeout {
+        /// The timeout that expired.
+        timeout_ms: u128,
+    },
+    /// The instance broke the exchange (closed, reset, malformed answer).
+    #[error("the instance failed the exchange")]
+    Upstream(#[source] hyper::Error),
+}
+
+impl ProxyError {
+    /// A bounded name for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::NoReadyInstance => "no_ready_instance",
+            Self::Busy(_) => "busy",
+            Self::Connect { .. } => "connect",
+            Self::Timeout { .. } => "timeout",
+            Self::Upstream(_) => "upstream",
+        }
+    }
+
+    /// The status the client gets.
+    pub fn status(&self) -> http::StatusCode {
+        use http::StatusCode as S;
+        match self {
+            Self::NoReadyInstance => S::SERVICE_UNAVAILABLE,
+            Self::Busy(_) => S::TOO_MANY_REQUESTS,
+            Self::Connect { .. } | Self::Upstream(_) => S::BAD_GATEWAY,
+            Self::Timeout { .. } => S::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// Sends `outgoing` to one ready instance of `deployment` and returns the buffered answer.
+///
+/// The instance is the least loaded one with a free slot (waiting up to the queue wait). When
+/// connecting fails, the next instance is tried; the request timeout starts once a slot is held.
+pub async fn forward(deployment: &Deployment, outgoing: &Outgoing) -> Result<Response<Bytes>, ProxyError> {
+    let instances = &deployment.instances;
+    match instances.as_slice() {
+        [] => Err(ProxyError::NoReadyInstance),
+        [only] => {
+            let (_, _slot) = acquire_any(&[&only.limit], deployment.queue_wait)
+                .await
+                .map_err(ProxyError::Busy)?;
+            let deadline = Instant::now() + deployment.timeout;
+            match timed(deployment, deadline, send(only, || outgoing.request(deployment, only))).await? {
+                Ok(response) => Ok(response),
+                Err(Failure::Connect(source)) => Err(ProxyError::Connect { instances: 1, source }),
+                Err(Failure::Upstream(source)) => Err(ProxyError::Upstream(source)),
+            }
+        }
+        _ => {
+            let mut remaining = instance_order(instances, &deployment.cursor);
+            let mut deadline = None;
+            loop {
+                let limits: Vec<_> = remaining.iter().map(|&i| &instances[i].limit).collect();
+                let (position, _slot) = acquire_any(&limits, deployment.queue_wait)
+                    .await
+                    .map_err(ProxyError::Busy)?;
+                let instance = &instances[remaining.remove(position)];
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + deployment.timeout);
+                match timed(deployment, deadline, send(instance, || outgoing.request(deployment, instance))).await? {
+                    Ok(response) => return Ok(response),
+                    Err(Failure::Upstream(source)) => return Err(ProxyError::Upstream(source)),
+                    Err(Failure::Connect(source)) if remaining.is_empty() => {
+                        return Err(ProxyError::Connect {
+                            instances: instances.len(),
+                            source,
+                        });
+                    }
+                    Err(Failure::Connect(source)) => {
+                        tracing::debug!(instance = %instance.addr, error = %source, "connect failed, trying another instance");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn timed<T>(
+    deployment: &Deployment,
+    deadline: Instant,
+    work: impl Future<Output = T>,
+) -> Result<T, ProxyError> {
+    tokio::time::timeout_at(deadline, work)
+        .await
+        .map_err(|_| ProxyError::Timeout {
+            timeout_ms: deployment.timeout.as_millis(),
+        })
+}
+
+/// Why one send failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// The request never reached the instance: safe to send elsewhere.
+    Connect(io::Error),
+    /// The instance got the request and broke the exchange.
+    Upstream(hyper::Error),
+}
+
+/// Sends one request to one instance: on an idle pooled connection when there is one, else on
+/// a new connection. A pooled connection the instance had already closed is skipped; when it
+/// closes under the request before any answer (the keep-alive race), the request counts as
+/// not delivered, so the caller may send it elsewhere: scoring requests are treated as
+/// idempotent, as Azure ML's router does on retries.
+pub async fn send(
+    instance: &Instance,
+    build: impl Fn() -> Request<Full<Bytes>>,
+) -> Result<Response<Bytes>, Failure> {
+    loop {
+        let (mut sender, reused) = match instance.pool.take() {
+            Some(sender) => (sender, true),
+            None => (connect(instance.addr).await.map_err(Failure::Connect)?, false),
+        };
+        if sender.ready().await.is_err() {
+            if reused {
+                continue;
+            }
+            return Err(Failure::Connect(closed()));
+        }
+        match sender.try_send_request(build()).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                let body = body.collect().await.map_err(Failure::Upstream)?.to_bytes();
+                instance.pool.put(sender);
+                return Ok(Response::from_parts(parts, body));
+            }
+            Err(mut failed) => {
+                let unsent = failed.take_message().is_some();
+                let error = failed.into_error();
+                if unsent && reused {
+                    continue;
+                }
+                if unsent || (reused && error.is_incomplete_message()) {
+                    return Err(Failure::Connect(io::Error::other(error)));
+                }
+                return Err(Failure::Upstream(error));
+            }
+        }
+    }
+}
+
+fn closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection closed before the request was sent",
+    )
+}
+
+async fn connect(addr: SocketAddr) -> io::Result<Sender> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.set_nodelay(true)?;
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(io::Error::other)?;
+    tokio::spawn(async move {
+        // The connection ends when the instance closes it or the sender is dropped.
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+/// Idle keep-alive connections to one instance.
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<Vec<Sender>>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<Sender> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    fn put(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < MAX_IDLE_PER_INSTANCE {
+            idle.push(sender);
+        }
+    }
+}
+
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes headers that describe one hop, not the message (RFC 9110 §7.6.1), and the length
+/// (the buffered body sets its own).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.is_empty() {
+        return;
+    }
+    if let Some(listed) = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()) {
+        let listed: Vec<HeaderName> = listed
+            .split(',')
+            .filter_map(|name| HeaderName::try_from(name.trim()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove(header::CONTENT_LENGTH);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_secrets_are_not_forwarded() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-private"),
+            ("x-private", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("authorization", "Bearer secret"),
+            ("host", "router"),
+            ("content-type", "application/json"),
+            ("azureml-model-deployment", "blue"),
+        ] {
+            headers.insert(HeaderName::from_static(name), value.parse().unwrap());
+        }
+        let outgoing = Outgoing::new(Method::POST, headers, Bytes::new());
+        let names: Vec<&str> = outgoing.headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(names.contains(&"content-type") && names.contains(&"azureml-model-deployment"));
+    }
+
+    #[test]
+    fn errors_map_to_statuses_and_categories() {
+        let timeout = ProxyError::Timeout { timeout_ms: 5000 };
+        assert_eq!(timeout.status(), 504);
+        assert_eq!(timeout.category(), "timeout");
+        assert_eq!(ProxyError::NoReadyInstance.status(), 503);
+        let connect = ProxyError::Connect {
+            instances: 2,
+            source: io::Error::from(io::ErrorKind::ConnectionRefused),
+        };
+        assert_eq!(connect.status(), 502);
+    }
+}

@@ -1,0 +1,359 @@
+//! The router's HTTP side: routes, the scoring path, table swaps and graceful drain.
+//!
+//! Routes:
+//! - `POST /api/v1/endpoint/{endpoint}/score`: the scoring URI (the shape of Azure ML's
+//!   Kubernetes router); optional `azureml-model-deployment` header pins a deployment.
+//! - `GET /healthz`: the process is up. `GET /readyz`: a table is loaded and we are not
+//!   draining. `GET /metrics`: Prometheus text format.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+};
+use tokio::net::TcpListener;
+
+use super::{
+    auth::Authenticator,
+    metrics::{Metrics, NONE, RouteMetrics},
+    mirror::{Mirror, MirrorJob},
+    pick::percent_roll,
+    proxy::{self, Outgoing, ProxyError, strip_hop_by_hop},
+    reply::{self, ErrorBody},
+    routes::{Compiler, Deployment, Endpoint, Routes},
+    table::{RoutingTable, TableError},
+};
+
+/// The pinning header, as in Azure ML.
+pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("azureml-model-deployment");
+
+const SCORE_PREFIX: &str = "/api/v1/endpoint/";
+const SCORE_SUFFIX: &str = "/score";
+
+/// Tunables of the HTTP side.
+#[derive(Clone, Debug)]
+pub struct ServerOptions {
+    /// Copies waiting to be mirrored before new ones are dropped.
+    pub mirror_queue: usize,
+    /// Copies being delivered at once.
+    pub mirror_workers: usize,
+    /// The largest request body accepted.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            mirror_queue: 1024,
+            mirror_workers: 64,
+            max_body_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The shared state of a running router.
+#[derive(Debug)]
+pub struct Router {
+    routes: ArcSwap<Routes>,
+    compiler: Compiler,
+    metrics: Metrics,
+    unknown: RouteMetrics,
+    mirror: Mirror,
+    loaded: AtomicBool,
+    draining: AtomicBool,
+    max_body_bytes: usize,
+}
+
+impl Router {
+    /// A router with an empty table (not ready until a table is applied). Needs a Tokio runtime.
+    pub fn new(metrics: Metrics, options: &ServerOptions) -> Arc<Self> {
+        Arc::new(Self {
+            routes: ArcSwap::from_pointee(Routes::default()),
+            compiler: Compiler::new(metrics.clone()),
+            unknown: metrics.route(NONE, NONE),
+            metrics,
+            mirror: Mirror::start(options.mirror_queue, options.mirror_workers),
+            loaded: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            max_body_bytes: options.max_body_bytes,
+        })
+    }
+
+    /// Validates, compiles and swaps in a table. Requests in flight keep the old one.
+    pub fn apply(&self, table: &RoutingTable) -> Result<(), TableError> {
+        if let Err(error) = table.validate() {
+            self.metrics.reload(false);
+            return Err(error);
+        }
+        let routes = self.compiler.compile(table);
+        tracing::debug!(endpoints = routes.len(), "routing table applied");
+        self.routes.store(Arc::new(routes));
+        self.loaded.store(true, Ordering::Release);
+        self.metrics.reload(true);
+        Ok(())
+    }
+
+    fn ready(&self) -> bool {
+        self.loaded.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
+        if let Some(name) = scoring_endpoint(path) {
+            if request.method() != Method::POST {
+                let mut response = reply::error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &ErrorBody {
+                        error: "the scoring URI takes POST",
+                        endpoint: None,
+                        deployment: None,
+                        reason: "method_not_allowed",
+                    },
+                );
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                return response;
+            }
+            let routes = self.routes.load();
+            let endpoint = routes.endpoint(name).cloned();
+            drop(routes);
+            return self.score(endpoint, request).await;
+        }
+        match (request.method(), path) {
+            (&Method::GET, "/healthz") => reply::text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") if self.ready() => reply::text(StatusCode::OK, "ready\n"),
+            (&Method::GET, "/readyz") => reply::text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            (&Method::GET, "/metrics") => {
+                let mut response = reply::text(StatusCode::OK, self.metrics.render());
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
+            _ => reply::error(
+                StatusCode::NOT_FOUND,
+                &ErrorBody {
+                    error: "no such route: score with POST /api/v1/endpoint/{endpoint}/score",
+                    endpoint: None,
+                    deployment: None,
+                    reason: "no_route",
+                },
+            ),
+        }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(endpoint = endpoint.as_ref().map(|e| e.name.as_str())))]
+    async fn score(&self, endpoint: Option<Arc<Endpoint>>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let started = Instant::now();
+        let Some(endpoint) = endpoint else {
+            // Same work and same answer as a wrong key: nothing tells which endpoints exist.
+            let _ = Authenticator::unknown_endpoint().allows(request.headers());
+            self.unknown.observe(401, started.elapsed().as_secs_f64());
+            return reply::unauthorized();
+        };
+        if !endpoint.auth.allows(request.headers()) {
+            endpoint.metrics.observe(401, started.elapsed().as_secs_f64());
+            return reply::unauthorized();
+        }
+        let (deployment, live) = match choose(&endpoint, request.headers().get(&DEPLOYMENT_HEADER)) {
+            Ok(choice) => choice,
+            Err(response) => {
+                endpoint.metrics.observe(response.status().as_u16(), started.elapsed().as_secs_f64());
+                return response;
+            }
+        };
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, self.max_body_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(error) => {
+                let (status, message, reason) = if error.downcast_ref::<LengthLimitError>().is_some() {
+                    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large", "body_too_large")
+                } else {
+                    (StatusCode::BAD_REQUEST, "reading the request body failed", "body_read")
+                };
+                let response = deployment_error(status, message, reason, &deployment);
+                deployment.metrics.observe(status.as_u16(), started.elapsed().as_secs_f64());
+                return response;
+            }
+        };
+        let outgoing = Arc::new(Outgoing::new(parts.method, parts.headers, body));
+        if live && let Some((mirror, percent)) = &endpoint.mirror && percent_roll() < *percent {
+            self.mirror.offer(MirrorJob {
+                deployment: mirror.clone(),
+                outgoing: outgoing.clone(),
+            });
+        }
+        let response = match proxy::forward(&deployment, &outgoing).await {
+            Ok(answer) => {
+                let (mut parts, body) = answer.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                parts.headers.insert(DEPLOYMENT_HEADER, deployment.name_header.clone());
+                Response::from_parts(parts, Full::new(body))
+            }
+            Err(error) => proxy_error(&error, &deployment),
+        };
+        deployment
+            .metrics
+            .observe(response.status().as_u16(), started.elapsed().as_secs_f64());
+        response
+    }
+}
+
+/// The endpoint name of a scoring URI path.
+fn scoring_endpoint(path: &str) -> Option<&str> {
+    path.strip_prefix(SCORE_PREFIX)?
+        .strip_suffix(SCORE_SUFFIX)
+        .filter(|name| !name.is_empty() && !name.contains('/'))
+}
+
+/// The deployment for a request: pinned by header, else the weighted split. `true` when the
+/// request is live traffic (only live traffic is mirrored, as in Azure ML).
+#[allow(clippy::result_large_err)]
+fn choose(
+    endpoint: &Endpoint,
+    pinned: Option<&HeaderValue>,
+) -> Result<(Arc<Deployment>, bool), Response<Full<Bytes>>> {
+    if let Some(name) = pinned {
+        return match endpoint.deployment(name.as_bytes()) {
+            Some(deployment) => Ok((deployment.clone(), false)),
+            None => Err(reply::error(
+                StatusCode::NOT_FOUND,
+                &ErrorBody {
+                    error: &format!(
+                        "endpoint has no deployment named {:?} (from the azureml-model-deployment header)",
+                        String::from_utf8_lossy(name.as_bytes())
+                    ),
+                    endpoint: Some(&endpoint.name),
+                    deployment: None,
+                    reason: "no_such_deployment",
+                },
+            )),
+        };
+    }
+    match endpoint.split.choose(percent_roll()) {
+        Some(index) => Ok((endpoint.deployments[index].clone(), true)),
+        None => Err(reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ErrorBody {
+                error: "endpoint has no deployment with traffic: set traffic, or pin one with the azureml-model-deployment header",
+                endpoint: Some(&endpoint.name),
+                deployment: None,
+                reason: "no_traffic",
+            },
+        )),
+    }
+}
+
+fn proxy_error(error: &ProxyError, deployment: &Deployment) -> Response<Full<Bytes>> {
+    let message = match error {
+        ProxyError::NoReadyInstance => "service unavailable: the deployment has no ready instance".to_owned(),
+        ProxyError::Busy(busy) => format!(
+            "too many requests: {busy}; each instance serves max_concurrent_requests_per_instance at once"
+        ),
+        ProxyError::Connect { instances, source } => {
+            format!("bad gateway: could not connect to any of {instances} instances ({source})")
+        }
+        ProxyError::Timeout { timeout_ms } => {
+            format!("gateway timeout: the deployment did not answer within request_timeout_ms = {timeout_ms}")
+        }
+        ProxyError::Upstream(source) => format!("bad gateway: the instance broke the exchange ({source})"),
+    };
+    tracing::debug!(deployment = %deployment.name, category = error.category(), "{message}");
+    deployment_error(error.status(), &message, error.category(), deployment)
+}
+
+fn deployment_error(status: StatusCode, message: &str, reason: &str, deployment: &Deployment) -> Response<Full<Bytes>> {
+    let mut response = reply::error(
+        status,
+        &ErrorBody {
+            error: message,
+            endpoint: Some(&deployment.endpoint),
+            deployment: Some(&deployment.name),
+            reason,
+        },
+    );
+    response
+        .headers_mut()
+        .insert(DEPLOYMENT_HEADER, deployment.name_header.clone());
+    response
+}
+
+/// Accepts connections until `shutdown` resolves, then stops accepting, marks the router not
+/// ready, and lets open requests finish for at most `drain`.
+pub async fn serve(
+    router: Arc<Router>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new()).keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let router = router.clone();
+                    let service = service_fn(move |request| {
+                        let router = router.clone();
+                        async move { Ok::<_, Infallible>(router.handle(request).await) }
+                    });
+                    let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                    tokio::spawn(async move {
+                        if let Err(error) = connection.await {
+                            tracing::debug!(%peer, %error, "client connection ended with an error");
+                        }
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            () = &mut shutdown => break,
+        }
+    }
+    router.draining.store(true, Ordering::Release);
+    drop(listener);
+    tracing::info!(drain_seconds = drain.as_secs_f64(), "draining: no new connections, finishing open requests");
+    match tokio::time::timeout(drain, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained"),
+        Err(_) => tracing::warn!("drain timeout: closing the connections still open"),
+    }
+}
+
+/// The address a listener is bound to, for logs.
+pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
+    listener.local_addr().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scoring_paths() {
+        assert_eq!(scoring_endpoint("/api/v1/endpoint/iris/score"), Some("iris"));
+        assert_eq!(scoring_endpoint("/api/v1/endpoint//score"), None);
+        assert_eq!(scoring_endpoint("/api/v1/endpoint/a/b/score"), None);
+        assert_eq!(scoring_endpoint("/api/v1/endpoint/iris"), None);
+    }
+}
