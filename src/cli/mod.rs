@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod batch_driver;
+
 pub mod endpoint;
 pub mod endpoint_invoke;
 pub mod router;
@@ -25,6 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version of this binary.
     Version,
+    /// Run one instance of a batch job: score a folder of files with a scoring script.
+    BatchDriver(Box<batch_driver::BatchDriverArgs>),
     /// Run the data-plane router in front of online deployments.
     Router(router::RouterArgs),
     /// Verbs on online endpoints (invoke).
@@ -42,6 +46,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("mlcompute {}", crate::VERSION);
             Ok(())
         }
+        Command::BatchDriver(args) => batch_driver::run(*args).await,
         Command::Router(args) => router::run(args).await,
         Command::Endpoint { command } => endpoint::run(command).await,
     }
