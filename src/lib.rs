@@ -3,6 +3,7 @@
 //! Folder map: `api/` holds the custom resource types, `cli/` the command-line verbs,
 //! and each controller lives in a module of its own.
 
+pub mod api;
 pub mod batch;
 pub mod cli;
 pub mod router;

@@ -61,7 +61,7 @@ pub mod rules {
     /// The value is a DNS label naming another object (a deployment, an endpoint, an instance type).
     pub fn dns_label(what: &str) -> Rule {
         rule(
-            format!("self.size() <= 63 && self.matches('{DNS_LABEL_PATTERN}')"),
+            format!("self.size() <= 63 && self.matches(r'{DNS_LABEL_PATTERN}')"),
             format!("{what} must be a DNS label: at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit"),
         )
     }
@@ -69,7 +69,7 @@ pub mod rules {
     /// Every key of the map is an Azure-ML-style deployment name.
     pub fn deployment_name_keys() -> Rule {
         rule(
-            format!("self.all(k, k.matches('{AZURE_NAME_PATTERN}'))"),
+            format!("self.all(k, k.matches(r'{AZURE_NAME_PATTERN}'))"),
             "deployment names must be 3-32 lowercase letters, digits or '-', starting with a letter".into(),
         )
     }
@@ -77,7 +77,7 @@ pub mod rules {
     /// The value is an Azure-ML-style endpoint or deployment name.
     pub fn azure_name(what: &str) -> Rule {
         rule(
-            format!("self.matches('{AZURE_NAME_PATTERN}')"),
+            format!("self.matches(r'{AZURE_NAME_PATTERN}')"),
             format!("{what} must be 3-32 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit"),
         )
     }
@@ -85,7 +85,7 @@ pub mod rules {
     /// `metadata.name` of the object is an Azure-ML-style name (used at the root of a kind).
     pub fn object_name(kind: &str) -> Rule {
         rule(
-            format!("self.metadata.name.matches('{AZURE_NAME_PATTERN}')"),
+            format!("self.metadata.name.matches(r'{AZURE_NAME_PATTERN}')"),
             format!("{kind} names must be 3-32 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit"),
         )
     }
@@ -93,7 +93,7 @@ pub mod rules {
     /// A duration such as `30s`, `90m` or `1h30m`.
     pub fn duration(what: &str) -> Rule {
         rule(
-            format!("self.matches('{DURATION_PATTERN}')"),
+            format!("self.matches(r'{DURATION_PATTERN}')"),
             format!("{what} must be a duration such as 30s, 90m or 1h30m (units ms, s, m, h)"),
         )
     }
@@ -101,7 +101,7 @@ pub mod rules {
     /// A data input: a PVC path or an HTTPS URL.
     pub fn input_uri(what: &str) -> Rule {
         rule(
-            format!("self.matches('{PVC_URI_PATTERN}') || self.matches('{HTTPS_URI_PATTERN}')"),
+            format!("self.matches(r'{PVC_URI_PATTERN}') || self.matches(r'{HTTPS_URI_PATTERN}')"),
             format!("{what} must be a pvc://<claim>/<path> or https:// URI"),
         )
     }
@@ -109,7 +109,7 @@ pub mod rules {
     /// A writable location: only a PVC path can be written.
     pub fn output_uri(what: &str) -> Rule {
         rule(
-            format!("self.matches('{PVC_URI_PATTERN}')"),
+            format!("self.matches(r'{PVC_URI_PATTERN}')"),
             format!("{what} must be a pvc://<claim>/<path> URI (outputs are written to a PersistentVolumeClaim)"),
         )
     }
@@ -117,7 +117,7 @@ pub mod rules {
     /// Where code comes from: a ConfigMap or a PVC path.
     pub fn code_uri(what: &str) -> Rule {
         rule(
-            format!("self.matches('{CONFIGMAP_URI_PATTERN}') || self.matches('{PVC_URI_PATTERN}')"),
+            format!("self.matches(r'{CONFIGMAP_URI_PATTERN}') || self.matches(r'{PVC_URI_PATTERN}')"),
             format!("{what} must be a configmap://<name> or pvc://<claim>/<path> URI"),
         )
     }
@@ -125,7 +125,7 @@ pub mod rules {
     /// An environment reference.
     pub fn environment_ref() -> Rule {
         rule(
-            format!("self.matches('{ENVIRONMENT_REF_PATTERN}')"),
+            format!("self.matches(r'{ENVIRONMENT_REF_PATTERN}')"),
             "environment must be <name>, <name>:<version> or <name>@latest, where <name> is an Environment in this namespace".into(),
         )
     }
@@ -157,14 +157,24 @@ pub(crate) fn max_properties<const N: u32>(schema: &mut Schema) {
     schema.insert("maxProperties".into(), N.into());
 }
 
+/// Bounds a map of deployment name to percent: at most `N` entries, each value within 0..=`MAX`.
+pub(crate) fn percent_map<const N: u32, const MAX: i32>(schema: &mut Schema) {
+    schema.insert("maxProperties".into(), N.into());
+    if let Some(values) = schema.get_mut("additionalProperties").and_then(|v| v.as_object_mut()) {
+        values.insert("minimum".into(), 0.into());
+        values.insert("maximum".into(), MAX.into());
+    }
+}
+
 /// A resource map (`cpu`, `memory`, `nvidia.com/gpu`, …) with a short description, instead of the
 /// many-paragraph one `Quantity` carries, which would drown `kubectl explain`.
 pub(crate) fn resource_map_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
-        "maxProperties": 16,
+        "maxProperties": 8,
         "additionalProperties": {
             "x-kubernetes-int-or-string": true,
+            "maxLength": 32,
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "pattern": r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
         },
@@ -293,6 +303,26 @@ pub struct CodeConfiguration {
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new("!self.startsWith('/') && !self.contains('..')").message("scoringScript must be a relative path inside the code folder"))]
     pub scoring_script: String,
+}
+
+/// Azure ML job phases, shared by TrainingJob and BatchJob.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum JobPhase {
+    // Waiting for capacity, a queue, an environment or an instance type (see conditions).
+    Queued,
+    // Pods created; images pulling, containers starting, rendezvous forming.
+    Starting,
+    Running,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl JobPhase {
+    /// Whether the job is finished for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Canceled)
+    }
 }
 
 /// A parsed data or code URI: the schemes the controllers know how to honour.

@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use kube::{CustomResource, KubeSchema, core::Rule};
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, max_properties, rules};
+use super::common::{Condition, max_properties};
 
 /// A versioned container image, with its default environment variables and, for serving, the routes
 /// the inference server answers on.
@@ -42,7 +42,7 @@ pub struct EnvironmentSpec {
     /// Version label of this environment; references of the form `<name>:<version>` must match it.
     #[serde(default = "default_version")]
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", super::common::VERSION_PATTERN)).message("version must be letters, digits, '.', '_' or '-', starting with a letter or digit"))]
+    #[x_kube(validation = Rule::new(format!("self.matches(r'{}')", super::common::VERSION_PATTERN)).message("version must be letters, digits, '.', '_' or '-', starting with a letter or digit"))]
     pub version: String,
     /// Free-text description.
     #[serde(default, skip_serializing_if = "Option::is_none")]

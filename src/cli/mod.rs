@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod crd;
+
 pub mod batch_driver;
 
 pub mod endpoint;
@@ -27,6 +29,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version of this binary.
     Version,
+    /// Print the CustomResourceDefinitions (or write them, one file each, with --out-dir).
+    Crd(crd::CrdArgs),
     /// Run one instance of a batch job: score a folder of files with a scoring script.
     BatchDriver(Box<batch_driver::BatchDriverArgs>),
     /// Run the data-plane router in front of online deployments.
@@ -46,6 +50,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("mlcompute {}", crate::VERSION);
             Ok(())
         }
+        Command::Crd(args) => crd::run(&args),
         Command::BatchDriver(args) => batch_driver::run(*args).await,
         Command::Router(args) => router::run(args).await,
         Command::Endpoint { command } => endpoint::run(command).await,
