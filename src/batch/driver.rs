@@ -20,7 +20,9 @@ use tracing::{info, warn};
 
 use super::{
     journal::{self, Entry, Journal, JournalError},
-    output::{self, MergeOutcome, OutputAction, OutputError, OutputSettings, PlanManifest, Summary},
+    output::{
+        self, MergeOutcome, OutputAction, OutputError, OutputSettings, PlanManifest, Summary,
+    },
     plan::{self, Plan, PlanError, Shard},
     progress::{self, Counts, Phase, Progress, ProgressSink, Timing},
     shim::{self, ShimError},
@@ -56,7 +58,10 @@ pub enum DriverOutcome {
     /// The error threshold was crossed (here or on a peer); the job is stopped.
     ThresholdCrossed { reason: String },
     /// No Python worker could be started (missing interpreter, or the script's import/`init()` failed).
-    WorkerStartFailed { reason: String, category: &'static str },
+    WorkerStartFailed {
+        reason: String,
+        category: &'static str,
+    },
 }
 
 /// A failure of the driver itself.
@@ -88,7 +93,10 @@ impl DriverError {
 }
 
 /// Runs this instance's shard to the end; see the module doc.
-pub async fn run(config: DriverConfig, mut sinks: Vec<Box<dyn ProgressSink>>) -> Result<DriverOutcome, DriverError> {
+pub async fn run(
+    config: DriverConfig,
+    mut sinks: Vec<Box<dyn ProgressSink>>,
+) -> Result<DriverOutcome, DriverError> {
     let started = Instant::now();
     output::validate_file_name(&config.output_settings.file_name)?;
     let input = config.input.clone();
@@ -151,14 +159,25 @@ pub async fn run(config: DriverConfig, mut sinks: Vec<Box<dyn ProgressSink>>) ->
             let settings = config.output_settings.clone();
             match tokio::task::spawn_blocking(move || output::merge(&out, &settings)).await?? {
                 MergeOutcome::Merged(summary) => match (&summary.status, &summary.reason) {
-                    (Phase::Failed, Some(reason)) => DriverOutcome::ThresholdCrossed { reason: reason.clone() },
+                    (Phase::Failed, Some(reason)) => DriverOutcome::ThresholdCrossed {
+                        reason: reason.clone(),
+                    },
                     _ => {
-                        info!(rows = summary.rows, failed_items = summary.items.failed, "outputs merged");
-                        DriverOutcome::Completed { merged: Some(summary) }
+                        info!(
+                            rows = summary.rows,
+                            failed_items = summary.items.failed,
+                            "outputs merged"
+                        );
+                        DriverOutcome::Completed {
+                            merged: Some(summary),
+                        }
                     }
                 },
                 MergeOutcome::Incomplete { missing } => {
-                    info!(missing, "shard done; other instances still have mini-batches, the last one merges");
+                    info!(
+                        missing,
+                        "shard done; other instances still have mini-batches, the last one merges"
+                    );
                     DriverOutcome::Completed { merged: None }
                 }
             }
@@ -174,24 +193,28 @@ async fn finished_entries(
 ) -> Result<HashMap<String, Entry>, DriverError> {
     let ids: HashSet<String> = mine.iter().map(|b| b.id.to_string()).collect();
     let output = config.output.clone();
-    let done = tokio::task::spawn_blocking(move || -> Result<HashMap<String, Entry>, JournalError> {
-        let files = journal::journal_files(&output)?;
-        let mut done = HashMap::new();
-        journal::scan(&files, |mut entry, _| {
-            if ids.contains(&entry.id) && !done.contains_key(&entry.id) {
-                entry.rows = Vec::new();
-                done.insert(entry.id.clone(), entry);
-            }
-        })?;
-        Ok(done)
-    })
-    .await??;
+    let done =
+        tokio::task::spawn_blocking(move || -> Result<HashMap<String, Entry>, JournalError> {
+            let files = journal::journal_files(&output)?;
+            let mut done = HashMap::new();
+            journal::scan(&files, |mut entry, _| {
+                if ids.contains(&entry.id) && !done.contains_key(&entry.id) {
+                    entry.rows = Vec::new();
+                    done.insert(entry.id.clone(), entry);
+                }
+            })?;
+            Ok(done)
+        })
+        .await??;
     Ok(done)
 }
 
 enum Stop {
     Threshold(String),
-    StartFailed { reason: String, category: &'static str },
+    StartFailed {
+        reason: String,
+        category: &'static str,
+    },
 }
 
 struct RunResult {
@@ -208,12 +231,24 @@ async fn score_pending(
 ) -> Result<RunResult, DriverError> {
     let shim_path = shim::install(&config.work_dir)?;
     let mut env = vec![
-        ("AZUREML_BI_OUTPUT_PATH".to_string(), config.output.to_string_lossy().into_owned()),
-        ("MLCOMPUTE_INSTANCE_INDEX".to_string(), config.shard.index.to_string()),
-        ("MLCOMPUTE_INSTANCE_COUNT".to_string(), config.shard.count.to_string()),
+        (
+            "AZUREML_BI_OUTPUT_PATH".to_string(),
+            config.output.to_string_lossy().into_owned(),
+        ),
+        (
+            "MLCOMPUTE_INSTANCE_INDEX".to_string(),
+            config.shard.index.to_string(),
+        ),
+        (
+            "MLCOMPUTE_INSTANCE_COUNT".to_string(),
+            config.shard.count.to_string(),
+        ),
     ];
     if let Some(model) = &config.model_dir {
-        env.push(("AZUREML_MODEL_DIR".to_string(), model.to_string_lossy().into_owned()));
+        env.push((
+            "AZUREML_MODEL_DIR".to_string(),
+            model.to_string_lossy().into_owned(),
+        ));
     }
     let slots = config.max_concurrency.clamp(1, pending.len().max(1));
     let ctx = Arc::new(SlotContext {
@@ -232,7 +267,12 @@ async fn score_pending(
     let (abort_tx, abort_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     for slot in 0..slots {
-        tasks.spawn(worker::run_slot(slot, ctx.clone(), tx.clone(), abort_rx.clone()));
+        tasks.spawn(worker::run_slot(
+            slot,
+            ctx.clone(),
+            tx.clone(),
+            abort_rx.clone(),
+        ));
     }
     drop(tx);
 
@@ -341,11 +381,22 @@ impl State {
             instance_count: config.shard.count,
             plan: plan.to_string(),
             phase: Phase::Running,
-            mini_batches: Counts { total: mine.len() as u64, ..Counts::default() },
-            items: Counts { total: mine.iter().map(|b| b.files.len() as u64).sum(), ..Counts::default() },
+            mini_batches: Counts {
+                total: mine.len() as u64,
+                ..Counts::default()
+            },
+            items: Counts {
+                total: mine.iter().map(|b| b.files.len() as u64).sum(),
+                ..Counts::default()
+            },
             ..Progress::default()
         };
-        let mut state = Self { progress, shard: config.shard, peer_failed: 0, last_report: None };
+        let mut state = Self {
+            progress,
+            shard: config.shard,
+            peer_failed: 0,
+            last_report: None,
+        };
         state.refresh_peers(config);
         state
     }
@@ -368,19 +419,27 @@ impl State {
 
     fn refresh_peers(&mut self, config: &DriverConfig) {
         if self.shard.count > 1 {
-            self.peer_failed = progress::peer_failed_items(&config.output, self.shard, &self.progress.plan);
+            self.peer_failed =
+                progress::peer_failed_items(&config.output, self.shard, &self.progress.plan);
         }
     }
 
     fn threshold_crossed(&self, config: &DriverConfig) -> Option<String> {
         let local = self.progress.items.failed;
-        config.output_settings.threshold.check(local + self.peer_failed).map(|reason| {
-            if self.peer_failed > 0 {
-                format!("{reason} ({local} on this instance, {} on others)", self.peer_failed)
-            } else {
-                reason
-            }
-        })
+        config
+            .output_settings
+            .threshold
+            .check(local + self.peer_failed)
+            .map(|reason| {
+                if self.peer_failed > 0 {
+                    format!(
+                        "{reason} ({local} on this instance, {} on others)",
+                        self.peer_failed
+                    )
+                } else {
+                    reason
+                }
+            })
     }
 
     /// Reports to every sink when something changed since the last report.
@@ -402,7 +461,12 @@ impl State {
         self.last_report = Some(snapshot);
     }
 
-    fn finish(&mut self, phase: Phase, reason: Option<String>, sinks: &mut [Box<dyn ProgressSink>]) {
+    fn finish(
+        &mut self,
+        phase: Phase,
+        reason: Option<String>,
+        sinks: &mut [Box<dyn ProgressSink>],
+    ) {
         self.progress.phase = phase;
         self.progress.reason = reason;
         self.report(sinks);
@@ -423,7 +487,8 @@ impl TimingSamples {
         if let Some(t) = scored.timing {
             let round_trip = t.round_trip.as_secs_f64() * 1000.0;
             self.round_trip_ms.push(round_trip);
-            self.overhead_ms.push((round_trip - t.run.as_secs_f64() * 1000.0).max(0.0));
+            self.overhead_ms
+                .push((round_trip - t.run.as_secs_f64() * 1000.0).max(0.0));
         }
     }
 
@@ -436,7 +501,11 @@ impl TimingSamples {
             round_trip_p99_ms: percentile(&mut self.round_trip_ms, 0.99),
             overhead_p50_ms: percentile(&mut self.overhead_ms, 0.50),
             overhead_p99_ms: percentile(&mut self.overhead_ms, 0.99),
-            wall_per_file_ms: if self.items == 0 { 0.0 } else { wall_seconds * 1000.0 / self.items as f64 },
+            wall_per_file_ms: if self.items == 0 {
+                0.0
+            } else {
+                wall_seconds * 1000.0 / self.items as f64
+            },
         }
     }
 }

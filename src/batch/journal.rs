@@ -86,7 +86,9 @@ pub struct Entry {
 
 /// The journal file of instance `index`.
 pub fn journal_path(output: &Path, instance: u32) -> PathBuf {
-    output.join(STATE_DIR).join(format!("journal-{instance:05}.jsonl"))
+    output
+        .join(STATE_DIR)
+        .join(format!("journal-{instance:05}.jsonl"))
 }
 
 /// An open journal, positioned at its end.
@@ -98,7 +100,10 @@ pub struct Journal {
 impl Journal {
     /// Opens (or creates) a journal; a torn last line (no newline) from a crash is cut off.
     pub fn open(path: &Path) -> Result<Self, JournalError> {
-        let open_err = |source| JournalError::Open { path: path.to_path_buf(), source };
+        let open_err = |source| JournalError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(open_err)?;
         }
@@ -113,7 +118,10 @@ impl Journal {
             file.set_len(complete).map_err(open_err)?;
             file.sync_all().map_err(open_err)?;
         }
-        Ok(Self { path: path.to_path_buf(), file })
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     /// Appends entries and fsyncs once (group commit).
@@ -123,7 +131,10 @@ impl Journal {
             serde_json::to_writer(&mut buf, entry).map_err(JournalError::Encode)?;
             buf.push(b'\n');
         }
-        let write_err = |source| JournalError::Write { path: self.path.clone(), source };
+        let write_err = |source| JournalError::Write {
+            path: self.path.clone(),
+            source,
+        };
         self.file.write_all(&buf).map_err(write_err)?;
         self.file.sync_data().map_err(write_err)
     }
@@ -168,7 +179,10 @@ pub fn journal_files(output: &Path) -> Result<Vec<PathBuf>, JournalError> {
     };
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|source| JournalError::Read { path: dir.clone(), source })?;
+        let entry = entry.map_err(|source| JournalError::Read {
+            path: dir.clone(),
+            source,
+        })?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         if name.starts_with("journal-") && name.ends_with(".jsonl") {
@@ -185,7 +199,10 @@ pub fn journal_files(output: &Path) -> Result<Vec<PathBuf>, JournalError> {
 /// cannot have been written whole by this driver).
 pub fn scan(files: &[PathBuf], mut visit: impl FnMut(Entry, Located)) -> Result<(), JournalError> {
     for (index, path) in files.iter().enumerate() {
-        let read_err = |source| JournalError::Read { path: path.clone(), source };
+        let read_err = |source| JournalError::Read {
+            path: path.clone(),
+            source,
+        };
         let file = File::open(path).map_err(read_err)?;
         let mut reader = BufReader::with_capacity(256 * 1024, file);
         let mut offset = 0u64;
@@ -202,8 +219,17 @@ pub fn scan(files: &[PathBuf], mut visit: impl FnMut(Entry, Located)) -> Result<
                 break;
             }
             match serde_json::from_slice::<Entry>(&line) {
-                Ok(entry) => visit(entry, Located { file: index, offset: here, len: read }),
-                Err(err) => tracing::warn!(journal = %path.display(), offset = here, "skipping unreadable journal line: {err}"),
+                Ok(entry) => visit(
+                    entry,
+                    Located {
+                        file: index,
+                        offset: here,
+                        len: read,
+                    },
+                ),
+                Err(err) => {
+                    tracing::warn!(journal = %path.display(), offset = here, "skipping unreadable journal line: {err}")
+                }
             }
         }
     }
@@ -211,9 +237,16 @@ pub fn scan(files: &[PathBuf], mut visit: impl FnMut(Entry, Located)) -> Result<
 }
 
 /// Reads the entry at `at` again.
-pub fn read_at(files: &[PathBuf], handles: &mut [Option<File>], at: &Located) -> Result<Entry, JournalError> {
+pub fn read_at(
+    files: &[PathBuf],
+    handles: &mut [Option<File>],
+    at: &Located,
+) -> Result<Entry, JournalError> {
     let path = files.get(at.file).cloned().unwrap_or_default();
-    let read_err = |source| JournalError::Read { path: path.clone(), source };
+    let read_err = |source| JournalError::Read {
+        path: path.clone(),
+        source,
+    };
     let slot = handles
         .get_mut(at.file)
         .ok_or_else(|| read_err(std::io::Error::other("journal index out of range")))?;
@@ -255,14 +288,19 @@ mod tests {
         let out = temp("roundtrip");
         let path = journal_path(&out, 0);
         let mut journal = Journal::open(&path).unwrap();
-        journal.append(&[entry(3, &["a,1", "b\\n2"]), entry(1, &[])]).unwrap();
+        journal
+            .append(&[entry(3, &["a,1", "b\\n2"]), entry(1, &[])])
+            .unwrap();
         let files = journal_files(&out).unwrap();
         let mut seen = Vec::new();
         scan(&files, |e, at| seen.push((e, at))).unwrap();
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[0].0, entry(3, &["a,1", "b\\n2"]));
         let mut handles = vec![None];
-        assert_eq!(read_at(&files, &mut handles, &seen[1].1).unwrap(), entry(1, &[]));
+        assert_eq!(
+            read_at(&files, &mut handles, &seen[1].1).unwrap(),
+            entry(1, &[])
+        );
         std::fs::remove_dir_all(&out).unwrap();
     }
 
@@ -270,10 +308,14 @@ mod tests {
     fn a_torn_last_line_is_ignored_and_cut_on_reopen() {
         let out = temp("torn");
         let path = journal_path(&out, 2);
-        Journal::open(&path).unwrap().append(&[entry(0, &["x"])]).unwrap();
+        Journal::open(&path)
+            .unwrap()
+            .append(&[entry(0, &["x"])])
+            .unwrap();
         let whole = std::fs::metadata(&path).unwrap().len();
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
-        file.write_all(br#"{"id":"000001-00","index":1,"ite"#).unwrap();
+        file.write_all(br#"{"id":"000001-00","index":1,"ite"#)
+            .unwrap();
         let mut count = 0;
         scan(&journal_files(&out).unwrap(), |_, _| count += 1).unwrap();
         assert_eq!(count, 1);
@@ -311,7 +353,14 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, vec!["journal-00000.jsonl", "journal-00002.jsonl", "journal-00010.jsonl"]);
+        assert_eq!(
+            names,
+            vec![
+                "journal-00000.jsonl",
+                "journal-00002.jsonl",
+                "journal-00010.jsonl"
+            ]
+        );
         std::fs::remove_dir_all(&out).unwrap();
     }
 }

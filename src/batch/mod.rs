@@ -1,15 +1,15 @@
 //! The batch data plane: `mlcompute batch-driver` runs an Azure-ML-style scoring script over a folder
 //! of files, one Indexed-Job instance per shard.
 //!
-//! - [`plan`]: deterministic listing, mini-batches with stable IDs, round-robin sharding (pure).
+//! - [`plan`] — deterministic listing, mini-batches with stable IDs, round-robin sharding (pure).
 //! - [`shim`] and `python/mlcompute_batch_worker.py`: the Python side (`init()` once, `run(mini_batch)`).
-//! - [`protocol`]: length-prefixed JSON frames between the two.
-//! - [`worker`]: worker processes, slots, per-mini-batch timeout and retries.
-//! - [`journal`]: the fsync'd per-instance record of finished mini-batches (resume + part files).
-//! - [`output`]: merged row file, error file, summary; the output folder layout.
-//! - [`progress`]: counters and the [`progress::ProgressSink`]s they are reported to.
-//! - [`threshold`]: `errorThreshold`.
-//! - [`driver`]: one instance from start to end.
+//! - [`protocol`] — length-prefixed JSON frames between the two.
+//! - [`worker`] — worker processes, slots, per-mini-batch timeout and retries.
+//! - [`journal`] — the fsync'd per-instance record of finished mini-batches (resume + part files).
+//! - [`output`] — merged row file, error file, summary; the output folder layout.
+//! - [`progress`] — counters and the [`progress::ProgressSink`]s they are reported to.
+//! - [`threshold`] — `errorThreshold`.
+//! - [`driver`] — one instance from start to end.
 
 pub mod driver;
 pub mod journal;

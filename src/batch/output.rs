@@ -65,7 +65,9 @@ pub enum OutputError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("output file name {0:?} must be a plain file name (no '/', not '.', '..', or the driver's own files)")]
+    #[error(
+        "output file name {0:?} must be a plain file name (no '/', not '.', '..', or the driver's own files)"
+    )]
     BadFileName(String),
 }
 
@@ -139,13 +141,19 @@ impl PlanManifest {
     /// Writes the manifest atomically (every instance writes the same bytes).
     pub fn write(&self, output: &Path) -> Result<(), OutputError> {
         let path = Self::path(output);
-        let json = serde_json::to_vec(self).map_err(|e| OutputError::Write { path: path.clone(), source: e.into() })?;
+        let json = serde_json::to_vec(self).map_err(|e| OutputError::Write {
+            path: path.clone(),
+            source: e.into(),
+        })?;
         write_atomic(&path, &json).map_err(|source| OutputError::Write { path, source })
     }
 
     pub fn read(output: &Path) -> Result<Self, OutputError> {
         let path = Self::path(output);
-        let bytes = std::fs::read(&path).map_err(|source| OutputError::ReadPlan { path: path.clone(), source })?;
+        let bytes = std::fs::read(&path).map_err(|source| OutputError::ReadPlan {
+            path: path.clone(),
+            source,
+        })?;
         serde_json::from_slice(&bytes).map_err(|source| OutputError::ParsePlan { path, source })
     }
 }
@@ -216,13 +224,23 @@ pub fn collect(output: &Path) -> Result<Collected, OutputError> {
         .collect();
     let files = journal::journal_files(output)?;
     let mut located = vec![None; manifest.mini_batches.len()];
-    let mut mini_batches = Counts { total: manifest.mini_batches.len() as u64, ..Counts::default() };
-    let mut items = Counts { total: manifest.items_total as u64, ..Counts::default() };
+    let mut mini_batches = Counts {
+        total: manifest.mini_batches.len() as u64,
+        ..Counts::default()
+    };
+    let mut items = Counts {
+        total: manifest.items_total as u64,
+        ..Counts::default()
+    };
     let mut attempts = Attempts::default();
     let mut retried = Vec::new();
     journal::scan(&files, |entry, at| {
-        let Some(&slot) = position.get(entry.id.as_str()) else { return };
-        let Some(place) = located.get_mut(slot) else { return };
+        let Some(&slot) = position.get(entry.id.as_str()) else {
+            return;
+        };
+        let Some(place) = located.get_mut(slot) else {
+            return;
+        };
         if place.is_some() {
             return;
         }
@@ -251,7 +269,15 @@ pub fn collect(output: &Path) -> Result<Collected, OutputError> {
     })?;
     retried.sort_by(|a, b| a.id.cmp(&b.id));
     retried.truncate(RETRIED_LISTED);
-    Ok(Collected { manifest, files, located, mini_batches, items, attempts, retried })
+    Ok(Collected {
+        manifest,
+        files,
+        located,
+        mini_batches,
+        items,
+        attempts,
+        retried,
+    })
 }
 
 /// The result of [`merge`].
@@ -276,7 +302,11 @@ pub fn merge(output: &Path, settings: &OutputSettings) -> Result<MergeOutcome, O
 }
 
 /// Writes the error file and a failed summary for a job stopped with `reason` (rows are not merged).
-pub fn write_failed(output: &Path, settings: &OutputSettings, reason: String) -> Result<Summary, OutputError> {
+pub fn write_failed(
+    output: &Path,
+    settings: &OutputSettings,
+    reason: String,
+) -> Result<Summary, OutputError> {
     let collected = collect(output)?;
     write_outputs(output, settings, &collected, false, Some(reason))
 }
@@ -296,9 +326,16 @@ fn write_outputs(
     let create = |path: &Path| {
         std::fs::File::create(path)
             .map(|f| BufWriter::with_capacity(1 << 20, f))
-            .map_err(|source| OutputError::Write { path: path.to_path_buf(), source })
+            .map_err(|source| OutputError::Write {
+                path: path.to_path_buf(),
+                source,
+            })
     };
-    let mut rows_out = if write_rows { Some(create(&rows_tmp)?) } else { None };
+    let mut rows_out = if write_rows {
+        Some(create(&rows_tmp)?)
+    } else {
+        None
+    };
     let mut errors_out = create(&errors_tmp)?;
     let mut handles: Vec<Option<std::fs::File>> = collected.files.iter().map(|_| None).collect();
     let mut rows = 0u64;
@@ -307,7 +344,10 @@ fn write_outputs(
         let entry = journal::read_at(&collected.files, &mut handles, at)?;
         if let Some(out) = rows_out.as_mut() {
             for row in &entry.rows {
-                writeln!(out, "{row}").map_err(|source| OutputError::Write { path: rows_tmp.clone(), source })?;
+                writeln!(out, "{row}").map_err(|source| OutputError::Write {
+                    path: rows_tmp.clone(),
+                    source,
+                })?;
             }
         }
         rows += entry.rows.len() as u64;
@@ -318,7 +358,10 @@ fn write_outputs(
                 "reason": failed.reason,
                 "detail": failed.detail,
             });
-            writeln!(errors_out, "{line}").map_err(|source| OutputError::Write { path: errors_tmp.clone(), source })?;
+            writeln!(errors_out, "{line}").map_err(|source| OutputError::Write {
+                path: errors_tmp.clone(),
+                source,
+            })?;
         }
     }
     if let Some(out) = rows_out {
@@ -326,7 +369,11 @@ fn write_outputs(
     }
     finish(errors_out, &errors_tmp, &errors_path)?;
     let summary = Summary {
-        status: if reason.is_some() { Phase::Failed } else { Phase::Completed },
+        status: if reason.is_some() {
+            Phase::Failed
+        } else {
+            Phase::Completed
+        },
         reason,
         output_action: settings.action,
         output_file: write_rows.then(|| settings.file_name.clone()),
@@ -335,23 +382,38 @@ fn write_outputs(
         mini_batches: collected.mini_batches,
         items: collected.items,
         attempts: collected.attempts,
-        rows: if settings.action == OutputAction::AppendRow { rows } else { 0 },
+        rows: if settings.action == OutputAction::AppendRow {
+            rows
+        } else {
+            0
+        },
         retried_mini_batches: collected.retried.clone(),
     };
     let summary_path = output.join(SUMMARY_FILE);
-    let json = serde_json::to_vec_pretty(&summary)
-        .map_err(|e| OutputError::Write { path: summary_path.clone(), source: e.into() })?;
-    write_atomic(&summary_path, &json).map_err(|source| OutputError::Write { path: summary_path, source })?;
+    let json = serde_json::to_vec_pretty(&summary).map_err(|e| OutputError::Write {
+        path: summary_path.clone(),
+        source: e.into(),
+    })?;
+    write_atomic(&summary_path, &json).map_err(|source| OutputError::Write {
+        path: summary_path,
+        source,
+    })?;
     Ok(summary)
 }
 
 fn temp_name(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     path.with_file_name(format!(".{name}.{}.tmp", unique_suffix()))
 }
 
 fn finish(out: BufWriter<std::fs::File>, tmp: &Path, path: &Path) -> Result<(), OutputError> {
-    let write_err = |source| OutputError::Write { path: path.to_path_buf(), source };
+    let write_err = |source| OutputError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = out.into_inner().map_err(|e| write_err(e.into_error()))?;
     file.sync_data().map_err(write_err)?;
     std::fs::rename(tmp, path).map_err(write_err)
@@ -367,7 +429,10 @@ mod tests {
 
     fn plan(n: usize, size: usize) -> Plan {
         let files = (0..n)
-            .map(|i| InputFile { relative: format!("f{i:03}"), absolute: PathBuf::from(format!("/in/f{i:03}")) })
+            .map(|i| InputFile {
+                relative: format!("f{i:03}"),
+                absolute: PathBuf::from(format!("/in/f{i:03}")),
+            })
             .collect();
         Plan::new(files, size).unwrap()
     }
@@ -383,7 +448,11 @@ mod tests {
             crashes: 0,
             failed: failed
                 .iter()
-                .map(|f| FailedItem { item: (*f).to_string(), reason: "ValueError: bad".into(), detail: String::new() })
+                .map(|f| FailedItem {
+                    item: (*f).to_string(),
+                    reason: "ValueError: bad".into(),
+                    detail: String::new(),
+                })
                 .collect(),
             rows: batch
                 .files
@@ -413,21 +482,46 @@ mod tests {
         let out = temp("order");
         let plan = plan(25, 10);
         PlanManifest::of(&plan).write(&out).unwrap();
-        Journal::open(&journal_path(&out, 1)).unwrap().append(&[entry(&plan, 1, &[])]).unwrap();
+        Journal::open(&journal_path(&out, 1))
+            .unwrap()
+            .append(&[entry(&plan, 1, &[])])
+            .unwrap();
         let mut j0 = Journal::open(&journal_path(&out, 0)).unwrap();
         j0.append(&[entry(&plan, 2, &["f021"])]).unwrap();
-        assert!(matches!(merge(&out, &settings(-1)).unwrap(), MergeOutcome::Incomplete { missing: 1 }));
+        assert!(matches!(
+            merge(&out, &settings(-1)).unwrap(),
+            MergeOutcome::Incomplete { missing: 1 }
+        ));
         j0.append(&[entry(&plan, 0, &[])]).unwrap();
-        let MergeOutcome::Merged(summary) = merge(&out, &settings(-1)).unwrap() else { panic!("not merged") };
+        let MergeOutcome::Merged(summary) = merge(&out, &settings(-1)).unwrap() else {
+            panic!("not merged")
+        };
         let rows = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
-        let expected: String = (0..25).filter(|i| *i != 21).map(|i| format!("f{i:03},ok\n")).collect();
+        let expected: String = (0..25)
+            .filter(|i| *i != 21)
+            .map(|i| format!("f{i:03},ok\n"))
+            .collect();
         assert_eq!(rows, expected);
         let errors = std::fs::read_to_string(out.join(ERROR_FILE)).unwrap();
         assert_eq!(errors.lines().count(), 1);
         assert!(errors.contains(r#""item":"f021""#), "{errors}");
         assert_eq!(summary.status, Phase::Completed);
-        assert_eq!(summary.items, Counts { total: 25, succeeded: 24, failed: 1 });
-        assert_eq!(summary.mini_batches, Counts { total: 3, succeeded: 2, failed: 1 });
+        assert_eq!(
+            summary.items,
+            Counts {
+                total: 25,
+                succeeded: 24,
+                failed: 1
+            }
+        );
+        assert_eq!(
+            summary.mini_batches,
+            Counts {
+                total: 3,
+                succeeded: 2,
+                failed: 1
+            }
+        );
         assert_eq!(summary.attempts.retries, 3);
         assert_eq!(summary.rows, 24);
         std::fs::remove_dir_all(&out).unwrap();
@@ -442,8 +536,11 @@ mod tests {
         stale.id = "000000-ffffffffffffffff".into();
         stale.rows = vec!["stale".into()];
         let mut j = Journal::open(&journal_path(&out, 0)).unwrap();
-        j.append(&[stale, entry(&plan, 0, &[]), entry(&plan, 0, &["f000"])]).unwrap();
-        let MergeOutcome::Merged(summary) = merge(&out, &settings(-1)).unwrap() else { panic!("not merged") };
+        j.append(&[stale, entry(&plan, 0, &[]), entry(&plan, 0, &["f000"])])
+            .unwrap();
+        let MergeOutcome::Merged(summary) = merge(&out, &settings(-1)).unwrap() else {
+            panic!("not merged")
+        };
         assert_eq!(summary.items.failed, 0);
         let rows = std::fs::read_to_string(out.join("predictions.csv")).unwrap();
         assert!(rows.starts_with("f000,ok\n") && !rows.contains("stale"));
@@ -459,7 +556,9 @@ mod tests {
             .unwrap()
             .append(&[entry(&plan, 0, &["f001", "f002"])])
             .unwrap();
-        let MergeOutcome::Merged(summary) = merge(&out, &settings(1)).unwrap() else { panic!("not merged") };
+        let MergeOutcome::Merged(summary) = merge(&out, &settings(1)).unwrap() else {
+            panic!("not merged")
+        };
         assert_eq!(summary.status, Phase::Failed);
         assert!(summary.reason.unwrap().contains("exceeds errorThreshold 1"));
         assert!(!out.join("predictions.csv").exists());

@@ -52,23 +52,34 @@ pub fn list_input(root: &Path) -> Result<Vec<InputFile>, PlanError> {
     let mut files = Vec::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
-        let entries = std::fs::read_dir(&dir).map_err(|source| PlanError::ReadDir { path: dir.clone(), source })?;
+        let entries = std::fs::read_dir(&dir).map_err(|source| PlanError::ReadDir {
+            path: dir.clone(),
+            source,
+        })?;
         for entry in entries {
-            let entry = entry.map_err(|source| PlanError::ReadDir { path: dir.clone(), source })?;
+            let entry = entry.map_err(|source| PlanError::ReadDir {
+                path: dir.clone(),
+                source,
+            })?;
             let path = entry.path();
-            let kind = entry
-                .file_type()
-                .map_err(|source| PlanError::ReadDir { path: path.clone(), source })?;
+            let kind = entry.file_type().map_err(|source| PlanError::ReadDir {
+                path: path.clone(),
+                source,
+            })?;
             if kind.is_dir() {
                 pending.push(path);
                 continue;
             }
-            let is_file = kind.is_file() || (kind.is_symlink() && path.metadata().is_ok_and(|m| m.is_file()));
+            let is_file =
+                kind.is_file() || (kind.is_symlink() && path.metadata().is_ok_and(|m| m.is_file()));
             if !is_file {
                 continue;
             }
             let relative = relative_name(root, &path)?;
-            files.push(InputFile { relative, absolute: path });
+            files.push(InputFile {
+                relative,
+                absolute: path,
+            });
         }
     }
     files.sort_by(|a, b| a.relative.cmp(&b.relative));
@@ -82,7 +93,9 @@ fn relative_name(root: &Path, path: &Path) -> Result<String, PlanError> {
         let text = part
             .as_os_str()
             .to_str()
-            .ok_or_else(|| PlanError::NonUtf8Path { path: path.to_path_buf() })?;
+            .ok_or_else(|| PlanError::NonUtf8Path {
+                path: path.to_path_buf(),
+            })?;
         parts.push(text);
     }
     Ok(parts.join("/"))
@@ -131,10 +144,17 @@ impl Plan {
         while iter.peek().is_some() {
             let chunk: Vec<InputFile> = iter.by_ref().take(mini_batch_size).collect();
             let fingerprint = fingerprint(chunk.iter().map(|f| f.relative.as_str()));
-            mini_batches.push(MiniBatch { id: MiniBatchId { index, fingerprint }, files: chunk });
+            mini_batches.push(MiniBatch {
+                id: MiniBatchId { index, fingerprint },
+                files: chunk,
+            });
             index += 1;
         }
-        Ok(Self { mini_batch_size, items_total, mini_batches })
+        Ok(Self {
+            mini_batch_size,
+            items_total,
+            mini_batches,
+        })
     }
 
     /// A hash of the whole plan (every mini-batch ID), so peers and later runs can tell whether they
@@ -214,7 +234,10 @@ mod tests {
     fn files(names: &[&str]) -> Vec<InputFile> {
         names
             .iter()
-            .map(|n| InputFile { relative: (*n).to_string(), absolute: PathBuf::from("/in").join(n) })
+            .map(|n| InputFile {
+                relative: (*n).to_string(),
+                absolute: PathBuf::from("/in").join(n),
+            })
             .collect()
     }
 
@@ -225,7 +248,11 @@ mod tests {
     #[test]
     fn mini_batches_are_cut_in_order_and_the_last_is_short() {
         let all = names(23);
-        let plan = Plan::new(files(&all.iter().map(String::as_str).collect::<Vec<_>>()), 10).unwrap();
+        let plan = Plan::new(
+            files(&all.iter().map(String::as_str).collect::<Vec<_>>()),
+            10,
+        )
+        .unwrap();
         let sizes: Vec<usize> = plan.mini_batches.iter().map(|b| b.files.len()).collect();
         assert_eq!(sizes, vec![10, 10, 3]);
         assert_eq!(plan.mini_batches[2].files[0].relative, "f0020");
@@ -242,13 +269,20 @@ mod tests {
         assert_eq!(a.mini_batches[0].id, c.mini_batches[0].id);
         assert_ne!(a.mini_batches[1].id, c.mini_batches[1].id);
         assert_ne!(a.fingerprint(), c.fingerprint());
-        assert_eq!(a.mini_batches[1].id.to_string(), format!("000001-{:016x}", a.mini_batches[1].id.fingerprint));
+        assert_eq!(
+            a.mini_batches[1].id.to_string(),
+            format!("000001-{:016x}", a.mini_batches[1].id.fingerprint)
+        );
     }
 
     #[test]
     fn shards_partition_the_plan_round_robin() {
         let all = names(95);
-        let plan = Plan::new(files(&all.iter().map(String::as_str).collect::<Vec<_>>()), 10).unwrap();
+        let plan = Plan::new(
+            files(&all.iter().map(String::as_str).collect::<Vec<_>>()),
+            10,
+        )
+        .unwrap();
         let mut seen = Vec::new();
         for index in 0..3 {
             let shard = Shard::new(index, 3).unwrap();
@@ -264,7 +298,10 @@ mod tests {
     fn invalid_shards_and_sizes_are_rejected() {
         assert!(Shard::new(3, 3).is_err());
         assert!(Shard::new(0, 0).is_err());
-        assert!(matches!(Plan::new(files(&["a"]), 0), Err(PlanError::ZeroMiniBatchSize)));
+        assert!(matches!(
+            Plan::new(files(&["a"]), 0),
+            Err(PlanError::ZeroMiniBatchSize)
+        ));
     }
 
     #[test]
@@ -276,7 +313,11 @@ mod tests {
         for name in ["z.txt", "a.txt", "b/c/x.txt", "b/y.txt"] {
             std::fs::write(root.join(name), b"").unwrap();
         }
-        let listed: Vec<String> = list_input(&root).unwrap().into_iter().map(|f| f.relative).collect();
+        let listed: Vec<String> = list_input(&root)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.relative)
+            .collect();
         assert_eq!(listed, vec!["a.txt", "b/c/x.txt", "b/y.txt", "z.txt"]);
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -111,7 +111,9 @@ pub trait ProgressSink: Send {
 
 /// The progress file of instance `index`.
 pub fn progress_path(output: &Path, instance: u32) -> PathBuf {
-    output.join(STATE_DIR).join(format!("progress-{instance:05}.json"))
+    output
+        .join(STATE_DIR)
+        .join(format!("progress-{instance:05}.json"))
 }
 
 /// Rewrites `progress-NNNNN.json` atomically on every report.
@@ -121,14 +123,19 @@ pub struct FileSink {
 
 impl FileSink {
     pub fn new(output: &Path, instance: u32) -> Self {
-        Self { path: progress_path(output, instance) }
+        Self {
+            path: progress_path(output, instance),
+        }
     }
 }
 
 impl ProgressSink for FileSink {
     fn report(&mut self, progress: &Progress) -> Result<(), ProgressError> {
         let json = serde_json::to_vec_pretty(progress).map_err(ProgressError::Encode)?;
-        write_atomic(&self.path, &json).map_err(|source| ProgressError::Write { path: self.path.clone(), source })
+        write_atomic(&self.path, &json).map_err(|source| ProgressError::Write {
+            path: self.path.clone(),
+            source,
+        })
     }
 }
 
@@ -138,11 +145,15 @@ pub struct StdoutSink;
 
 impl ProgressSink for StdoutSink {
     fn report(&mut self, progress: &Progress) -> Result<(), ProgressError> {
-        let line = serde_json::to_string(&serde_json::json!({ "progress": progress })).map_err(ProgressError::Encode)?;
+        let line = serde_json::to_string(&serde_json::json!({ "progress": progress }))
+            .map_err(ProgressError::Encode)?;
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}")
             .and_then(|()| out.flush())
-            .map_err(|source| ProgressError::Write { path: PathBuf::from("<stdout>"), source })
+            .map_err(|source| ProgressError::Write {
+                path: PathBuf::from("<stdout>"),
+                source,
+            })
     }
 }
 
@@ -150,7 +161,10 @@ impl ProgressSink for StdoutSink {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", unique_suffix()));
     {
         let mut file = std::fs::File::create(&tmp)?;
@@ -193,12 +207,16 @@ mod tests {
     fn peers_of_the_same_plan_are_summed_and_others_ignored() {
         let out = std::env::temp_dir().join(format!("mlc-progress-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&out);
-        let mut write = |instance: u32, count: u32, plan: &str, failed: u64| {
+        let write = |instance: u32, count: u32, plan: &str, failed: u64| {
             let progress = Progress {
                 instance,
                 instance_count: count,
                 plan: plan.to_string(),
-                items: Counts { total: 10, succeeded: 10 - failed, failed },
+                items: Counts {
+                    total: 10,
+                    succeeded: 10 - failed,
+                    failed,
+                },
                 ..Progress::default()
             };
             FileSink::new(&out, instance).report(&progress).unwrap();
@@ -210,7 +228,8 @@ mod tests {
         assert_eq!(peer_failed_items(&out, me, "p"), 2);
         write(2, 4, "p", 7);
         assert_eq!(peer_failed_items(&out, me, "p"), 2);
-        let back: Progress = serde_json::from_slice(&std::fs::read(progress_path(&out, 1)).unwrap()).unwrap();
+        let back: Progress =
+            serde_json::from_slice(&std::fs::read(progress_path(&out, 1)).unwrap()).unwrap();
         assert_eq!(back.items.failed, 2);
         std::fs::remove_dir_all(&out).unwrap();
     }

@@ -84,7 +84,10 @@ pub fn encode<T: Serialize>(message: &T) -> Result<Vec<u8>, FrameError> {
 }
 
 /// Writes one frame (a single write of header and payload) and flushes.
-pub async fn write_frame<W: AsyncWrite + Unpin>(out: &mut W, frame: &[u8]) -> Result<(), FrameError> {
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    out: &mut W,
+    frame: &[u8],
+) -> Result<(), FrameError> {
     out.write_all(frame).await.map_err(FrameError::Io)?;
     out.flush().await.map_err(FrameError::Io)
 }
@@ -98,7 +101,9 @@ where
     let mut header = [0u8; 4];
     match input.read_exact(&mut header).await {
         Ok(_) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(FrameError::Closed);
+        }
         Err(err) => return Err(FrameError::Io(err)),
     }
     let len = u32::from_be_bytes(header) as usize;
@@ -108,7 +113,9 @@ where
     let mut payload = vec![0u8; len];
     match input.read_exact(&mut payload).await {
         Ok(_) => {}
-        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(FrameError::Closed);
+        }
         Err(err) => return Err(FrameError::Io(err)),
     }
     serde_json::from_slice(&payload).map_err(FrameError::Json)
@@ -121,8 +128,16 @@ mod tests {
     #[tokio::test]
     async fn a_frame_round_trips() {
         let items = vec!["/in/a".to_string(), "/in/b".to_string()];
-        let frame = encode(&Request { id: 7, items: &items, rows: true }).unwrap();
-        assert_eq!(u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize, frame.len() - 4);
+        let frame = encode(&Request {
+            id: 7,
+            items: &items,
+            rows: true,
+        })
+        .unwrap();
+        assert_eq!(
+            u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize,
+            frame.len() - 4
+        );
         let mut reader = &frame[..];
         let back: serde_json::Value = read_frame(&mut reader).await.unwrap();
         assert_eq!(back["id"], 7);
@@ -133,7 +148,9 @@ mod tests {
     async fn a_truncated_frame_is_a_closed_pipe() {
         let frame = encode(&serde_json::json!({"id": 1})).unwrap();
         let mut reader = &frame[..frame.len() - 1];
-        let err = read_frame::<_, serde_json::Value>(&mut reader).await.unwrap_err();
+        let err = read_frame::<_, serde_json::Value>(&mut reader)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::Closed));
     }
 
@@ -141,7 +158,9 @@ mod tests {
     async fn an_oversized_frame_is_refused() {
         let frame = u32::MAX.to_be_bytes();
         let mut reader = &frame[..];
-        let err = read_frame::<_, serde_json::Value>(&mut reader).await.unwrap_err();
+        let err = read_frame::<_, serde_json::Value>(&mut reader)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge(_)));
     }
 }

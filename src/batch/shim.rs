@@ -37,7 +37,10 @@ pub fn install(dir: &Path) -> Result<PathBuf, ShimError> {
         std::fs::write(&tmp, WORKER_SOURCE)?;
         std::fs::rename(&tmp, &path)
     };
-    write().map_err(|source| ShimError::Write { path: path.clone(), source })?;
+    write().map_err(|source| ShimError::Write {
+        path: path.clone(),
+        source,
+    })?;
     Ok(path)
 }
 

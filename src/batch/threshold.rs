@@ -58,7 +58,10 @@ mod tests {
         let t = ErrorThreshold::from_setting(5).unwrap();
         assert_eq!(t.check(5), None);
         let reason = t.check(6).unwrap();
-        assert!(reason.contains("6 failed item(s) exceeds errorThreshold 5"), "{reason}");
+        assert!(
+            reason.contains("6 failed item(s) exceeds errorThreshold 5"),
+            "{reason}"
+        );
         assert!(ErrorThreshold::from_setting(0).unwrap().check(1).is_some());
     }
 

@@ -143,15 +143,28 @@ impl Worker {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|source| WorkerError::Spawn { python: spec.python.clone(), source })?;
+        let mut child = command.spawn().map_err(|source| WorkerError::Spawn {
+            python: spec.python.clone(),
+            source,
+        })?;
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             return Err(WorkerError::Spawn {
                 python: spec.python.clone(),
                 source: std::io::Error::other("child pipes missing"),
             });
         };
-        let mut worker = Self { child, stdin, stdout: BufReader::new(stdout), next_id: 0 };
-        let hello = match tokio::time::timeout(spec.init_timeout, protocol::read_frame::<_, Hello>(&mut worker.stdout)).await {
+        let mut worker = Self {
+            child,
+            stdin,
+            stdout: BufReader::new(stdout),
+            next_id: 0,
+        };
+        let hello = match tokio::time::timeout(
+            spec.init_timeout,
+            protocol::read_frame::<_, Hello>(&mut worker.stdout),
+        )
+        .await
+        {
             Err(_) => {
                 worker.kill().await;
                 return Err(WorkerError::InitTimeout(spec.init_timeout));
@@ -174,7 +187,12 @@ impl Worker {
     }
 
     /// Sends one mini-batch and waits for its result, at most `timeout`.
-    pub async fn score(&mut self, items: &[String], rows: bool, timeout: Duration) -> Result<Exchange, AttemptError> {
+    pub async fn score(
+        &mut self,
+        items: &[String],
+        rows: bool,
+        timeout: Duration,
+    ) -> Result<Exchange, AttemptError> {
         let id = self.next_id;
         self.next_id += 1;
         let started = Instant::now();
@@ -192,9 +210,15 @@ impl Worker {
             Ok(Ok(response)) => response,
         };
         if response.id != id {
-            return Err(AttemptError::WrongId { expected: id, got: response.id });
+            return Err(AttemptError::WrongId {
+                expected: id,
+                got: response.id,
+            });
         }
-        Ok(Exchange { response, round_trip: started.elapsed() })
+        Ok(Exchange {
+            response,
+            round_trip: started.elapsed(),
+        })
     }
 
     /// Kills the process and reaps it.
@@ -338,7 +362,10 @@ async fn score_with_retries(
             None => worker.insert(start_with_retries(slot, ctx).await?),
         };
         match live.score(items, ctx.keep_rows, ctx.policy.timeout).await {
-            Ok(Exchange { response, round_trip }) => {
+            Ok(Exchange {
+                response,
+                round_trip,
+            }) => {
                 scored.timing = Some(AttemptTiming {
                     round_trip,
                     run: Duration::from_secs_f64(response.run_ms.max(0.0) / 1000.0),
@@ -348,7 +375,11 @@ async fn score_with_retries(
                     .failed
                     .into_iter()
                     .map(|f| FailedItem {
-                        item: batch.files.get(f.index).map(|file| file.relative.clone()).unwrap_or_default(),
+                        item: batch
+                            .files
+                            .get(f.index)
+                            .map(|file| file.relative.clone())
+                            .unwrap_or_default(),
                         reason: f.reason,
                         detail: f.detail,
                     })
@@ -368,12 +399,20 @@ async fn score_with_retries(
                 if let Some(dead) = worker.take() {
                     dead.kill().await;
                 }
-                let reason = format!("{err} (attempt {} of {})", scored.attempts, ctx.policy.max_retries + 1);
+                let reason = format!(
+                    "{err} (attempt {} of {})",
+                    scored.attempts,
+                    ctx.policy.max_retries + 1
+                );
                 scored.rows.clear();
                 scored.failed = batch
                     .files
                     .iter()
-                    .map(|file| FailedItem { item: file.relative.clone(), reason: reason.clone(), detail: String::new() })
+                    .map(|file| FailedItem {
+                        item: file.relative.clone(),
+                        reason: reason.clone(),
+                        detail: String::new(),
+                    })
                     .collect();
             }
         }
@@ -388,7 +427,12 @@ async fn start_with_retries(slot: usize, ctx: &SlotContext) -> Result<Worker, Wo
         match Worker::start(&ctx.spec, slot).await {
             Ok(worker) => return Ok(worker),
             Err(err) if err.is_retriable() && tries <= ctx.policy.max_retries => {
-                warn!(slot, tries, category = err.category(), "worker failed to start, retrying: {err}");
+                warn!(
+                    slot,
+                    tries,
+                    category = err.category(),
+                    "worker failed to start, retrying: {err}"
+                );
             }
             Err(err) => {
                 info!(slot, tries, "giving up starting a worker");

@@ -35,13 +35,21 @@ pub const EXIT_MERGE_INCOMPLETE: i32 = 5;
 #[derive(Debug, Args)]
 pub struct BatchDriverArgs {
     /// Input folder; every regular file below it is an item.
-    #[arg(long, env = "MLCOMPUTE_BATCH_INPUT", required_unless_present = "merge_only")]
+    #[arg(
+        long,
+        env = "MLCOMPUTE_BATCH_INPUT",
+        required_unless_present = "merge_only"
+    )]
     pub input: Option<PathBuf>,
     /// Output folder, shared by all instances (rows, errors, summary, journals).
     #[arg(long, env = "MLCOMPUTE_BATCH_OUTPUT")]
     pub output: PathBuf,
     /// The scoring script (defines `init()` and `run(mini_batch)`).
-    #[arg(long, env = "MLCOMPUTE_BATCH_SCORING_SCRIPT", required_unless_present = "merge_only")]
+    #[arg(
+        long,
+        env = "MLCOMPUTE_BATCH_SCORING_SCRIPT",
+        required_unless_present = "merge_only"
+    )]
     pub scoring_script: Option<PathBuf>,
     /// Model folder, exported to the script as AZUREML_MODEL_DIR.
     #[arg(long, env = "AZUREML_MODEL_DIR")]
@@ -74,7 +82,11 @@ pub struct BatchDriverArgs {
     #[arg(long, env = "MLCOMPUTE_BATCH_OUTPUT_ACTION", value_enum, default_value_t = OutputAction::AppendRow)]
     pub output_action: OutputAction,
     /// Name of the merged row file in the output folder.
-    #[arg(long, env = "MLCOMPUTE_BATCH_OUTPUT_FILE", default_value = "predictions.csv")]
+    #[arg(
+        long,
+        env = "MLCOMPUTE_BATCH_OUTPUT_FILE",
+        default_value = "predictions.csv"
+    )]
     pub output_file: String,
     /// Python interpreter for the workers.
     #[arg(long, env = "MLCOMPUTE_BATCH_PYTHON", default_value = "python3")]
@@ -94,11 +106,16 @@ pub struct BatchDriverArgs {
 pub async fn run(args: BatchDriverArgs) -> anyhow::Result<()> {
     let threshold = ErrorThreshold::from_setting(args.error_threshold)?;
     output::validate_file_name(&args.output_file)?;
-    let output_settings = OutputSettings { action: args.output_action, file_name: args.output_file.clone(), threshold };
+    let output_settings = OutputSettings {
+        action: args.output_action,
+        file_name: args.output_file.clone(),
+        threshold,
+    };
     if args.merge_only {
         return merge_only(&args, &output_settings);
     }
-    let (Some(input), Some(scoring_script)) = (args.input.clone(), args.scoring_script.clone()) else {
+    let (Some(input), Some(scoring_script)) = (args.input.clone(), args.scoring_script.clone())
+    else {
         anyhow::bail!("--input and --scoring-script are required");
     };
     let shard = Shard::new(args.instance_index, args.instance_count)?;
@@ -112,19 +129,23 @@ pub async fn run(args: BatchDriverArgs) -> anyhow::Result<()> {
         shard,
         mini_batch_size: args.mini_batch_size,
         max_concurrency: args.max_concurrency,
-        retry: RetryPolicy { max_retries: args.max_retries, timeout: args.timeout },
+        retry: RetryPolicy {
+            max_retries: args.max_retries,
+            timeout: args.timeout,
+        },
         init_timeout: args.init_timeout,
         output_settings,
         python: args.python.clone(),
-        work_dir: args
-            .work_dir
-            .clone()
-            .unwrap_or_else(|| std::env::temp_dir().join(format!("mlcompute-batch-{}", std::process::id()))),
+        work_dir: args.work_dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("mlcompute-batch-{}", std::process::id()))
+        }),
         progress_interval: args.progress_interval,
     };
     let cleanup = args.work_dir.is_none().then(|| config.work_dir.clone());
-    let sinks: Vec<Box<dyn ProgressSink>> =
-        vec![Box::new(FileSink::new(&config.output, shard.index)), Box::new(StdoutSink)];
+    let sinks: Vec<Box<dyn ProgressSink>> = vec![
+        Box::new(FileSink::new(&config.output, shard.index)),
+        Box::new(StdoutSink),
+    ];
     let outcome = driver::run(config, sinks).await;
     if let Some(dir) = cleanup {
         let _ = std::fs::remove_dir_all(dir);
@@ -151,7 +172,11 @@ fn merge_only(args: &BatchDriverArgs, settings: &OutputSettings) -> anyhow::Resu
         MergeOutcome::Merged(summary) => match (summary.status, summary.reason) {
             (Phase::Failed, Some(reason)) => exit(EXIT_THRESHOLD_CROSSED, &reason),
             _ => {
-                info!(rows = summary.rows, failed_items = summary.items.failed, "outputs merged");
+                info!(
+                    rows = summary.rows,
+                    failed_items = summary.items.failed,
+                    "outputs merged"
+                );
                 Ok(())
             }
         },
@@ -173,21 +198,31 @@ fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
     if path.is_absolute() {
         return Ok(path);
     }
-    Ok(std::env::current_dir().context("cannot read the current folder")?.join(path))
+    Ok(std::env::current_dir()
+        .context("cannot read the current folder")?
+        .join(path))
 }
 
 /// Parses `500ms`, `30s`, `2m`, `1h`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("invalid duration {text:?}"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}"))?;
     let seconds = match unit.trim() {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" => value * 60.0,
         "h" => value * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {text:?} (use ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
     };
     Duration::try_from_secs_f64(seconds).map_err(|_| format!("invalid duration {text:?}"))
 }

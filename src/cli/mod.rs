@@ -2,10 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
-pub mod crd;
-
 pub mod batch_driver;
-
+pub mod crd;
 pub mod endpoint;
 pub mod endpoint_invoke;
 pub mod router;
@@ -31,10 +29,10 @@ pub enum Command {
     Version,
     /// Print the CustomResourceDefinitions (or write them, one file each, with --out-dir).
     Crd(crd::CrdArgs),
-    /// Run one instance of a batch job: score a folder of files with a scoring script.
-    BatchDriver(Box<batch_driver::BatchDriverArgs>),
     /// Run the data-plane router in front of online deployments.
     Router(router::RouterArgs),
+    /// Run one instance of a batch job: score a folder of files with a scoring script.
+    BatchDriver(Box<batch_driver::BatchDriverArgs>),
     /// Verbs on online endpoints (invoke).
     Endpoint {
         #[command(subcommand)]
@@ -51,8 +49,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Crd(args) => crd::run(&args),
-        Command::BatchDriver(args) => batch_driver::run(*args).await,
         Command::Router(args) => router::run(args).await,
+        Command::BatchDriver(args) => batch_driver::run(*args).await,
         Command::Endpoint { command } => endpoint::run(command).await,
     }
 }
