@@ -213,8 +213,8 @@ mod tests {
                 instance_count: count,
                 plan: plan.to_string(),
                 items: Counts {
-                    total: 10,
-                    succeeded: 10 - failed,
+                    total: 1000,
+                    succeeded: 1000 - failed,
                     failed,
                 },
                 ..Progress::default()
