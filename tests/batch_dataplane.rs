@@ -405,6 +405,14 @@ fn a_script_whose_init_fails_stops_the_driver_with_its_reason() {
     assert_eq!(result.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(stderr.contains("ImportError: no model here"), "{stderr}");
+    assert_eq!(json(&out.join("summary.json"))["status"], "Failed");
+
+    let missing =
+        run(driver(&input, &dir.join("out2"), &script).args(["--python", "/nonexistent/python3"]));
+    assert_eq!(missing.status.code(), Some(4));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cannot start the Python interpreter")
+    );
 }
 
 #[test]
@@ -451,6 +459,14 @@ fn a_killed_driver_resumes_and_its_output_equals_a_clean_run() {
         done_before < 300,
         "the driver finished before it was killed"
     );
+    let early_merge = run(Command::new(BIN)
+        .args(["batch-driver", "--merge-only", "--output"])
+        .arg(&out));
+    assert_eq!(
+        early_merge.status.code(),
+        Some(5),
+        "a merge before the end reports missing mini-batches"
+    );
     assert!(!out.join("predictions.csv").exists());
 
     let result = run(driver(&input, &out, &script).env("INPUT_ROOT", &input));
@@ -473,4 +489,15 @@ fn a_killed_driver_resumes_and_its_output_equals_a_clean_run() {
     );
     assert_eq!(a["items"], b["items"]);
     assert_eq!(a["miniBatches"], b["miniBatches"]);
+
+    // An explicit merge of a finished output rewrites the same bytes.
+    std::fs::remove_file(out.join("predictions.csv")).unwrap();
+    let merged = run(Command::new(BIN)
+        .args(["batch-driver", "--merge-only", "--output"])
+        .arg(&out));
+    assert!(merged.status.success());
+    assert_eq!(
+        std::fs::read(out.join("predictions.csv")).unwrap(),
+        std::fs::read(clean.join("predictions.csv")).unwrap()
+    );
 }
