@@ -71,8 +71,7 @@ fn driver(input: &Path, output: &Path, script: &Path) -> Command {
         .arg(output)
         .arg("--scoring-script")
         .arg(script)
-        .arg("--progress-interval")
-        .arg("200ms")
+        .env("MLCOMPUTE_BATCH_PROGRESS_INTERVAL", "100ms")
         .env_remove("JOB_COMPLETION_INDEX")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null());
@@ -389,6 +388,65 @@ def run(mini_batch):
     assert!(again.status.success());
     assert_eq!(json(&out.join("summary.json"))["items"]["failed"], 30);
     assert_eq!(error_items(&out).len(), 30);
+}
+
+#[test]
+fn the_error_threshold_counts_the_failures_of_all_instances() {
+    let dir = TempDir::new("threshold-peers");
+    let input = dir.join("in");
+    generate_input(&input, 200);
+    // Mini-batches 0 and 1 (one per instance) each hold two failing files: 2 failures per
+    // instance stay under the threshold of 3, the 4 of the whole input do not.
+    let script = write_script(
+        &dir,
+        r#"
+import os, time
+BAD = {0, 4, 40, 44}
+def run(mini_batch):
+    time.sleep(0.1)
+    out = []
+    for p in mini_batch:
+        if int(open(p).read()) in BAD:
+            raise RuntimeError("bad")
+        out.append(p)
+    return out
+"#,
+    );
+    let out = dir.join("out");
+    let children: Vec<_> = (0..2)
+        .map(|i| {
+            driver(&input, &out, &script)
+                .args([
+                    "--error-threshold",
+                    "3",
+                    "--max-retries",
+                    "0",
+                ])
+                .args(["--instance-index", &i.to_string(), "--instance-count", "2"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let result = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(3), "{stderr}");
+        assert!(stderr.contains("on others"), "{stderr}");
+    }
+    for i in 0..2 {
+        let progress = json(&out.join(format!("_mlcompute/progress-{i:05}.json")));
+        assert_eq!(progress["phase"], "Failed");
+        assert_eq!(progress["items"]["failed"], 2);
+        assert!(
+            progress["miniBatches"]["succeeded"].as_u64().unwrap() < 9,
+            "{progress}"
+        );
+    }
+    let summary = json(&out.join("summary.json"));
+    assert_eq!(summary["status"], "Failed");
+    assert_eq!(summary["items"]["failed"], 4);
 }
 
 #[test]

@@ -139,6 +139,11 @@ pub async fn run(
         stop = run.stop;
         state.progress.timing = Some(run.timing.finish(started.elapsed()));
     }
+    if stop.is_none() {
+        // A peer may have pushed the job over the threshold while this shard finished.
+        state.refresh_peers(&config);
+        stop = state.threshold_crossed(&config).map(Stop::Threshold);
+    }
 
     let outcome = match stop {
         Some(Stop::Threshold(reason)) => {
