@@ -416,12 +416,7 @@ def run(mini_batch):
     let children: Vec<_> = (0..2)
         .map(|i| {
             driver(&input, &out, &script)
-                .args([
-                    "--error-threshold",
-                    "3",
-                    "--max-retries",
-                    "0",
-                ])
+                .args(["--error-threshold", "3", "--max-retries", "0"])
                 .args(["--instance-index", &i.to_string(), "--instance-count", "2"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
