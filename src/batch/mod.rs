@@ -10,11 +10,13 @@
 //! - [`progress`] — counters and the [`progress::ProgressSink`]s they are reported to.
 //! - [`threshold`] — `errorThreshold`.
 //! - [`driver`] — one instance from start to end.
+//! - [`pod_env`] — the environment the BatchJob controller gives a driver pod (pure).
 
 pub mod driver;
 pub mod journal;
 pub mod output;
 pub mod plan;
+pub mod pod_env;
 pub mod progress;
 pub mod protocol;
 pub mod shim;

@@ -48,7 +48,21 @@ pub struct InputFile {
 /// Lists the regular files under `root`, recursively, sorted by relative path (byte order).
 ///
 /// Symbolic links to files are followed; symbolic links to directories are not (no cycles).
+/// An input that is itself a file (`uri_file`) is a plan of that one file.
 pub fn list_input(root: &Path) -> Result<Vec<InputFile>, PlanError> {
+    if root.is_file() {
+        let relative = root
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| PlanError::NonUtf8Path {
+                path: root.to_path_buf(),
+            })?
+            .to_string();
+        return Ok(vec![InputFile {
+            relative,
+            absolute: root.to_path_buf(),
+        }]);
+    }
     let mut files = Vec::new();
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -318,6 +332,9 @@ mod tests {
             .into_iter()
             .map(|f| f.relative)
             .collect();
+        let single = list_input(&root.join("b/y.txt")).unwrap();
+        assert_eq!(single.len(), 1);
+        assert_eq!(single[0].relative, "y.txt");
         assert_eq!(listed, vec!["a.txt", "b/c/x.txt", "b/y.txt", "z.txt"]);
         std::fs::remove_dir_all(&root).unwrap();
     }

@@ -69,7 +69,7 @@ pub struct BatchDriverArgs {
     /// Retries of a failed or timed-out mini-batch.
     #[arg(long, env = "MLCOMPUTE_BATCH_MAX_RETRIES", default_value_t = 3)]
     pub max_retries: u32,
-    /// Time limit of one mini-batch attempt (`30s`, `500ms`, `2m`, or seconds).
+    /// Time limit of one mini-batch attempt (`30s`, `500ms`, `1h30m`, or seconds).
     #[arg(long, env = "MLCOMPUTE_BATCH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
     /// Time limit for importing the script and running `init()`.
@@ -203,28 +203,16 @@ fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
         .join(path))
 }
 
-/// Parses `500ms`, `30s`, `2m`, `1h`, or a plain number of seconds.
+/// Parses a duration as the CRDs write it (`500ms`, `30s`, `2m`, `1h30m`, `1.5h`), or a plain number of
+/// seconds (Azure ML's `timeout: 30`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown duration unit {other:?} in {text:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|_| format!("invalid duration {text:?}"))
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("invalid duration {text:?}"));
+    }
+    crate::api::common::parse_duration(text)
+        .ok_or_else(|| format!("invalid duration {text:?} (use e.g. 500ms, 30s, 2m, 1h30m)"))
 }
 
 #[cfg(test)]
@@ -238,6 +226,7 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert!(parse_duration("3 days").is_err());
         assert!(parse_duration("").is_err());
     }
