@@ -131,6 +131,9 @@ pub struct Exchange {
 
 impl Worker {
     /// Starts a worker and waits until the script is imported and `init()` returned.
+    ///
+    /// The shim asks Linux to kill it when its parent thread dies (`PR_SET_PDEATHSIG`), so workers must
+    /// be spawned from a runtime worker thread (as here), never from a short-lived blocking thread.
     pub async fn start(spec: &WorkerSpec, slot: usize) -> Result<Self, WorkerError> {
         let mut command = Command::new(&spec.python);
         command
