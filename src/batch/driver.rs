@@ -8,7 +8,10 @@
 use std::{
     collections::{HashMap, HashSet},
     path::PathBuf,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -267,6 +270,9 @@ async fn score_pending(
         policy: config.retry,
         keep_rows: config.output_settings.action == OutputAction::AppendRow,
         queue: Queue::new(pending),
+        threshold: config.output_settings.threshold,
+        local_failed: AtomicU64::new(state.progress.items.failed),
+        peer_failed: AtomicU64::new(state.peer_failed),
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (abort_tx, abort_rx) = watch::channel(false);
@@ -333,6 +339,7 @@ async fn score_pending(
             }
             _ = ticker.tick() => {
                 state.refresh_peers(config);
+                ctx.peer_failed.store(state.peer_failed, Ordering::Relaxed);
                 if stop.is_none() && let Some(reason) = state.threshold_crossed(config) {
                     stop = Some(Stop::Threshold(reason));
                     let _ = abort_tx.send(true);

@@ -11,7 +11,10 @@ use std::{
     collections::VecDeque,
     path::PathBuf,
     process::{ExitStatus, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -26,6 +29,7 @@ use super::{
     journal::FailedItem,
     plan::{MiniBatch, MiniBatchId},
     protocol::{self, FrameError, Hello, Request, Response},
+    threshold::ErrorThreshold,
 };
 
 /// How to start a worker.
@@ -298,6 +302,21 @@ pub struct SlotContext {
     /// Whether rows are kept (`append_row`).
     pub keep_rows: bool,
     pub queue: Queue,
+    /// Slots stop taking mini-batches once the failed items known here cross it, without waiting
+    /// for the driver's journal round trip (which would let fast mini-batches slip through).
+    pub threshold: ErrorThreshold,
+    /// Failed items of this instance: journaled by earlier runs plus scored now.
+    pub local_failed: AtomicU64,
+    /// Failed items other instances reported (refreshed by the driver).
+    pub peer_failed: AtomicU64,
+}
+
+impl SlotContext {
+    fn threshold_crossed(&self) -> bool {
+        let failed =
+            self.local_failed.load(Ordering::Relaxed) + self.peer_failed.load(Ordering::Relaxed);
+        self.threshold.check(failed).is_some()
+    }
 }
 
 /// What a slot tells the driver.
@@ -317,7 +336,7 @@ pub async fn run_slot(
     mut abort: watch::Receiver<bool>,
 ) {
     let mut worker: Option<Worker> = None;
-    while !*abort.borrow() {
+    while !*abort.borrow() && !ctx.threshold_crossed() {
         let Some(batch) = ctx.queue.pop() else { break };
         let items: Vec<String> = batch
             .files
@@ -326,7 +345,10 @@ pub async fn run_slot(
             .collect();
         let event = tokio::select! {
             scored = score_with_retries(slot, &ctx, &batch, &items, &mut worker) => match scored {
-                Ok(scored) => SlotEvent::Scored(scored),
+                Ok(scored) => {
+                    ctx.local_failed.fetch_add(scored.failed.len() as u64, Ordering::Relaxed);
+                    SlotEvent::Scored(scored)
+                }
                 Err(err) => SlotEvent::StartFailed(err),
             },
             _ = abort.wait_for(|stop| *stop) => break,
