@@ -83,7 +83,12 @@ impl Backend {
             drop(listener);
             graceful.shutdown().await;
         });
-        Self { addr, served, mirrored, kill }
+        Self {
+            addr,
+            served,
+            mirrored,
+            kill,
+        }
     }
 
     fn served(&self) -> u64 {
@@ -101,7 +106,11 @@ impl Backend {
 
 /// A free port on 127.0.0.1 (bound, then released).
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -233,7 +242,12 @@ impl Conn {
         self.send(request).await
     }
 
-    async fn score(&mut self, endpoint: &str, key: Option<&str>, pin: Option<&str>) -> Result<Answer, hyper::Error> {
+    async fn score(
+        &mut self,
+        endpoint: &str,
+        key: Option<&str>,
+        pin: Option<&str>,
+    ) -> Result<Answer, hyper::Error> {
         let mut request = Request::post(format!("/api/v1/endpoint/{endpoint}/score"))
             .header("host", self.addr.to_string())
             .header("content-type", "application/json");
@@ -243,8 +257,12 @@ impl Conn {
         if let Some(pin) = pin {
             request = request.header("azureml-model-deployment", pin);
         }
-        self.send(request.body(Full::new(Bytes::from_static(b"{\"data\":[1,2,3]}"))).unwrap())
-            .await
+        self.send(
+            request
+                .body(Full::new(Bytes::from_static(b"{\"data\":[1,2,3]}")))
+                .unwrap(),
+        )
+        .await
     }
 }
 
@@ -262,11 +280,11 @@ impl Load {
     }
 
     fn count(&self, status: StatusCode) -> u64 {
-        self.statuses.iter().filter(|(s, _)| *s == status).map(|(_, n)| n).sum()
-    }
-
-    fn total(&self) -> u64 {
-        self.statuses.iter().map(|(_, n)| n).sum()
+        self.statuses
+            .iter()
+            .filter(|(s, _)| *s == status)
+            .map(|(_, n)| n)
+            .sum()
     }
 
     fn median(&mut self) -> Duration {
@@ -325,7 +343,13 @@ async fn load(addr: SocketAddr, endpoint: &'static str, total: usize, connection
 // ---------------------------------------------------------------------------------------------
 // Tables
 
-fn deployment(name: &str, traffic: u32, mirror: u32, backends: &[&Backend], settings: &str) -> String {
+fn deployment(
+    name: &str,
+    traffic: u32,
+    mirror: u32,
+    backends: &[&Backend],
+    settings: &str,
+) -> String {
     let backends: Vec<String> = backends
         .iter()
         .map(|b| format!("{{address: \"{}\"}}", b.addr))
@@ -336,7 +360,8 @@ fn deployment(name: &str, traffic: u32, mirror: u32, backends: &[&Backend], sett
     )
 }
 
-const ROOMY: &str = "maxConcurrentRequestsPerInstance: 1000, maxQueueWaitMs: 2000, requestTimeoutMs: 10000";
+const ROOMY: &str =
+    "maxConcurrentRequestsPerInstance: 1000, maxQueueWaitMs: 2000, requestTimeoutMs: 10000";
 
 fn table(endpoint: &str, deployments: &[String]) -> String {
     format!(
@@ -363,7 +388,10 @@ async fn split_90_10_holds_within_one_percent_over_100k_requests() {
     let router = RouterProcess::start(
         &table(
             "iris",
-            &[deployment("blue", 90, 0, &[&blue], ROOMY), deployment("green", 10, 0, &[&green], ROOMY)],
+            &[
+                deployment("blue", 90, 0, &[&blue], ROOMY),
+                deployment("green", 10, 0, &[&green], ROOMY),
+            ],
         ),
         &[],
     )
@@ -384,7 +412,10 @@ async fn pinning_header_reaches_a_zero_percent_deployment() {
     let router = RouterProcess::start(
         &table(
             "iris",
-            &[deployment("blue", 100, 0, &[&blue], ROOMY), deployment("green", 0, 0, &[&green], ROOMY)],
+            &[
+                deployment("blue", 100, 0, &[&blue], ROOMY),
+                deployment("green", 0, 0, &[&green], ROOMY),
+            ],
         ),
         &[],
     )
@@ -413,7 +444,10 @@ async fn a_50_percent_mirror_gets_half_the_copies_and_live_answers_stay_unchange
     let plain = table("iris", &[deployment("blue", 100, 0, &[&blue], ROOMY)]);
     let mirrored = table(
         "iris",
-        &[deployment("blue", 100, 0, &[&blue], ROOMY), deployment("shadow", 0, 50, &[&shadow], ROOMY)],
+        &[
+            deployment("blue", 100, 0, &[&blue], ROOMY),
+            deployment("shadow", 0, 50, &[&shadow], ROOMY),
+        ],
     );
     let router = RouterProcess::start(&plain, &[]).await;
     let mut without = load(router.addr, "iris", 4000, 8).await;
@@ -423,8 +457,14 @@ async fn a_50_percent_mirror_gets_half_the_copies_and_live_answers_stay_unchange
     let mut conn = Conn::open(router.addr).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while shadow.mirrored() == 0 {
-        assert!(Instant::now() < deadline, "the mirror table was not applied");
-        assert_eq!(conn.score("iris", Some(KEY), None).await.unwrap().0, StatusCode::OK);
+        assert!(
+            Instant::now() < deadline,
+            "the mirror table was not applied"
+        );
+        assert_eq!(
+            conn.score("iris", Some(KEY), None).await.unwrap().0,
+            StatusCode::OK
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let before = shadow.mirrored();
@@ -436,7 +476,11 @@ async fn a_50_percent_mirror_gets_half_the_copies_and_live_answers_stay_unchange
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Binomial(4000, 0.5): 2000 ± 32 (1σ); ±200 is > 6σ.
     assert!((1800..=2200).contains(&copies()), "{} copies", copies());
-    assert_eq!(shadow.served(), 0, "only copies reach the mirror deployment");
+    assert_eq!(
+        shadow.served(),
+        0,
+        "only copies reach the mirror deployment"
+    );
     let (a, b) = (without.median(), with.median());
     eprintln!("live median latency: without mirror {a:?}, with 50 % mirror {b:?}");
     // A robust ratio, not a timing threshold: a blocking mirror would double it at least.
@@ -457,7 +501,10 @@ async fn a_slow_or_dead_mirror_neither_fails_nor_blocks_live_requests() {
         let router = RouterProcess::start(
             &table(
                 "iris",
-                &[deployment("blue", 100, 0, &[&blue], ROOMY), deployment("shadow", 0, 50, &[mirror], ROOMY)],
+                &[
+                    deployment("blue", 100, 0, &[&blue], ROOMY),
+                    deployment("shadow", 0, 50, &[mirror], ROOMY),
+                ],
             ),
             &["--mirror-queue", "32", "--mirror-workers", "8"],
         )
@@ -465,11 +512,19 @@ async fn a_slow_or_dead_mirror_neither_fails_nor_blocks_live_requests() {
         let result = load(router.addr, "iris", 3000, 8).await;
         assert_eq!(result.ok(), 3000, "{name}: {:?}", result.statuses);
         // ≈1500 copies at 1 s each over 8 mirror workers would take > 180 s if live requests waited.
-        assert!(result.elapsed < Duration::from_secs(60), "{name}: {:?}", result.elapsed);
+        assert!(
+            result.elapsed < Duration::from_secs(60),
+            "{name}: {:?}",
+            result.elapsed
+        );
         let mut conn = Conn::open(router.addr).await.unwrap();
         let (_, _, metrics) = conn.get("/metrics").await.unwrap();
         let metrics = String::from_utf8_lossy(&metrics);
-        let reason = if name == "slow" { "queue_full" } else { "failed" };
+        let reason = if name == "slow" {
+            "queue_full"
+        } else {
+            "failed"
+        };
         let line = metrics
             .lines()
             .find(|l| {
@@ -480,7 +535,10 @@ async fn a_slow_or_dead_mirror_neither_fails_nor_blocks_live_requests() {
             .unwrap_or_else(|| panic!("{name}: no {reason} drops in\n{metrics}"));
         let dropped: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(dropped > 0.0, "{name}: {line}");
-        eprintln!("{name} mirror: 3000 live requests in {:?}; {line}", result.elapsed);
+        eprintln!(
+            "{name} mirror: 3000 live requests in {:?}; {line}",
+            result.elapsed
+        );
     }
 }
 
@@ -491,7 +549,10 @@ async fn flipping_weights_ten_times_during_a_run_fails_no_request() {
     let split = |b: u32| {
         table(
             "iris",
-            &[deployment("blue", b, 0, &[&blue], ROOMY), deployment("green", 100 - b, 0, &[&green], ROOMY)],
+            &[
+                deployment("blue", b, 0, &[&blue], ROOMY),
+                deployment("green", 100 - b, 0, &[&green], ROOMY),
+            ],
         )
     };
     let router = RouterProcess::start(&split(90), &[]).await;
@@ -504,24 +565,44 @@ async fn flipping_weights_ten_times_during_a_run_fails_no_request() {
     let result = running.await.unwrap();
     assert_eq!(result.ok(), 30_000, "{:?}", result.statuses);
     assert_eq!(blue.served() + green.served(), 30_000);
-    assert!(green.served() > 3000, "the flips took effect: green {}", green.served());
+    assert!(
+        green.served() > 3000,
+        "the flips took effect: green {}",
+        green.served()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_key_gets_the_same_401_as_an_unknown_endpoint() {
     let blue = Backend::start(Behaviour::default()).await;
-    let router = RouterProcess::start(&table("iris", &[deployment("blue", 100, 0, &[&blue], ROOMY)]), &[]).await;
+    let router = RouterProcess::start(
+        &table("iris", &[deployment("blue", 100, 0, &[&blue], ROOMY)]),
+        &[],
+    )
+    .await;
     let mut conn = Conn::open(router.addr).await.unwrap();
     let wrong = conn.score("iris", Some("not-the-key"), None).await.unwrap();
     let missing = conn.score("iris", None, None).await.unwrap();
-    let unknown = conn.score("no-such-endpoint", Some(KEY), None).await.unwrap();
+    let unknown = conn
+        .score("no-such-endpoint", Some(KEY), None)
+        .await
+        .unwrap();
     for (status, _, body) in [&wrong, &missing, &unknown] {
         assert_eq!(*status, StatusCode::UNAUTHORIZED);
         assert_eq!(body, &unknown.2);
     }
     assert!(!String::from_utf8_lossy(&unknown.2).contains("no-such-endpoint"));
-    assert_eq!(conn.score("iris", Some(KEY), None).await.unwrap().0, StatusCode::OK);
-    assert_eq!(conn.score("iris", Some("second-key"), None).await.unwrap().0, StatusCode::OK);
+    assert_eq!(
+        conn.score("iris", Some(KEY), None).await.unwrap().0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        conn.score("iris", Some("second-key"), None)
+            .await
+            .unwrap()
+            .0,
+        StatusCode::OK
+    );
     assert_eq!(blue.served(), 2);
 }
 
@@ -532,11 +613,15 @@ async fn concurrency_overflow_gets_429_and_a_slow_instance_504() {
     })
     .await;
     let tight = "maxConcurrentRequestsPerInstance: 1, maxQueueWaitMs: 50, requestTimeoutMs: 5000";
-    let impatient = "maxConcurrentRequestsPerInstance: 10, maxQueueWaitMs: 50, requestTimeoutMs: 100";
+    let impatient =
+        "maxConcurrentRequestsPerInstance: 10, maxQueueWaitMs: 50, requestTimeoutMs: 100";
     let router = RouterProcess::start(
         &table(
             "iris",
-            &[deployment("one", 100, 0, &[&slow], tight), deployment("hasty", 0, 0, &[&slow], impatient)],
+            &[
+                deployment("one", 100, 0, &[&slow], tight),
+                deployment("hasty", 0, 0, &[&slow], impatient),
+            ],
         ),
         &[],
     )
@@ -544,19 +629,32 @@ async fn concurrency_overflow_gets_429_and_a_slow_instance_504() {
     let addr = router.addr;
     let mut calls = JoinSet::new();
     for _ in 0..4 {
-        calls.spawn(async move { Conn::open(addr).await.unwrap().score("iris", Some(KEY), None).await.unwrap() });
+        calls.spawn(async move {
+            Conn::open(addr)
+                .await
+                .unwrap()
+                .score("iris", Some(KEY), None)
+                .await
+                .unwrap()
+        });
     }
     let mut statuses = Vec::new();
     while let Some(done) = calls.join_next().await {
         let (status, _, body) = done.unwrap();
         if status == StatusCode::TOO_MANY_REQUESTS {
             let body = String::from_utf8_lossy(&body);
-            assert!(body.contains("too many requests") && body.contains("\"deployment\":\"one\""), "{body}");
+            assert!(
+                body.contains("too many requests") && body.contains("\"deployment\":\"one\""),
+                "{body}"
+            );
         }
         statuses.push(status);
     }
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
-    assert!(statuses.contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
     let (status, _, body) = Conn::open(addr)
         .await
         .unwrap()
@@ -604,14 +702,24 @@ async fn no_ready_instance_or_no_traffic_gets_503_and_dead_instances_502() {
 async fn killing_a_backend_instance_gives_no_client_visible_error() {
     let a = Backend::start(Behaviour::default()).await;
     let b = Backend::start(Behaviour::default()).await;
-    let router = RouterProcess::start(&table("iris", &[deployment("blue", 100, 0, &[&a, &b], ROOMY)]), &[]).await;
+    let router = RouterProcess::start(
+        &table("iris", &[deployment("blue", 100, 0, &[&a, &b], ROOMY)]),
+        &[],
+    )
+    .await;
     let running = tokio::spawn(load(router.addr, "iris", 20_000, 16));
-    wait_for("traffic on both instances", || a.served() > 1000 && b.served() > 1000).await;
+    wait_for("traffic on both instances", || {
+        a.served() > 1000 && b.served() > 1000
+    })
+    .await;
     a.kill();
     let at_kill = a.served();
     let result = running.await.unwrap();
     assert_eq!(result.ok(), 20_000, "{:?}", result.statuses);
-    assert!(a.served() - at_kill < 100, "the killed instance stopped serving");
+    assert!(
+        a.served() - at_kill < 100,
+        "the killed instance stopped serving"
+    );
     assert!(b.served() > 10_000);
 }
 
@@ -621,20 +729,35 @@ async fn metrics_health_and_graceful_drain_on_sigterm() {
         delay: Duration::from_millis(500),
     })
     .await;
-    let mut router = RouterProcess::start(&table("iris", &[deployment("blue", 100, 0, &[&slow], ROOMY)]), &[]).await;
+    let mut router = RouterProcess::start(
+        &table("iris", &[deployment("blue", 100, 0, &[&slow], ROOMY)]),
+        &[],
+    )
+    .await;
     let mut conn = Conn::open(router.addr).await.unwrap();
     assert_eq!(conn.get("/healthz").await.unwrap().0, StatusCode::OK);
-    assert_eq!(conn.score("iris", Some(KEY), None).await.unwrap().0, StatusCode::OK);
+    assert_eq!(
+        conn.score("iris", Some(KEY), None).await.unwrap().0,
+        StatusCode::OK
+    );
     let (_, _, metrics) = conn.get("/metrics").await.unwrap();
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
-        metrics.contains(r#"mlcompute_router_requests_total{class="2xx",deployment="blue",endpoint="iris"} 1"#),
+        metrics.contains(
+            r#"mlcompute_router_requests_total{class="2xx",deployment="blue",endpoint="iris"} 1"#
+        ),
         "{metrics}"
     );
     assert!(metrics.contains("mlcompute_router_request_duration_seconds_bucket"));
     // A request in flight when SIGTERM arrives still gets its answer.
     let addr = router.addr;
-    let in_flight = tokio::spawn(async move { Conn::open(addr).await.unwrap().score("iris", Some(KEY), None).await });
+    let in_flight = tokio::spawn(async move {
+        Conn::open(addr)
+            .await
+            .unwrap()
+            .score("iris", Some(KEY), None)
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(150)).await;
     router.terminate();
     let (status, _, _) = in_flight.await.unwrap().unwrap();
@@ -646,7 +769,10 @@ async fn metrics_health_and_graceful_drain_on_sigterm() {
     .await
     .unwrap();
     assert!(exit.0.success(), "{:?}", exit.0);
-    assert!(Conn::open(addr).await.is_err(), "no new connections after drain");
+    assert!(
+        Conn::open(addr).await.is_err(),
+        "no new connections after drain"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -704,7 +830,10 @@ async fn python_server(dir: &Path) -> PythonServer {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "python scoring server did not start");
+        assert!(
+            Instant::now() < deadline,
+            "python scoring server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     PythonServer { child, addr }
@@ -729,7 +858,10 @@ async fn the_python_scoring_server_runs_a_real_score_py_behind_the_router() {
     assert_eq!(answer, serde_json::json!({"prediction": [3, 5, 7]}));
     // Several requests in a row reuse the pooled connection to the server.
     for _ in 0..20 {
-        assert_eq!(conn.score("iris", Some(KEY), None).await.unwrap().0, StatusCode::OK);
+        assert_eq!(
+            conn.score("iris", Some(KEY), None).await.unwrap().0,
+            StatusCode::OK
+        );
     }
 
     // `mlcompute endpoint invoke` end to end.
@@ -740,12 +872,23 @@ async fn the_python_scoring_server_runs_a_real_score_py_behind_the_router() {
         Command::new(BIN)
             .args(["endpoint", "invoke", "iris", "--data"])
             .arg(dir.0.join(file))
-            .args(["--router", &router_url, "--key", key, "--deployment", "blue"])
+            .args([
+                "--router",
+                &router_url,
+                "--key",
+                key,
+                "--deployment",
+                "blue",
+            ])
             .output()
             .unwrap()
     };
     let good = tokio::task::block_in_place(|| invoke("good.json", KEY));
-    assert!(good.status.success(), "{}", String::from_utf8_lossy(&good.stderr));
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
     let printed: serde_json::Value = serde_json::from_slice(&good.stdout).unwrap();
     assert_eq!(printed, serde_json::json!({"prediction": [1, 21]}));
 
@@ -753,7 +896,10 @@ async fn the_python_scoring_server_runs_a_real_score_py_behind_the_router() {
     let bad = tokio::task::block_in_place(|| invoke("bad.json", KEY));
     assert!(!bad.status.success());
     let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(stderr.contains("500") && stderr.contains("the model cannot score boom"), "{stderr}");
+    assert!(
+        stderr.contains("500") && stderr.contains("the model cannot score boom"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     let denied = tokio::task::block_in_place(|| invoke("good.json", "wrong"));
     assert!(!denied.status.success());
@@ -773,5 +919,8 @@ async fn the_python_scoring_server_refuses_a_script_without_run() {
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("UserScriptFunctionNotFound") && stderr.contains("run()"), "{stderr}");
+    assert!(
+        stderr.contains("UserScriptFunctionNotFound") && stderr.contains("run()"),
+        "{stderr}"
+    );
 }

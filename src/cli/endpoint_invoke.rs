@@ -22,7 +22,11 @@ pub struct InvokeArgs {
     #[arg(long)]
     pub deployment: Option<String>,
     /// The router's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080", env = "MLCOMPUTE_ROUTER_URL")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:8080",
+        env = "MLCOMPUTE_ROUTER_URL"
+    )]
     pub router: String,
     /// The endpoint key or token.
     #[arg(long, env = "MLCOMPUTE_ENDPOINT_KEY", hide_env_values = true)]
@@ -45,7 +49,10 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("reading {}", args.data.display()))?
     };
-    let base: Uri = args.router.parse().with_context(|| format!("router URL {:?}", args.router))?;
+    let base: Uri = args
+        .router
+        .parse()
+        .with_context(|| format!("router URL {:?}", args.router))?;
     if base.scheme_str() != Some("http") {
         bail!("router URL {:?} must start with http://", args.router);
     }
@@ -64,7 +71,9 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
     if let Some(deployment) = &args.deployment {
         request = request.header("azureml-model-deployment", deployment.as_str());
     }
-    let request = request.body(Full::new(Bytes::from(body))).context("building the request")?;
+    let request = request
+        .body(Full::new(Bytes::from(body)))
+        .context("building the request")?;
     let port = authority.port_u16().unwrap_or(80);
     let exchange = async {
         let stream = TcpStream::connect((authority.host(), port))
@@ -74,14 +83,26 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
             .await
             .context("talking to the router")?;
         tokio::spawn(connection);
-        let response = sender.send_request(request).await.context("sending the request")?;
+        let response = sender
+            .send_request(request)
+            .await
+            .context("sending the request")?;
         let (parts, body) = response.into_parts();
-        let body = body.collect().await.context("reading the answer")?.to_bytes();
+        let body = body
+            .collect()
+            .await
+            .context("reading the answer")?
+            .to_bytes();
         anyhow::Ok((parts, body))
     };
     let (parts, body) = tokio::time::timeout(Duration::from_secs(args.timeout_seconds), exchange)
         .await
-        .with_context(|| format!("no answer from the router within {} s", args.timeout_seconds))??;
+        .with_context(|| {
+            format!(
+                "no answer from the router within {} s",
+                args.timeout_seconds
+            )
+        })??;
     if !parts.status.is_success() {
         let text = String::from_utf8_lossy(&body);
         bail!("{} answered {}: {}", path, parts.status, text.trim());

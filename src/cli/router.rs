@@ -10,7 +10,11 @@ use crate::router::{self, RouterOptions, ServerOptions, StaticFile};
 #[derive(Debug, clap::Args)]
 pub struct RouterArgs {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080", env = "MLCOMPUTE_ROUTER_LISTEN")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8080",
+        env = "MLCOMPUTE_ROUTER_LISTEN"
+    )]
     pub listen: SocketAddr,
     /// A routing table in YAML or JSON (see examples/router-static.yaml); re-read when it
     /// changes and on SIGHUP.
@@ -22,6 +26,9 @@ pub struct RouterArgs {
     /// Seconds open requests may take to finish after SIGTERM.
     #[arg(long, default_value_t = 30)]
     pub drain_seconds: u64,
+    /// Serving threads, each with its own runtime and listener (default: one per usable CPU).
+    #[arg(long)]
+    pub threads: Option<usize>,
     /// Mirror copies that may wait before new ones are dropped.
     #[arg(long, default_value_t = 1024)]
     pub mirror_queue: usize,
@@ -35,10 +42,14 @@ pub struct RouterArgs {
 
 /// Runs the router from the command line.
 pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
-    let source = StaticFile::open(&args.static_table, Duration::from_millis(args.poll_ms.max(10)))?;
+    let source = StaticFile::open(
+        &args.static_table,
+        Duration::from_millis(args.poll_ms.max(10)),
+    )?;
     let options = RouterOptions {
         listen: args.listen,
         drain: Duration::from_secs(args.drain_seconds),
+        threads: args.threads.unwrap_or_else(router::default_threads),
         server: ServerOptions {
             mirror_queue: args.mirror_queue,
             mirror_workers: args.mirror_workers,

@@ -104,7 +104,14 @@ mod tests {
     #[test]
     fn wrong_missing_or_malformed_credentials_are_refused() {
         let auth = key_auth();
-        for value in ["Bearer primar", "Bearer primaryx", "Bearer ", "primary", "Basic primary", "Bearer"] {
+        for value in [
+            "Bearer primar",
+            "Bearer primaryx",
+            "Bearer ",
+            "primary",
+            "Basic primary",
+            "Bearer",
+        ] {
             assert!(!auth.allows(&headers(value)), "{value}");
         }
         assert!(!auth.allows(&HeaderMap::new()));
@@ -129,6 +136,9 @@ mod tests {
         assert!(!tokens.allows(&headers("Bearer t3")));
         assert!(Authenticator::new(&Auth::None).allows(&HeaderMap::new()));
         let unknown = Authenticator::unknown_endpoint();
-        assert!(!unknown.allows(&headers(&format!("Bearer {}", String::from_utf8_lossy(DUMMY)))));
+        assert!(!unknown.allows(&headers(&format!(
+            "Bearer {}",
+            String::from_utf8_lossy(DUMMY)
+        ))));
     }
 }

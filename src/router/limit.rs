@@ -84,7 +84,10 @@ impl InstanceLimit {
 
 /// Takes a slot on one of `candidates` (in preference order): a free one at once, or else the
 /// first to free up within `wait`. Returns the candidate's position and its slot.
-pub async fn acquire_any(candidates: &[&InstanceLimit], wait: Duration) -> Result<(usize, Slot), Busy> {
+pub async fn acquire_any(
+    candidates: &[&InstanceLimit],
+    wait: Duration,
+) -> Result<(usize, Slot), Busy> {
     for (position, limit) in candidates.iter().enumerate() {
         if let Some(slot) = limit.try_acquire() {
             return Ok((position, slot));
@@ -139,7 +142,11 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         drop(held_b);
         assert_eq!(waiter.await.unwrap().unwrap(), 1);
-        assert_eq!(b.in_flight(), 0, "the waiter's slot was released when it dropped");
+        assert_eq!(
+            b.in_flight(),
+            0,
+            "the waiter's slot was released when it dropped"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -147,7 +154,9 @@ mod tests {
         let a = InstanceLimit::new(2);
         let _one = a.try_acquire().unwrap();
         let _two = a.try_acquire().unwrap();
-        let busy = acquire_any(&[&a], Duration::from_millis(500)).await.unwrap_err();
+        let busy = acquire_any(&[&a], Duration::from_millis(500))
+            .await
+            .unwrap_err();
         assert_eq!(busy.waited_ms, 500);
         assert_eq!(a.in_flight(), 2);
     }

@@ -3,7 +3,10 @@
 //! Handles for each deployment are resolved once per table load, so a request touches only
 //! atomics.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
+};
 
 /// The label used when a request never reached an endpoint or a deployment.
 pub const NONE: &str = "-";
@@ -88,7 +91,10 @@ impl Metrics {
     pub fn new() -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("mlcompute_router_requests_total", "Scoring requests answered, by status class"),
+            Opts::new(
+                "mlcompute_router_requests_total",
+                "Scoring requests answered, by status class",
+            ),
             &["endpoint", "deployment", "class"],
         )
         .map_err(MetricsError)?;
@@ -98,30 +104,44 @@ impl Metrics {
                 "Time from request head to response, as seen by the router",
             )
             .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
             ]),
             &["endpoint", "deployment"],
         )
         .map_err(MetricsError)?;
         let mirror_sent = IntCounterVec::new(
-            Opts::new("mlcompute_router_mirror_sent_total", "Mirror copies delivered (answers discarded)"),
+            Opts::new(
+                "mlcompute_router_mirror_sent_total",
+                "Mirror copies delivered (answers discarded)",
+            ),
             &["endpoint", "deployment"],
         )
         .map_err(MetricsError)?;
         let mirror_dropped = IntCounterVec::new(
-            Opts::new("mlcompute_router_mirror_dropped_total", "Mirror copies not delivered, by reason"),
+            Opts::new(
+                "mlcompute_router_mirror_dropped_total",
+                "Mirror copies not delivered, by reason",
+            ),
             &["endpoint", "deployment", "reason"],
         )
         .map_err(MetricsError)?;
         let reloads = IntCounterVec::new(
-            Opts::new("mlcompute_router_table_reloads_total", "Routing table loads, by result"),
+            Opts::new(
+                "mlcompute_router_table_reloads_total",
+                "Routing table loads, by result",
+            ),
             &["result"],
         )
         .map_err(MetricsError)?;
         for collector in [&requests, &mirror_sent, &mirror_dropped, &reloads] {
-            registry.register(Box::new(collector.clone())).map_err(MetricsError)?;
+            registry
+                .register(Box::new(collector.clone()))
+                .map_err(MetricsError)?;
         }
-        registry.register(Box::new(latency.clone())).map_err(MetricsError)?;
+        registry
+            .register(Box::new(latency.clone()))
+            .map_err(MetricsError)?;
         Ok(Self {
             registry,
             requests,
@@ -140,7 +160,13 @@ impl Metrics {
                 .with_label_values(&[endpoint, deployment, why.label()])
         };
         RouteMetrics {
-            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            by_class: [
+                class("1xx"),
+                class("2xx"),
+                class("3xx"),
+                class("4xx"),
+                class("5xx"),
+            ],
             latency: self.latency.with_label_values(&[endpoint, deployment]),
             mirror_sent: self.mirror_sent.with_label_values(&[endpoint, deployment]),
             mirror_dropped: [

@@ -48,7 +48,9 @@ impl Mirror {
     pub fn offer(&self, job: MirrorJob) {
         if let Err(refused) = self.queue.try_send(job) {
             let job = match refused {
-                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => job,
+                mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job) => {
+                    job
+                }
             };
             job.deployment.metrics.mirror_dropped(MirrorDrop::QueueFull);
         }
@@ -68,7 +70,10 @@ async fn dispatch(mut jobs: mpsc::Receiver<MirrorJob>, workers: Arc<Semaphore>) 
 }
 
 async fn deliver(job: MirrorJob) {
-    let MirrorJob { deployment, outgoing } = job;
+    let MirrorJob {
+        deployment,
+        outgoing,
+    } = job;
     let metrics = &deployment.metrics;
     if deployment.instances.is_empty() {
         metrics.mirror_dropped(MirrorDrop::NoInstance);

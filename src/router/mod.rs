@@ -23,7 +23,7 @@ pub mod table;
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::{net::TcpListener, signal::unix::SignalKind};
+use tokio::signal::unix::SignalKind;
 
 pub use server::{Router, ServerOptions};
 pub use source::{RoutingSource, SourceError, StaticFile, TableSink};
@@ -40,6 +40,8 @@ pub struct RouterOptions {
     pub listen: SocketAddr,
     /// How long open requests may finish after SIGTERM.
     pub drain: Duration,
+    /// Serving threads (each with its own runtime and listener).
+    pub threads: usize,
     /// HTTP-side tunables.
     pub server: ServerOptions,
 }
@@ -81,37 +83,45 @@ impl RouterError {
 
 /// Runs the router until SIGTERM or Ctrl-C, then drains.
 pub async fn run(options: RouterOptions, source: impl RoutingSource) -> Result<(), RouterError> {
-    let listener = TcpListener::bind(options.listen)
-        .await
-        .map_err(|source| RouterError::Bind {
-            addr: options.listen,
-            source,
-        })?;
-    let mut terminate = tokio::signal::unix::signal(SignalKind::terminate()).map_err(RouterError::Signal)?;
+    let mut terminate =
+        tokio::signal::unix::signal(SignalKind::terminate()).map_err(RouterError::Signal)?;
+    let threads = options.threads.max(1);
+    proxy::set_pool_shards(threads);
     let router = Router::new(metrics::Metrics::new()?, &options.server);
     let sink = TableSink::new(router.clone());
-    tracing::info!(listen = ?server::local_addr(&listener), "router listening");
     let shutdown = async move {
         tokio::select! {
             _ = terminate.recv() => tracing::info!("SIGTERM"),
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupt"),
         }
     };
+    let (addr, mut serving) =
+        server::serve(router, options.listen, threads, shutdown, options.drain)
+            .await
+            .map_err(|source| RouterError::Bind {
+                addr: options.listen,
+                source,
+            })?;
+    tracing::info!(listen = %addr, threads, "router listening");
     let mut source = tokio::spawn(source.run(sink));
-    let serving = server::serve(router, listener, shutdown, options.drain);
-    tokio::pin!(serving);
     tokio::select! {
-        () = &mut serving => {
+        _ = &mut serving => {
             source.abort();
+            tracing::info!("drained");
             Ok(())
         }
         ended = &mut source => match ended {
             Ok(Err(error)) => Err(error.into()),
             // A source that ends cleanly or panics leaves the last table in force.
             Ok(Ok(())) | Err(_) => {
-                serving.await;
+                let _ = serving.await;
                 Ok(())
             }
         },
     }
+}
+
+/// Serving threads by default: one per CPU this process may run on.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }

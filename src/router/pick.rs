@@ -117,7 +117,10 @@ mod tests {
             counts[percent_roll() as usize] += 1;
         }
         // Expected 10 000 each; 5 % is > 10 standard deviations.
-        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
         let split = Split::new([90, 10]);
         let ninety = (0..100_000)
             .filter(|_| split.choose(percent_roll()) == Some(0))

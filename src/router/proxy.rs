@@ -5,9 +5,13 @@
 //! same bytes), which lets a request that never reached an instance be sent again elsewhere.
 
 use std::{
+    cell::Cell,
     io,
     net::SocketAddr,
-    sync::Mutex,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Duration,
 };
 
@@ -48,10 +52,18 @@ impl Outgoing {
         strip_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
         headers.remove(header::AUTHORIZATION);
-        Self { method, headers, body }
+        Self {
+            method,
+            headers,
+            body,
+        }
     }
 
-    pub(super) fn request(&self, deployment: &Deployment, instance: &Instance) -> Request<Full<Bytes>> {
+    pub(super) fn request(
+        &self,
+        deployment: &Deployment,
+        instance: &Instance,
+    ) -> Request<Full<Bytes>> {
         let mut request = Request::new(Full::new(self.body.clone()));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = deployment.scoring_path.clone();
@@ -119,7 +131,10 @@ impl ProxyError {
 ///
 /// The instance is the least loaded one with a free slot (waiting up to the queue wait). When
 /// connecting fails, the next instance is tried; the request timeout starts once a slot is held.
-pub async fn forward(deployment: &Deployment, outgoing: &Outgoing) -> Result<Response<Bytes>, ProxyError> {
+pub async fn forward(
+    deployment: &Deployment,
+    outgoing: &Outgoing,
+) -> Result<Response<Bytes>, ProxyError> {
     let instances = &deployment.instances;
     match instances.as_slice() {
         [] => Err(ProxyError::NoReadyInstance),
@@ -128,9 +143,18 @@ pub async fn forward(deployment: &Deployment, outgoing: &Outgoing) -> Result<Res
                 .await
                 .map_err(ProxyError::Busy)?;
             let deadline = Instant::now() + deployment.timeout;
-            match timed(deployment, deadline, send(only, || outgoing.request(deployment, only))).await? {
+            match timed(
+                deployment,
+                deadline,
+                send(only, || outgoing.request(deployment, only)),
+            )
+            .await?
+            {
                 Ok(response) => Ok(response),
-                Err(Failure::Connect(source)) => Err(ProxyError::Connect { instances: 1, source }),
+                Err(Failure::Connect(source)) => Err(ProxyError::Connect {
+                    instances: 1,
+                    source,
+                }),
                 Err(Failure::Upstream(source)) => Err(ProxyError::Upstream(source)),
             }
         }
@@ -144,7 +168,13 @@ pub async fn forward(deployment: &Deployment, outgoing: &Outgoing) -> Result<Res
                     .map_err(ProxyError::Busy)?;
                 let instance = &instances[remaining.remove(position)];
                 let deadline = *deadline.get_or_insert_with(|| Instant::now() + deployment.timeout);
-                match timed(deployment, deadline, send(instance, || outgoing.request(deployment, instance))).await? {
+                match timed(
+                    deployment,
+                    deadline,
+                    send(instance, || outgoing.request(deployment, instance)),
+                )
+                .await?
+                {
                     Ok(response) => return Ok(response),
                     Err(Failure::Upstream(source)) => return Err(ProxyError::Upstream(source)),
                     Err(Failure::Connect(source)) if remaining.is_empty() => {
@@ -195,7 +225,10 @@ pub async fn send(
     loop {
         let (mut sender, reused) = match instance.pool.take() {
             Some(sender) => (sender, true),
-            None => (connect(instance.addr).await.map_err(Failure::Connect)?, false),
+            None => (
+                connect(instance.addr).await.map_err(Failure::Connect)?,
+                false,
+            ),
         };
         if sender.ready().await.is_err() {
             if reused {
@@ -248,22 +281,55 @@ async fn connect(addr: SocketAddr) -> io::Result<Sender> {
     Ok(sender)
 }
 
-/// Idle keep-alive connections to one instance.
-#[derive(Debug, Default)]
+/// How many shards each pool has: one per serving thread plus one for everything else (the
+/// mirror workers). Set once at start-up, before any table is compiled.
+static POOL_SHARDS: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Sizes connection pools for `serving_threads` threads (plus one shared shard).
+pub fn set_pool_shards(serving_threads: usize) {
+    POOL_SHARDS.store(serving_threads + 1, Ordering::Relaxed);
+}
+
+/// Marks the current thread as serving thread `index`: it gets a pool shard of its own, so a
+/// connection is only ever used by the thread whose runtime drives it.
+pub fn enter_serving_thread(index: usize) {
+    SHARD.set(index);
+}
+
+/// Idle keep-alive connections to one instance, sharded by serving thread.
+#[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<Vec<Sender>>,
+    shards: Box<[Mutex<Vec<Sender>>]>,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        let shards = POOL_SHARDS.load(Ordering::Relaxed).max(1);
+        Self {
+            shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+        }
+    }
 }
 
 impl Pool {
+    fn shard(&self) -> &Mutex<Vec<Sender>> {
+        let last = self.shards.len() - 1;
+        &self.shards[SHARD.get().min(last)]
+    }
+
     fn take(&self) -> Option<Sender> {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        self.shard().lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     fn put(&self, sender: Sender) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE_PER_INSTANCE {
             idle.push(sender);
         }
@@ -286,7 +352,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.is_empty() {
         return;
     }
-    if let Some(listed) = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()) {
+    if let Some(listed) = headers
+        .get(header::CONNECTION)
+        .and_then(|v| v.to_str().ok())
+    {
         let listed: Vec<HeaderName> = listed
             .split(',')
             .filter_map(|name| HeaderName::try_from(name.trim()).ok())

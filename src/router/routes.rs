@@ -129,12 +129,20 @@ impl Compiler {
 
     /// Compiles a validated table.
     pub fn compile(&self, table: &RoutingTable) -> Routes {
-        let mut instances = self.instances.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut instances = self
+            .instances
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         instances.retain(|_, weak| weak.strong_count() > 0);
         let endpoints = table
             .endpoints
             .iter()
-            .map(|route| (route.name.clone(), Arc::new(self.endpoint(route, &mut instances))))
+            .map(|route| {
+                (
+                    route.name.clone(),
+                    Arc::new(self.endpoint(route, &mut instances)),
+                )
+            })
             .collect();
         Routes { endpoints }
     }
@@ -191,8 +199,12 @@ impl Compiler {
         Deployment {
             endpoint: endpoint.to_owned(),
             name: route.name.clone(),
-            name_header: HeaderValue::from_str(&route.name).unwrap_or(HeaderValue::from_static("-")),
-            scoring_path: route.scoring_path.parse().unwrap_or(Uri::from_static("/score")),
+            name_header: HeaderValue::from_str(&route.name)
+                .unwrap_or(HeaderValue::from_static("-")),
+            scoring_path: route
+                .scoring_path
+                .parse()
+                .unwrap_or(Uri::from_static("/score")),
             timeout: Duration::from_millis(settings.request_timeout_ms),
             queue_wait: Duration::from_millis(settings.max_queue_wait_ms),
             instances: ready,
@@ -206,7 +218,8 @@ impl Instance {
     fn new(addr: SocketAddr, max_concurrent: u32) -> Self {
         Self {
             addr,
-            host: HeaderValue::from_str(&addr.to_string()).unwrap_or(HeaderValue::from_static("backend")),
+            host: HeaderValue::from_str(&addr.to_string())
+                .unwrap_or(HeaderValue::from_static("backend")),
             limit: InstanceLimit::new(max_concurrent),
             pool: Pool::default(),
         }
@@ -242,10 +255,22 @@ endpoints:
     fn instances_survive_reloads() {
         let compiler = Compiler::new(Metrics::new().unwrap());
         let first = compiler.compile(&RoutingTable::parse(TABLE).unwrap());
-        let flipped = TABLE.replace("traffic: 100", "traffic: 0").replace("{ name: green,", "{ name: green, traffic: 100,");
+        let flipped = TABLE
+            .replace("traffic: 100", "traffic: 0")
+            .replace("{ name: green,", "{ name: green, traffic: 100,");
         let second = compiler.compile(&RoutingTable::parse(&flipped).unwrap());
-        let a = &first.endpoint("e").unwrap().deployment(b"blue").unwrap().instances[0];
-        let b = &second.endpoint("e").unwrap().deployment(b"blue").unwrap().instances[0];
+        let a = &first
+            .endpoint("e")
+            .unwrap()
+            .deployment(b"blue")
+            .unwrap()
+            .instances[0];
+        let b = &second
+            .endpoint("e")
+            .unwrap()
+            .deployment(b"blue")
+            .unwrap()
+            .instances[0];
         assert!(Arc::ptr_eq(a, b));
         assert_eq!(second.endpoint("e").unwrap().split.choose(0), Some(1));
     }

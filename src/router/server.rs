@@ -25,14 +25,17 @@ use hyper_util::{
     rt::{TokioIo, TokioTimer},
     server::graceful::GracefulShutdown,
 };
-use tokio::net::TcpListener;
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    sync::{oneshot, watch},
+};
 
 use super::{
     auth::Authenticator,
     metrics::{Metrics, NONE, RouteMetrics},
     mirror::{Mirror, MirrorJob},
     pick::percent_roll,
-    proxy::{self, Outgoing, ProxyError, strip_hop_by_hop},
+    proxy::{self, Outgoing, ProxyError, enter_serving_thread, strip_hop_by_hop},
     reply::{self, ErrorBody},
     routes::{Compiler, Deployment, Endpoint, Routes},
     table::{RoutingTable, TableError},
@@ -125,7 +128,9 @@ impl Router {
                         reason: "method_not_allowed",
                     },
                 );
-                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
                 return response;
             }
             let routes = self.routes.load();
@@ -136,7 +141,9 @@ impl Router {
         match (request.method(), path) {
             (&Method::GET, "/healthz") => reply::text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") if self.ready() => reply::text(StatusCode::OK, "ready\n"),
-            (&Method::GET, "/readyz") => reply::text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            (&Method::GET, "/readyz") => {
+                reply::text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+            }
             (&Method::GET, "/metrics") => {
                 let mut response = reply::text(StatusCode::OK, self.metrics.render());
                 response.headers_mut().insert(
@@ -158,7 +165,11 @@ impl Router {
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(endpoint = endpoint.as_ref().map(|e| e.name.as_str())))]
-    async fn score(&self, endpoint: Option<Arc<Endpoint>>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn score(
+        &self,
+        endpoint: Option<Arc<Endpoint>>,
+        request: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let Some(endpoint) = endpoint else {
             // Same work and same answer as a wrong key: nothing tells which endpoints exist.
@@ -167,13 +178,18 @@ impl Router {
             return reply::unauthorized();
         };
         if !endpoint.auth.allows(request.headers()) {
-            endpoint.metrics.observe(401, started.elapsed().as_secs_f64());
+            endpoint
+                .metrics
+                .observe(401, started.elapsed().as_secs_f64());
             return reply::unauthorized();
         }
-        let (deployment, live) = match choose(&endpoint, request.headers().get(&DEPLOYMENT_HEADER)) {
+        let (deployment, live) = match choose(&endpoint, request.headers().get(&DEPLOYMENT_HEADER))
+        {
             Ok(choice) => choice,
             Err(response) => {
-                endpoint.metrics.observe(response.status().as_u16(), started.elapsed().as_secs_f64());
+                endpoint
+                    .metrics
+                    .observe(response.status().as_u16(), started.elapsed().as_secs_f64());
                 return response;
             }
         };
@@ -181,18 +197,32 @@ impl Router {
         let body = match Limited::new(body, self.max_body_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) => {
-                let (status, message, reason) = if error.downcast_ref::<LengthLimitError>().is_some() {
-                    (StatusCode::PAYLOAD_TOO_LARGE, "request body too large", "body_too_large")
-                } else {
-                    (StatusCode::BAD_REQUEST, "reading the request body failed", "body_read")
-                };
+                let (status, message, reason) =
+                    if error.downcast_ref::<LengthLimitError>().is_some() {
+                        (
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            "request body too large",
+                            "body_too_large",
+                        )
+                    } else {
+                        (
+                            StatusCode::BAD_REQUEST,
+                            "reading the request body failed",
+                            "body_read",
+                        )
+                    };
                 let response = deployment_error(status, message, reason, &deployment);
-                deployment.metrics.observe(status.as_u16(), started.elapsed().as_secs_f64());
+                deployment
+                    .metrics
+                    .observe(status.as_u16(), started.elapsed().as_secs_f64());
                 return response;
             }
         };
         let outgoing = Arc::new(Outgoing::new(parts.method, parts.headers, body));
-        if live && let Some((mirror, percent)) = &endpoint.mirror && percent_roll() < *percent {
+        if live
+            && let Some((mirror, percent)) = &endpoint.mirror
+            && percent_roll() < *percent
+        {
             self.mirror.offer(MirrorJob {
                 deployment: mirror.clone(),
                 outgoing: outgoing.clone(),
@@ -202,7 +232,9 @@ impl Router {
             Ok(answer) => {
                 let (mut parts, body) = answer.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                parts.headers.insert(DEPLOYMENT_HEADER, deployment.name_header.clone());
+                parts
+                    .headers
+                    .insert(DEPLOYMENT_HEADER, deployment.name_header.clone());
                 Response::from_parts(parts, Full::new(body))
             }
             Err(error) => proxy_error(&error, &deployment),
@@ -261,7 +293,9 @@ fn choose(
 
 fn proxy_error(error: &ProxyError, deployment: &Deployment) -> Response<Full<Bytes>> {
     let message = match error {
-        ProxyError::NoReadyInstance => "service unavailable: the deployment has no ready instance".to_owned(),
+        ProxyError::NoReadyInstance => {
+            "service unavailable: the deployment has no ready instance".to_owned()
+        }
         ProxyError::Busy(busy) => format!(
             "too many requests: {busy}; each instance serves max_concurrent_requests_per_instance at once"
         ),
@@ -269,15 +303,24 @@ fn proxy_error(error: &ProxyError, deployment: &Deployment) -> Response<Full<Byt
             format!("bad gateway: could not connect to any of {instances} instances ({source})")
         }
         ProxyError::Timeout { timeout_ms } => {
-            format!("gateway timeout: the deployment did not answer within request_timeout_ms = {timeout_ms}")
+            format!(
+                "gateway timeout: the deployment did not answer within request_timeout_ms = {timeout_ms}"
+            )
         }
-        ProxyError::Upstream(source) => format!("bad gateway: the instance broke the exchange ({source})"),
+        ProxyError::Upstream(source) => {
+            format!("bad gateway: the instance broke the exchange ({source})")
+        }
     };
     tracing::debug!(deployment = %deployment.name, category = error.category(), "{message}");
     deployment_error(error.status(), &message, error.category(), deployment)
 }
 
-fn deployment_error(status: StatusCode, message: &str, reason: &str, deployment: &Deployment) -> Response<Full<Bytes>> {
+fn deployment_error(
+    status: StatusCode,
+    message: &str,
+    reason: &str,
+    deployment: &Deployment,
+) -> Response<Full<Bytes>> {
     let mut response = reply::error(
         status,
         &ErrorBody {
@@ -293,18 +336,104 @@ fn deployment_error(status: StatusCode, message: &str, reason: &str, deployment:
     response
 }
 
-/// Accepts connections until `shutdown` resolves, then stops accepting, marks the router not
-/// ready, and lets open requests finish for at most `drain`.
+/// Serves on `threads` threads, each with its own single-threaded runtime and its own
+/// `SO_REUSEPORT` listener on `listen` (the kernel spreads connections over them), so a request
+/// never crosses threads. Returns the bound address once every thread listens, and a handle
+/// that finishes when they have all drained after `shutdown`.
 pub async fn serve(
     router: Arc<Router>,
+    listen: SocketAddr,
+    threads: usize,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    drain: Duration,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let (stop, stopped) = watch::channel(false);
+    let mut addr = listen;
+    let mut finished = Vec::new();
+    for index in 0..threads.max(1) {
+        let (bound, listening) = oneshot::channel();
+        let (done, finish) = oneshot::channel::<()>();
+        let (router, stopped) = (router.clone(), stopped.clone());
+        std::thread::Builder::new()
+            .name(format!("router-{index}"))
+            .spawn(move || serving_thread(index, addr, router, stopped, drain, bound, done))?;
+        addr = listening
+            .await
+            .map_err(|_| std::io::Error::other("serving thread ended before listening"))??;
+        finished.push(finish);
+    }
+    let handle = tokio::spawn(async move {
+        shutdown.await;
+        router.draining.store(true, Ordering::Release);
+        tracing::info!(
+            drain_seconds = drain.as_secs_f64(),
+            "draining: no new connections, finishing open requests"
+        );
+        let _ = stop.send(true);
+        for finish in finished {
+            let _ = finish.await;
+        }
+    });
+    Ok((addr, handle))
+}
+
+fn serving_thread(
+    index: usize,
+    addr: SocketAddr,
+    router: Arc<Router>,
+    stopped: watch::Receiver<bool>,
+    drain: Duration,
+    bound: oneshot::Sender<std::io::Result<SocketAddr>>,
+    _done: oneshot::Sender<()>,
+) {
+    enter_serving_thread(index);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = bound.send(Err(error));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match reuseport_listener(addr) {
+            Ok(listener) => listener,
+            Err(error) => {
+                let _ = bound.send(Err(error));
+                return;
+            }
+        };
+        let _ = bound.send(listener.local_addr());
+        accept_loop(router, listener, stopped, drain).await;
+    });
+}
+
+fn reuseport_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// Accepts connections until told to stop, then stops accepting and lets open requests finish
+/// for at most `drain`.
+async fn accept_loop(
+    router: Arc<Router>,
     listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
+    mut stopped: watch::Receiver<bool>,
     drain: Duration,
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new()).keep_alive(true);
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -328,21 +457,14 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             },
-            () = &mut shutdown => break,
+            _ = stopped.wait_for(|stop| *stop) => break,
         }
     }
-    router.draining.store(true, Ordering::Release);
     drop(listener);
-    tracing::info!(drain_seconds = drain.as_secs_f64(), "draining: no new connections, finishing open requests");
     match tokio::time::timeout(drain, graceful.shutdown()).await {
-        Ok(()) => tracing::info!("drained"),
+        Ok(()) => tracing::debug!("serving thread drained"),
         Err(_) => tracing::warn!("drain timeout: closing the connections still open"),
     }
-}
-
-/// The address a listener is bound to, for logs.
-pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
-    listener.local_addr().ok()
 }
 
 #[cfg(test)]
@@ -351,7 +473,10 @@ mod tests {
 
     #[test]
     fn scoring_paths() {
-        assert_eq!(scoring_endpoint("/api/v1/endpoint/iris/score"), Some("iris"));
+        assert_eq!(
+            scoring_endpoint("/api/v1/endpoint/iris/score"),
+            Some("iris")
+        );
         assert_eq!(scoring_endpoint("/api/v1/endpoint//score"), None);
         assert_eq!(scoring_endpoint("/api/v1/endpoint/a/b/score"), None);
         assert_eq!(scoring_endpoint("/api/v1/endpoint/iris"), None);

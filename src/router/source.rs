@@ -20,7 +20,10 @@ use std::{
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use super::{server::Router, table::{RoutingTable, TableError}};
+use super::{
+    server::Router,
+    table::{RoutingTable, TableError},
+};
 
 /// A stream of routing-table snapshots.
 pub trait RoutingSource: Send + 'static {
@@ -132,7 +135,10 @@ impl RoutingSource for StaticFile {
             table,
         } = self;
         if let Err(error) = sink.publish(&table) {
-            return Err(SourceError::Invalid { path, source: error });
+            return Err(SourceError::Invalid {
+                path,
+                source: error,
+            });
         }
         let mut hangup = signal(SignalKind::hangup()).map_err(SourceError::Signal)?;
         let mut ticks = tokio::time::interval(poll);

@@ -19,7 +19,7 @@
 //! ```
 //!
 //! [`RoutingTable::validate`] checks the rules the router relies on (traffic sums to 0 or 100,
-//! at most one mirror deployment at no more than 50 %, never both live and mirror, unique names,
+//! at most one mirror deployment, never both live and mirror, unique names,
 //! parseable addresses). A table that fails validation is never applied: the router keeps the
 //! last good one.
 
@@ -82,7 +82,9 @@ pub struct DeploymentRoute {
     /// Share of live traffic in percent (0–100). Over an endpoint these sum to 0 or 100.
     #[serde(default)]
     pub traffic: u32,
-    /// Share of live traffic copied to this deployment in percent (0–50); responses are discarded.
+    /// Share of live traffic copied to this deployment in percent (0–100); responses are
+    /// discarded. Azure ML caps this at 50 % and the OnlineEndpoint schema enforces that cap;
+    /// the router itself mirrors any share (standalone use, benchmarks).
     #[serde(default)]
     pub mirror: u32,
     /// The path requests are forwarded to on an instance.
@@ -159,13 +161,19 @@ pub enum TableError {
     DuplicateEndpoint(String),
     /// Two deployments of one endpoint share a name.
     #[error("endpoint {endpoint:?}: deployment {deployment:?} appears twice")]
-    DuplicateDeployment { endpoint: String, deployment: String },
+    DuplicateDeployment {
+        endpoint: String,
+        deployment: String,
+    },
     /// Traffic percentages do not add up to 0 or 100.
     #[error("endpoint {endpoint:?}: traffic sums to {sum}, not 0 or 100")]
     TrafficSum { endpoint: String, sum: u32 },
     /// The mirror rules are broken.
     #[error("endpoint {endpoint:?}: {reason}")]
-    Mirror { endpoint: String, reason: &'static str },
+    Mirror {
+        endpoint: String,
+        reason: &'static str,
+    },
     /// A backend address is not `ip:port`.
     #[error("endpoint {endpoint:?}, deployment {deployment:?}: backend {address:?} is not ip:port")]
     Address {
@@ -174,7 +182,9 @@ pub enum TableError {
         address: String,
     },
     /// A scoring path does not start with `/`.
-    #[error("endpoint {endpoint:?}, deployment {deployment:?}: scoring path {path:?} must start with /")]
+    #[error(
+        "endpoint {endpoint:?}, deployment {deployment:?}: scoring path {path:?} must start with /"
+    )]
     ScoringPath {
         endpoint: String,
         deployment: String,
@@ -196,8 +206,9 @@ impl TableError {
     }
 }
 
-/// The largest mirror share Azure ML allows.
-pub const MAX_MIRROR_PERCENT: u32 = 50;
+/// The largest mirror share the router accepts (Azure ML's own cap of 50 % is enforced by the
+/// OnlineEndpoint schema, not here).
+pub const MAX_MIRROR_PERCENT: u32 = 100;
 
 impl RoutingTable {
     /// Parses YAML or JSON (JSON is YAML) and validates the result.
@@ -236,7 +247,7 @@ impl EndpointRoute {
             if deployment.mirror > 0 {
                 mirrors += 1;
                 let reason = if deployment.mirror > MAX_MIRROR_PERCENT {
-                    Some("mirror traffic is at most 50 %")
+                    Some("mirror traffic is at most 100 %")
                 } else if deployment.traffic > 0 {
                     Some("a deployment cannot take both live and mirror traffic")
                 } else {
@@ -318,7 +329,9 @@ mod tests {
     }
 
     fn one(deployments: &str) -> Result<RoutingTable, TableError> {
-        RoutingTable::parse(&format!("endpoints:\n  - name: e\n    deployments: {deployments}\n"))
+        RoutingTable::parse(&format!(
+            "endpoints:\n  - name: e\n    deployments: {deployments}\n"
+        ))
     }
 
     #[test]
@@ -332,8 +345,9 @@ mod tests {
     #[test]
     fn mirror_rules() {
         assert!(one("[{name: a, traffic: 100}, {name: b, mirror: 50}]").is_ok());
+        assert!(one("[{name: a, traffic: 100}, {name: b, mirror: 100}]").is_ok());
         for bad in [
-            "[{name: a, traffic: 100}, {name: b, mirror: 51}]",
+            "[{name: a, traffic: 100}, {name: b, mirror: 101}]",
             "[{name: a, traffic: 100, mirror: 10}]",
             "[{name: a, traffic: 100}, {name: b, mirror: 10}, {name: c, mirror: 10}]",
         ] {
