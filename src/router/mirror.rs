@@ -8,7 +8,6 @@
 
 use std::sync::Arc;
 
-use http::HeaderValue;
 use tokio::sync::{Semaphore, mpsc};
 
 use super::{
@@ -87,14 +86,8 @@ async fn deliver(job: MirrorJob) {
         metrics.mirror_dropped(MirrorDrop::Busy);
         return;
     };
-    let build = || {
-        let mut request = outgoing.request(&deployment, instance);
-        request
-            .headers_mut()
-            .insert(MIRROR_HEADER, HeaderValue::from_static("1"));
-        request
-    };
-    match tokio::time::timeout(deployment.timeout, send(instance, build)).await {
+    let head = outgoing.head(&deployment, instance, Some((MIRROR_HEADER, "1")));
+    match tokio::time::timeout(deployment.timeout, send(instance, &head, &outgoing)).await {
         Ok(Ok(_discarded)) => metrics.mirror_sent(),
         Ok(Err(_)) | Err(_) => metrics.mirror_dropped(MirrorDrop::Failed),
     }

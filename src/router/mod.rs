@@ -6,7 +6,7 @@
 //! connection with the request timeout, and retry another instance when connecting fails.
 //!
 //! Files: `table` (the routing-table contract), `source` (where tables come from), `routes`
-//! (their compiled form), `pick`, `auth`, `limit`, `proxy`, `mirror`, `metrics`, `reply`
+//! (their compiled form), `pick`, `auth`, `limit`, `proxy`, `upstream` (the HTTP/1.1 client to instances), `mirror`, `metrics`, `reply`
 //! (the router's own answers) and `server` (listener, routes, drain).
 
 pub mod auth;
@@ -20,6 +20,7 @@ pub mod routes;
 pub mod server;
 pub mod source;
 pub mod table;
+pub mod upstream;
 
 use std::{net::SocketAddr, time::Duration};
 

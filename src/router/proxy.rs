@@ -7,33 +7,27 @@
 use std::{
     cell::Cell,
     io,
-    net::SocketAddr,
     sync::{
         Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Method, Request, Response, header};
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
-use tokio::{net::TcpStream, time::Instant};
+use http::{HeaderMap, HeaderName, Method, Response, header};
+use tokio::time::Instant;
 
 use super::{
     limit::{Busy, acquire_any},
     pick::instance_order,
     routes::{Deployment, Instance},
+    upstream::{Connection, ExchangeError, request_head},
 };
 
-type Sender = http1::SendRequest<Full<Bytes>>;
+type Sender = Connection;
 
 /// Idle connections kept per instance.
 const MAX_IDLE_PER_INSTANCE: usize = 512;
-/// How long connecting to an instance may take before another one is tried.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A request to forward: everything but the destination.
 #[derive(Debug)]
@@ -52,6 +46,8 @@ impl Outgoing {
         strip_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
         headers.remove(header::AUTHORIZATION);
+        // The body is sent whole, so the instance never needs to say "100 Continue".
+        headers.remove(header::EXPECT);
         Self {
             method,
             headers,
@@ -59,18 +55,29 @@ impl Outgoing {
         }
     }
 
-    pub(super) fn request(
+    /// The request head for one instance of `deployment`; `extra` adds one header.
+    pub(super) fn head(
         &self,
         deployment: &Deployment,
         instance: &Instance,
-    ) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(self.body.clone()));
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = deployment.scoring_path.clone();
-        let headers = request.headers_mut();
-        headers.clone_from(&self.headers);
-        headers.insert(header::HOST, instance.host.clone());
-        request
+        extra: Option<(&str, &str)>,
+    ) -> Vec<u8> {
+        let path = deployment
+            .scoring_path
+            .path_and_query()
+            .map_or("/", |p| p.as_str());
+        request_head(
+            &self.method,
+            path,
+            &instance.host,
+            &self.headers,
+            extra,
+            self.body.len(),
+        )
+    }
+
+    fn is_head(&self) -> bool {
+        self.method == Method::HEAD
     }
 }
 
@@ -100,7 +107,7 @@ pub enum ProxyError {
     },
     /// The instance broke the exchange (closed, reset, malformed answer).
     #[error("the instance failed the exchange")]
-    Upstream(#[source] hyper::Error),
+    Upstream(#[source] ExchangeError),
 }
 
 impl ProxyError {
@@ -146,7 +153,7 @@ pub async fn forward(
             match timed(
                 deployment,
                 deadline,
-                send(only, || outgoing.request(deployment, only)),
+                send(only, &outgoing.head(deployment, only, None), outgoing),
             )
             .await?
             {
@@ -171,7 +178,11 @@ pub async fn forward(
                 match timed(
                     deployment,
                     deadline,
-                    send(instance, || outgoing.request(deployment, instance)),
+                    send(
+                        instance,
+                        &outgoing.head(deployment, instance, None),
+                        outgoing,
+                    ),
                 )
                 .await?
                 {
@@ -207,78 +218,48 @@ async fn timed<T>(
 /// Why one send failed.
 #[derive(Debug)]
 pub enum Failure {
-    /// The request never reached the instance: safe to send elsewhere.
+    /// The request never got an answer from the instance: safe to send elsewhere.
     Connect(io::Error),
-    /// The instance got the request and broke the exchange.
-    Upstream(hyper::Error),
+    /// The instance broke the exchange while answering.
+    Upstream(ExchangeError),
 }
 
 /// Sends one request to one instance: on an idle pooled connection when there is one, else on
-/// a new connection. A pooled connection the instance had already closed is skipped; when it
-/// closes under the request before any answer (the keep-alive race), the request counts as
-/// not delivered, so the caller may send it elsewhere: scoring requests are treated as
-/// idempotent, as Azure ML's router does on retries.
+/// a new connection. When a pooled connection turns out closed before any answer (the instance
+/// closed it while idle: the keep-alive race), the instance's idle connections in this pool
+/// shard are dropped and the request goes out on a new one. When a new connection fails before
+/// any answer, the request counts as not delivered, so the caller may send it to another
+/// instance: scoring requests are treated as idempotent, as Azure ML's router does on retries.
 pub async fn send(
     instance: &Instance,
-    build: impl Fn() -> Request<Full<Bytes>>,
+    head: &[u8],
+    outgoing: &Outgoing,
 ) -> Result<Response<Bytes>, Failure> {
     loop {
-        let (mut sender, reused) = match instance.pool.take() {
-            Some(sender) => (sender, true),
+        let (mut connection, reused) = match instance.pool.take() {
+            Some(connection) => (connection, true),
             None => (
-                connect(instance.addr).await.map_err(Failure::Connect)?,
+                Connection::open(instance.addr)
+                    .await
+                    .map_err(Failure::Connect)?,
                 false,
             ),
         };
-        if sender.ready().await.is_err() {
-            if reused {
-                continue;
-            }
-            return Err(Failure::Connect(closed()));
-        }
-        match sender.try_send_request(build()).await {
-            Ok(response) => {
-                let (parts, body) = response.into_parts();
-                let body = body.collect().await.map_err(Failure::Upstream)?.to_bytes();
-                instance.pool.put(sender);
-                return Ok(Response::from_parts(parts, body));
-            }
-            Err(mut failed) => {
-                let unsent = failed.take_message().is_some();
-                let error = failed.into_error();
-                if unsent && reused {
-                    continue;
+        match connection
+            .exchange(head, &outgoing.body, outgoing.is_head())
+            .await
+        {
+            Ok((response, reusable)) => {
+                if reusable {
+                    instance.pool.put(connection);
                 }
-                if unsent || (reused && error.is_incomplete_message()) {
-                    return Err(Failure::Connect(io::Error::other(error)));
-                }
-                return Err(Failure::Upstream(error));
+                return Ok(response);
             }
+            Err(ExchangeError::NothingReceived(_)) if reused => instance.pool.clear(),
+            Err(ExchangeError::NothingReceived(error)) => return Err(Failure::Connect(error)),
+            Err(error) => return Err(Failure::Upstream(error)),
         }
     }
-}
-
-fn closed() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "connection closed before the request was sent",
-    )
-}
-
-async fn connect(addr: SocketAddr) -> io::Result<Sender> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(io::Error::other)?;
-    tokio::spawn(async move {
-        // The connection ends when the instance closes it or the sender is dropped.
-        let _ = connection.await;
-    });
-    Ok(sender)
 }
 
 /// How many shards each pool has: one per serving thread plus one for everything else (the
@@ -325,14 +306,18 @@ impl Pool {
         self.shard().lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
-    fn put(&self, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    fn put(&self, connection: Sender) {
         let mut idle = self.shard().lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < MAX_IDLE_PER_INSTANCE {
-            idle.push(sender);
+            idle.push(connection);
         }
+    }
+
+    fn clear(&self) {
+        self.shard()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -349,7 +334,11 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Removes headers that describe one hop, not the message (RFC 9110 §7.6.1), and the length
 /// (the buffered body sets its own).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.is_empty() {
+    // One pass over the names first: most messages carry none of these.
+    let present = headers.keys().any(|name| {
+        HOP_BY_HOP.contains(name) || name == header::CONTENT_LENGTH || name.as_str() == "keep-alive"
+    });
+    if !present {
         return;
     }
     if let Some(listed) = headers
