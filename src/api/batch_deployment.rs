@@ -85,7 +85,10 @@ pub struct BatchResources {
 
 impl Default for BatchResources {
     fn default() -> Self {
-        BatchResources { instance_type: None, instance_count: 1 }
+        BatchResources {
+            instance_type: None,
+            instance_count: 1,
+        }
     }
 }
 
@@ -127,7 +130,10 @@ pub struct RetrySettings {
 
 impl Default for RetrySettings {
     fn default() -> Self {
-        RetrySettings { max_retries: 3, timeout: thirty_seconds() }
+        RetrySettings {
+            max_retries: 3,
+            timeout: thirty_seconds(),
+        }
     }
 }
 

@@ -62,7 +62,9 @@ pub mod rules {
     pub fn dns_label(what: &str) -> Rule {
         rule(
             format!("self.size() <= 63 && self.matches(r'{DNS_LABEL_PATTERN}')"),
-            format!("{what} must be a DNS label: at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit"),
+            format!(
+                "{what} must be a DNS label: at most 63 lowercase letters, digits or '-', starting and ending with a letter or digit"
+            ),
         )
     }
 
@@ -78,7 +80,9 @@ pub mod rules {
     pub fn azure_name(what: &str) -> Rule {
         rule(
             format!("self.matches(r'{AZURE_NAME_PATTERN}')"),
-            format!("{what} must be 3-32 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit"),
+            format!(
+                "{what} must be 3-32 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit"
+            ),
         )
     }
 
@@ -86,7 +90,9 @@ pub mod rules {
     pub fn object_name(kind: &str) -> Rule {
         rule(
             format!("self.metadata.name.matches(r'{AZURE_NAME_PATTERN}')"),
-            format!("{kind} names must be 3-32 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit"),
+            format!(
+                "{kind} names must be 3-32 lowercase letters, digits or '-', starting with a letter and ending with a letter or digit"
+            ),
         )
     }
 
@@ -110,14 +116,18 @@ pub mod rules {
     pub fn output_uri(what: &str) -> Rule {
         rule(
             format!("self.matches(r'{PVC_URI_PATTERN}')"),
-            format!("{what} must be a pvc://<claim>/<path> URI (outputs are written to a PersistentVolumeClaim)"),
+            format!(
+                "{what} must be a pvc://<claim>/<path> URI (outputs are written to a PersistentVolumeClaim)"
+            ),
         )
     }
 
     /// Where code comes from: a ConfigMap or a PVC path.
     pub fn code_uri(what: &str) -> Rule {
         rule(
-            format!("self.matches(r'{CONFIGMAP_URI_PATTERN}') || self.matches(r'{PVC_URI_PATTERN}')"),
+            format!(
+                "self.matches(r'{CONFIGMAP_URI_PATTERN}') || self.matches(r'{PVC_URI_PATTERN}')"
+            ),
             format!("{what} must be a configmap://<name> or pvc://<claim>/<path> URI"),
         )
     }
@@ -133,14 +143,19 @@ pub mod rules {
     /// A field that may not change once set, nor be added or removed after creation.
     pub fn immutable_optional(field: &str, hint: &str) -> Rule {
         rule(
-            format!("has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"),
+            format!(
+                "has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})"
+            ),
             format!("{field} is immutable{hint}"),
         )
     }
 
     /// A required field that may not change after creation.
     pub fn immutable(field: &str, hint: &str) -> Rule {
-        rule(format!("self.{field} == oldSelf.{field}"), format!("{field} is immutable{hint}"))
+        rule(
+            format!("self.{field} == oldSelf.{field}"),
+            format!("{field} is immutable{hint}"),
+        )
     }
 
     /// Every quantity in a resource map is well formed.
@@ -160,7 +175,10 @@ pub(crate) fn max_properties<const N: u32>(schema: &mut Schema) {
 /// Bounds a map of deployment name to percent: at most `N` entries, each value within 0..=`MAX`.
 pub(crate) fn percent_map<const N: u32, const MAX: i32>(schema: &mut Schema) {
     schema.insert("maxProperties".into(), N.into());
-    if let Some(values) = schema.get_mut("additionalProperties").and_then(|v| v.as_object_mut()) {
+    if let Some(values) = schema
+        .get_mut("additionalProperties")
+        .and_then(|v| v.as_object_mut())
+    {
         values.insert("minimum".into(), 0.into());
         values.insert("maximum".into(), MAX.into());
     }
@@ -347,13 +365,18 @@ impl std::str::FromStr for DataUri {
     type Err = InvalidUri;
 
     fn from_str(uri: &str) -> Result<Self, Self::Err> {
-        let invalid = || InvalidUri { uri: uri.to_string() };
+        let invalid = || InvalidUri {
+            uri: uri.to_string(),
+        };
         if let Some(rest) = uri.strip_prefix("pvc://") {
             let (claim, path) = rest.split_once('/').unwrap_or((rest, ""));
             if !is_dns_subdomain(claim) || path.chars().any(char::is_whitespace) {
                 return Err(invalid());
             }
-            return Ok(DataUri::Pvc { claim: claim.into(), path: path.trim_matches('/').into() });
+            return Ok(DataUri::Pvc {
+                claim: claim.into(),
+                path: path.trim_matches('/').into(),
+            });
         }
         if let Some(rest) = uri.strip_prefix("https://") {
             let host = rest.split(['/', '?', '#']).next().unwrap_or("");
@@ -377,7 +400,8 @@ pub fn is_dns_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= 63
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -410,8 +434,13 @@ impl EnvironmentRef {
         let (name, version) = if let Some(name) = s.strip_suffix("@latest") {
             (name, EnvironmentVersion::Latest)
         } else if let Some((name, version)) = s.split_once(':') {
-            let ok = version.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-                && version.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            let ok = version
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric())
+                && version
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
             if !ok {
                 return None;
             }
@@ -419,7 +448,10 @@ impl EnvironmentRef {
         } else {
             (s, EnvironmentVersion::Latest)
         };
-        is_dns_subdomain(name).then(|| EnvironmentRef { name: name.into(), version })
+        is_dns_subdomain(name).then(|| EnvironmentRef {
+            name: name.into(),
+            version,
+        })
     }
 }
 
@@ -431,9 +463,15 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         return None;
     }
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
         let (num, tail) = rest.split_at(num_len);
-        if num.is_empty() || num.starts_with('.') || num.ends_with('.') || num.matches('.').count() > 1 {
+        if num.is_empty()
+            || num.starts_with('.')
+            || num.ends_with('.')
+            || num.matches('.').count() > 1
+        {
             return None;
         }
         let value: f64 = num.parse().ok()?;
@@ -500,15 +538,33 @@ mod tests {
     fn uris_parse_into_the_supported_schemes() {
         assert_eq!(
             "pvc://data/cifar/train".parse(),
-            Ok(DataUri::Pvc { claim: "data".into(), path: "cifar/train".into() })
+            Ok(DataUri::Pvc {
+                claim: "data".into(),
+                path: "cifar/train".into()
+            })
         );
-        assert_eq!("pvc://data".parse(), Ok(DataUri::Pvc { claim: "data".into(), path: "".into() }));
+        assert_eq!(
+            "pvc://data".parse(),
+            Ok(DataUri::Pvc {
+                claim: "data".into(),
+                path: "".into()
+            })
+        );
         assert_eq!(
             "https://example.com/m.onnx".parse(),
             Ok(DataUri::Https("https://example.com/m.onnx".into()))
         );
-        assert_eq!("configmap://score-code".parse(), Ok(DataUri::ConfigMap("score-code".into())));
-        for bad in ["azureml://datastores/x", "http://example.com", "pvc://Data/x", "https:///x", "pvc://"] {
+        assert_eq!(
+            "configmap://score-code".parse(),
+            Ok(DataUri::ConfigMap("score-code".into()))
+        );
+        for bad in [
+            "azureml://datastores/x",
+            "http://example.com",
+            "pvc://Data/x",
+            "https:///x",
+            "pvc://",
+        ] {
             assert!(bad.parse::<DataUri>().is_err(), "{bad}");
         }
     }
@@ -516,9 +572,18 @@ mod tests {
     #[test]
     fn environment_references_follow_azure_ml_forms() {
         let r = EnvironmentRef::parse("torch:2").unwrap();
-        assert_eq!((r.name.as_str(), r.version), ("torch", EnvironmentVersion::Exact("2".into())));
-        assert_eq!(EnvironmentRef::parse("torch@latest").unwrap().version, EnvironmentVersion::Latest);
-        assert_eq!(EnvironmentRef::parse("torch").unwrap().version, EnvironmentVersion::Latest);
+        assert_eq!(
+            (r.name.as_str(), r.version),
+            ("torch", EnvironmentVersion::Exact("2".into()))
+        );
+        assert_eq!(
+            EnvironmentRef::parse("torch@latest").unwrap().version,
+            EnvironmentVersion::Latest
+        );
+        assert_eq!(
+            EnvironmentRef::parse("torch").unwrap().version,
+            EnvironmentVersion::Latest
+        );
         assert!(EnvironmentRef::parse("Torch:2").is_none());
         assert!(EnvironmentRef::parse("torch:").is_none());
     }

@@ -52,8 +52,16 @@ pub fn render_markdown(crds: &[CustomResourceDefinition]) -> String {
 
 fn render_crd(out: &mut String, crd: &CustomResourceDefinition) {
     let names = &crd.spec.names;
-    let Some(version) = crd.spec.versions.first() else { return };
-    let Some(root) = version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()) else { return };
+    let Some(version) = crd.spec.versions.first() else {
+        return;
+    };
+    let Some(root) = version
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+    else {
+        return;
+    };
     let _ = writeln!(out, "\n## {}\n", names.kind);
     if let Some(d) = &root.description {
         let _ = writeln!(out, "{}\n", d.trim());
@@ -73,7 +81,9 @@ fn render_crd(out: &mut String, crd: &CustomResourceDefinition) {
         let _ = writeln!(out, "\n`kubectl get` columns: {}.", shown.join(", "));
     }
     for part in ["spec", "status"] {
-        let Some(schema) = root.properties.as_ref().and_then(|p| p.get(part)) else { continue };
+        let Some(schema) = root.properties.as_ref().and_then(|p| p.get(part)) else {
+            continue;
+        };
         let _ = writeln!(out, "\n### {} `{part}`\n", names.kind);
         for rule in schema.x_kubernetes_validations.iter().flatten() {
             if let Some(m) = &rule.message {
@@ -89,8 +99,15 @@ fn render_crd(out: &mut String, crd: &CustomResourceDefinition) {
                 "| `{}` | {} | {} | {} | {} |",
                 row.path,
                 escape(&row.type_),
-                row.default.as_deref().map(|d| format!("`{}`", escape(d))).unwrap_or_default(),
-                row.rules.iter().map(|r| escape(r)).collect::<Vec<_>>().join("<br>"),
+                row.default
+                    .as_deref()
+                    .map(|d| format!("`{}`", escape(d)))
+                    .unwrap_or_default(),
+                row.rules
+                    .iter()
+                    .map(|r| escape(r))
+                    .collect::<Vec<_>>()
+                    .join("<br>"),
                 escape(&row.description)
             );
         }
@@ -98,7 +115,12 @@ fn render_crd(out: &mut String, crd: &CustomResourceDefinition) {
 }
 
 /// Flattens a schema into one row per field, depth first, starting with `path` itself.
-pub fn collect_fields(path: &str, schema: &JSONSchemaProps, required: bool, rows: &mut Vec<FieldDoc>) {
+pub fn collect_fields(
+    path: &str,
+    schema: &JSONSchemaProps,
+    required: bool,
+    rows: &mut Vec<FieldDoc>,
+) {
     rows.push(FieldDoc {
         path: path.to_string(),
         type_: type_name(schema),
@@ -125,7 +147,12 @@ pub fn collect_fields(path: &str, schema: &JSONSchemaProps, required: bool, rows
     {
         let req = values.required.clone().unwrap_or_default();
         for (name, child) in values.properties.iter().flatten() {
-            collect_fields(&format!("{path}.<name>.{name}"), child, req.contains(name), rows);
+            collect_fields(
+                &format!("{path}.<name>.{name}"),
+                child,
+                req.contains(name),
+                rows,
+            );
         }
     }
 }
@@ -140,7 +167,9 @@ fn type_name(s: &JSONSchemaProps) -> String {
             _ => "array".into(),
         },
         Some("object") => match &s.additional_properties {
-            Some(JSONSchemaPropsOrBool::Schema(values)) => format!("map[string]{}", type_name(values)),
+            Some(JSONSchemaPropsOrBool::Schema(values)) => {
+                format!("map[string]{}", type_name(values))
+            }
             _ => "object".into(),
         },
         Some(t) => match &s.format {
@@ -157,7 +186,10 @@ fn rules_of(s: &JSONSchemaProps, required: bool) -> Vec<String> {
         rules.push("required".to_string());
     }
     if let Some(values) = &s.enum_ {
-        let vals: Vec<String> = values.iter().map(|v| v.0.as_str().map(str::to_string).unwrap_or(v.0.to_string())).collect();
+        let vals: Vec<String> = values
+            .iter()
+            .map(|v| v.0.as_str().map(str::to_string).unwrap_or(v.0.to_string()))
+            .collect();
         rules.push(format!("one of: {}", vals.join(", ")));
     }
     match (s.minimum, s.maximum) {
@@ -201,7 +233,12 @@ fn rules_of(s: &JSONSchemaProps, required: bool) -> Vec<String> {
 }
 
 fn first_paragraph(d: &str) -> String {
-    d.split("\n\n").next().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ")
+    d.split("\n\n")
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn escape(s: &str) -> String {
@@ -214,8 +251,16 @@ mod tests {
     use crate::api::all_crds;
 
     fn fields(kind: &str) -> Vec<FieldDoc> {
-        let crd = all_crds().into_iter().find(|c| c.spec.names.kind == kind).unwrap();
-        let root = crd.spec.versions[0].schema.clone().unwrap().open_api_v3_schema.unwrap();
+        let crd = all_crds()
+            .into_iter()
+            .find(|c| c.spec.names.kind == kind)
+            .unwrap();
+        let root = crd.spec.versions[0]
+            .schema
+            .clone()
+            .unwrap()
+            .open_api_v3_schema
+            .unwrap();
         let mut rows = Vec::new();
         collect_fields("spec", &root.properties.unwrap()["spec"], false, &mut rows);
         rows
@@ -224,9 +269,16 @@ mod tests {
     #[test]
     fn defaults_and_bounds_appear_in_the_field_rows() {
         let rows = fields("OnlineDeployment");
-        let timeout = rows.iter().find(|r| r.path == "spec.requestSettings.requestTimeoutMs").unwrap();
+        let timeout = rows
+            .iter()
+            .find(|r| r.path == "spec.requestSettings.requestTimeoutMs")
+            .unwrap();
         assert_eq!(timeout.default.as_deref(), Some("5000"));
-        assert!(timeout.rules.contains(&"1–300000".to_string()), "{:?}", timeout.rules);
+        assert!(
+            timeout.rules.contains(&"1–300000".to_string()),
+            "{:?}",
+            timeout.rules
+        );
         let endpoint = rows.iter().find(|r| r.path == "spec.endpointName").unwrap();
         assert!(endpoint.rules.contains(&"required".to_string()));
     }
@@ -242,7 +294,16 @@ mod tests {
     #[test]
     fn the_reference_covers_every_kind() {
         let md = render_markdown(&all_crds());
-        for kind in ["Environment", "InstanceType", "TrainingJob", "OnlineEndpoint", "OnlineDeployment", "BatchEndpoint", "BatchDeployment", "BatchJob"] {
+        for kind in [
+            "Environment",
+            "InstanceType",
+            "TrainingJob",
+            "OnlineEndpoint",
+            "OnlineDeployment",
+            "BatchEndpoint",
+            "BatchDeployment",
+            "BatchJob",
+        ] {
             assert!(md.contains(&format!("\n## {kind}\n")), "{kind} missing");
         }
         assert!(md.contains("traffic percentages must add up to 0 or 100"));

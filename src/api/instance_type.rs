@@ -66,8 +66,16 @@ impl InstanceTypeSpec {
         InstanceTypeSpec {
             description: Some("built-in default (Azure ML defaultinstancetype)".into()),
             resources: ResourceRequirements {
-                requests: [("cpu".to_string(), q("100m")), ("memory".to_string(), q("2Gi"))].into(),
-                limits: [("cpu".to_string(), q("2")), ("memory".to_string(), q("2Gi"))].into(),
+                requests: [
+                    ("cpu".to_string(), q("100m")),
+                    ("memory".to_string(), q("2Gi")),
+                ]
+                .into(),
+                limits: [
+                    ("cpu".to_string(), q("2")),
+                    ("memory".to_string(), q("2Gi")),
+                ]
+                .into(),
             },
             ..Default::default()
         }
@@ -75,7 +83,11 @@ impl InstanceTypeSpec {
 
     /// Number of GPUs per instance (0 when none or unparsable).
     pub fn gpus(&self) -> u32 {
-        self.resources.limits.get(GPU_RESOURCE).and_then(|q| q.0.parse().ok()).unwrap_or(0)
+        self.resources
+            .limits
+            .get(GPU_RESOURCE)
+            .and_then(|q| q.0.parse().ok())
+            .unwrap_or(0)
     }
 }
 

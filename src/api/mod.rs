@@ -27,7 +27,9 @@ pub use common::{Condition, JobPhase};
 pub use environment::{Environment, EnvironmentSpec, EnvironmentStatus};
 pub use instance_type::{InstanceType, InstanceTypeSpec, InstanceTypeStatus};
 pub use online_deployment::{OnlineDeployment, OnlineDeploymentSpec, OnlineDeploymentStatus};
-pub use online_endpoint::{OnlineEndpoint, OnlineEndpointSpec, OnlineEndpointStatus, ProvisioningState};
+pub use online_endpoint::{
+    OnlineEndpoint, OnlineEndpointSpec, OnlineEndpointStatus, ProvisioningState,
+};
 pub use training_job::{TrainingJob, TrainingJobSpec, TrainingJobStatus};
 
 /// API group of every mlcompute kind.
@@ -58,7 +60,11 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
 /// explain` would print mid-sentence. Paragraph breaks stay.
 fn tidy_descriptions(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
     for version in &mut crd.spec.versions {
-        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
             tidy_schema(schema);
         }
     }
@@ -103,16 +109,33 @@ mod tests {
         for crd in all_crds() {
             assert_eq!(crd.spec.group, GROUP);
             assert_eq!(crd.spec.versions[0].name, VERSION);
-            assert_eq!(crd.spec.names.categories.as_deref(), Some(&[CATEGORY.to_string()][..]));
-            assert!(crd.spec.versions[0].subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+            assert_eq!(
+                crd.spec.names.categories.as_deref(),
+                Some(&[CATEGORY.to_string()][..])
+            );
+            assert!(
+                crd.spec.versions[0]
+                    .subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some()
+            );
         }
     }
 
     #[test]
     fn online_deployment_scales_through_instance_count() {
         let crd = OnlineDeployment::crd();
-        let scale = crd.spec.versions[0].subresources.clone().unwrap().scale.unwrap();
+        let scale = crd.spec.versions[0]
+            .subresources
+            .clone()
+            .unwrap()
+            .scale
+            .unwrap();
         assert_eq!(scale.spec_replicas_path, ".spec.instanceCount");
-        assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+        assert_eq!(
+            scale.label_selector_path.as_deref(),
+            Some(".status.selector")
+        );
     }
 }

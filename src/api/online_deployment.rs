@@ -175,7 +175,13 @@ pub struct ProbeSettings {
 
 impl Default for ProbeSettings {
     fn default() -> Self {
-        ProbeSettings { initial_delay: 10, period: 10, timeout: 2, success_threshold: 1, failure_threshold: 30 }
+        ProbeSettings {
+            initial_delay: 10,
+            period: 10,
+            timeout: 2,
+            success_threshold: 1,
+            failure_threshold: 30,
+        }
     }
 }
 

@@ -159,7 +159,11 @@ pub struct JobResources {
 
 impl Default for JobResources {
     fn default() -> Self {
-        JobResources { instance_type: None, instance_count: 1, shm_size: default_shm_size() }
+        JobResources {
+            instance_type: None,
+            instance_count: 1,
+            shm_size: default_shm_size(),
+        }
     }
 }
 
@@ -232,7 +236,7 @@ pub struct Distribution {
 
 /// Retries of failed attempts, after Kubeflow's run policy. An attempt fails when any instance
 /// exits non-zero or its Pod is lost; a retry reruns all instances.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.retryOnExitCodes.all(c, !(c in self.failOnExitCodes))")
@@ -253,12 +257,6 @@ pub struct RetryPolicy {
     pub fail_on_exit_codes: Vec<i32>,
 }
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy { max_retries: 0, retry_on_exit_codes: Vec::new(), fail_on_exit_codes: Vec::new() }
-    }
-}
-
 impl RetryPolicy {
     /// Whether an attempt that ended with `exit_code` may be retried (ignoring the retry budget).
     /// Pod loss (no exit code) is always retryable.
@@ -266,7 +264,9 @@ impl RetryPolicy {
         match exit_code {
             None => true,
             Some(code) if self.fail_on_exit_codes.contains(&code) => false,
-            Some(code) => self.retry_on_exit_codes.is_empty() || self.retry_on_exit_codes.contains(&code),
+            Some(code) => {
+                self.retry_on_exit_codes.is_empty() || self.retry_on_exit_codes.contains(&code)
+            }
         }
     }
 }
@@ -345,7 +345,11 @@ mod tests {
 
     #[test]
     fn permanent_exit_codes_are_not_retried() {
-        let p = RetryPolicy { max_retries: 3, retry_on_exit_codes: vec![], fail_on_exit_codes: vec![2] };
+        let p = RetryPolicy {
+            max_retries: 3,
+            retry_on_exit_codes: vec![],
+            fail_on_exit_codes: vec![2],
+        };
         assert!(!p.retryable(Some(2)));
         assert!(p.retryable(Some(137)));
         assert!(p.retryable(None));
@@ -353,7 +357,11 @@ mod tests {
 
     #[test]
     fn a_retry_list_limits_retries_to_its_codes() {
-        let p = RetryPolicy { max_retries: 3, retry_on_exit_codes: vec![137, 143], fail_on_exit_codes: vec![] };
+        let p = RetryPolicy {
+            max_retries: 3,
+            retry_on_exit_codes: vec![137, 143],
+            fail_on_exit_codes: vec![],
+        };
         assert!(p.retryable(Some(137)));
         assert!(!p.retryable(Some(1)));
     }
