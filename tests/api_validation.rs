@@ -602,6 +602,42 @@ fn invalid_on_create() -> Vec<(&'static str, Value, &'static str)> {
             "outputs are written to a PersistentVolumeClaim",
         ),
         (
+            "environment variable starting with a digit",
+            with(
+                job(),
+                "/spec/environmentVariables",
+                json!({ "1_THREADS": "4" }),
+            ),
+            "environment variable names must be letters",
+        ),
+        (
+            "https folder input",
+            with(
+                job(),
+                "/spec/inputs",
+                json!({ "data": { "path": "https://example.com/data/" } }),
+            ),
+            "an https:// input must be a single file",
+        ),
+        (
+            "batch over an https folder",
+            with(
+                batch_job(),
+                "/spec/input/path",
+                json!("https://example.com/images/"),
+            ),
+            "an https:// input must be a single file",
+        ),
+        (
+            "pull secret that is not a Secret name",
+            with(
+                environment(),
+                "/spec/imagePullSecrets",
+                json!(["ACR Creds"]),
+            ),
+            "imagePullSecrets entries must be Secret names",
+        ),
+        (
             "batch job override of 0 instances",
             with(
                 batch_job(),

@@ -170,6 +170,7 @@ pub struct BatchSettings {
     /// Environment variables for the scoring workers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = max_properties::<128>)]
+    #[x_kube(validation = rules::env_var_names())]
     pub environment_variables: BTreeMap<String, String>,
 }
 

@@ -78,6 +78,10 @@ pub enum BatchInputType {
 /// Input of a batch job.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.type == 'uri_file' || !self.path.startsWith('https://')")
+        .message("an https:// input must be a single file (type uri_file): a folder cannot be listed over HTTPS"),
+)]
 pub struct BatchInput {
     /// `uri_folder` (default; every file below the folder) or `uri_file`.
     #[serde(default, rename = "type")]

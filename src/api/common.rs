@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 /// RFC 1123 label: what Kubernetes accepts as a Service, Pod-hostname or label-value-like name.
 pub const DNS_LABEL_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// RFC 1123 subdomain: what Kubernetes accepts as most object names (Secrets, ConfigMaps, PVCs).
+pub const DNS_SUBDOMAIN_PATTERN: &str = "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$";
+/// What Kubernetes accepts as an environment variable name.
+pub const ENV_VAR_NAME_PATTERN: &str = "^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 /// Azure ML's endpoint and deployment name rule (3–32 characters, starts with a letter), which is
 /// also a DNS-1035 label, so Services and Pods can be named after it with room for a suffix.
 pub const AZURE_NAME_PATTERN: &str = "^[a-z][-a-z0-9]{1,30}[a-z0-9]$";
@@ -158,6 +162,14 @@ pub mod rules {
         )
     }
 
+    /// Every key of an environment-variable map is a name Kubernetes accepts.
+    pub fn env_var_names() -> Rule {
+        rule(
+            format!("self.all(k, k.matches(r'{ENV_VAR_NAME_PATTERN}'))"),
+            "environment variable names must be letters, digits, '_', '-' or '.', and must not start with a digit".into(),
+        )
+    }
+
     /// Every quantity in a resource map is well formed.
     pub fn quantities() -> Rule {
         rule(
@@ -252,6 +264,8 @@ pub enum InputType {
         .message("only pvc:// inputs can be mounted (mode ro_mount); use mode download or direct for https://"),
     validation = Rule::new("!has(self.mode) || self.type != 'literal'")
         .message("mode does not apply to literal inputs"),
+    validation = Rule::new("!has(self.path) || !self.path.startsWith('https://') || self.type == 'uri_file' || self.type == 'custom_model'")
+        .message("an https:// input must be a single file (type uri_file or custom_model): a folder cannot be listed over HTTPS"),
 )]
 pub struct JobInput {
     /// Kind of input: `uri_folder` (default), `uri_file`, `mlflow_model`, `custom_model`, or `literal` for a plain value.

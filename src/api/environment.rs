@@ -6,7 +6,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, max_properties};
+use super::common::{Condition, max_properties, rules};
 
 /// A versioned container image, with its default environment variables and, for serving, the routes
 /// the inference server answers on.
@@ -50,13 +50,14 @@ pub struct EnvironmentSpec {
     pub description: Option<String>,
     /// Names of `kubernetes.io/dockerconfigjson` Secrets in this namespace used to pull the image.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16))]
-    #[x_kube(validation = Rule::new("self.all(s, s.size() <= 253)").message("imagePullSecrets entries must be Secret names"))]
+    #[schemars(length(max = 16), inner(length(max = 253)))]
+    #[x_kube(validation = Rule::new(format!("self.all(s, s.matches(r'{}'))", super::common::DNS_SUBDOMAIN_PATTERN)).message("imagePullSecrets entries must be Secret names (lowercase letters, digits, '-' and '.')"))]
     pub image_pull_secrets: Vec<String>,
     /// Environment variables set in every container that uses this environment; the job's or
     /// deployment's own variables win on conflict.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = max_properties::<128>)]
+    #[x_kube(validation = rules::env_var_names())]
     pub environment_variables: BTreeMap<String, String>,
     /// Routes of a custom serving container. Omitted: the Azure ML inference server defaults
     /// (port 5001; liveness and readiness `GET /`, scoring `POST /score`).

@@ -79,6 +79,7 @@ pub struct OnlineDeploymentSpec {
     /// Environment variables visible to the scoring script.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = max_properties::<128>)]
+    #[x_kube(validation = rules::env_var_names())]
     pub environment_variables: BTreeMap<String, String>,
     /// Name of an InstanceType. Omitted: `defaultinstancetype`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -86,6 +86,7 @@ pub struct TrainingJobSpec {
     /// Environment variables for the command (on top of the environment's own).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = max_properties::<128>)]
+    #[x_kube(validation = rules::env_var_names())]
     pub environment_variables: BTreeMap<String, String>,
     /// Named inputs: data (`pvc://`, `https://`) or literal values. Immutable.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
