@@ -234,3 +234,36 @@ pub struct BatchDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_version: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn omitted_settings_take_azure_ml_defaults() {
+        let s: BatchSettings = serde_json::from_value(json!({})).unwrap();
+        assert_eq!(s, BatchSettings::default());
+        assert_eq!(
+            (
+                s.mini_batch_size,
+                s.max_concurrency_per_instance,
+                s.error_threshold
+            ),
+            (10, 1, -1)
+        );
+        assert_eq!(
+            (s.output_action, s.output_file_name.as_str()),
+            (OutputAction::AppendRow, "predictions.csv")
+        );
+        assert_eq!(
+            (
+                s.retry_settings.max_retries,
+                s.retry_settings.timeout.as_str()
+            ),
+            (3, "30s")
+        );
+        assert_eq!(s.logging_level, LoggingLevel::Info);
+    }
+}

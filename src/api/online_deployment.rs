@@ -286,3 +286,38 @@ pub struct OnlineDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_version: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn omitted_settings_take_azure_ml_defaults() {
+        let spec: OnlineDeploymentSpec =
+            serde_json::from_value(json!({ "endpointName": "fraud", "image": "nginx" })).unwrap();
+        assert_eq!(spec.instance_count, 1);
+        assert_eq!(spec.request_settings, RequestSettings::default());
+        assert_eq!(
+            (
+                spec.request_settings.request_timeout_ms,
+                spec.request_settings.max_concurrent_requests_per_instance,
+                spec.request_settings.max_queue_wait_ms
+            ),
+            (5000, 1, 500)
+        );
+        assert_eq!(spec.liveness_probe, ProbeSettings::default());
+        assert_eq!(spec.readiness_probe.failure_threshold, 30);
+        assert_eq!(spec.scale_settings, ScaleSettings::default());
+    }
+
+    #[test]
+    fn partial_settings_keep_the_other_defaults() {
+        let probe: ProbeSettings = serde_json::from_value(json!({ "initialDelay": 30 })).unwrap();
+        assert_eq!(
+            (probe.initial_delay, probe.period, probe.timeout),
+            (30, 10, 2)
+        );
+    }
+}

@@ -78,3 +78,23 @@ pub fn generated_files() -> anyhow::Result<Vec<(PathBuf, String)>> {
     ));
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_yaml_reads_back_as_the_same_crd() {
+        for crd in api::all_crds() {
+            let yaml = crd_yaml(&crd).unwrap();
+            let back: CustomResourceDefinition = serde_yaml::from_str(&yaml).unwrap();
+            assert_eq!(back, crd, "{}", file_name(&crd));
+        }
+    }
+
+    #[test]
+    fn files_are_named_after_the_crd() {
+        let names: Vec<_> = api::all_crds().iter().map(file_name).collect();
+        assert!(names.contains(&"onlinedeployments.mlcompute.io.yaml".to_string()));
+    }
+}
