@@ -629,6 +629,15 @@ fn invalid_on_create() -> Vec<(&'static str, Value, &'static str)> {
             "an https:// input must be a single file",
         ),
         (
+            "inline image with a space",
+            with(
+                with(job(), "/spec/environment", Value::Null),
+                "/spec/image",
+                json!("python 3.12"),
+            ),
+            "image must be a container image reference without spaces",
+        ),
+        (
             "pull secret that is not a Secret name",
             with(
                 environment(),

@@ -59,6 +59,7 @@ pub struct BatchDeploymentSpec {
     /// Inline container image, instead of a registered environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = rules::image())]
     pub image: Option<String>,
     /// Instance type and count.
     #[serde(default)]

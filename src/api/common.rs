@@ -100,6 +100,14 @@ pub mod rules {
         )
     }
 
+    /// A container image reference; only whitespace is refused here, the registry judges the rest.
+    pub fn image() -> Rule {
+        rule(
+            r"!self.matches(r'\s')".into(),
+            "image must be a container image reference without spaces".into(),
+        )
+    }
+
     /// A duration such as `30s`, `90m` or `1h30m`.
     pub fn duration(what: &str) -> Rule {
         rule(

@@ -37,7 +37,7 @@ use super::common::{Condition, max_properties, rules};
 pub struct EnvironmentSpec {
     /// Container image, e.g. `mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04:latest`.
     #[schemars(length(min = 1, max = 1024))]
-    #[x_kube(validation = Rule::new("!self.contains(' ')").message("image must not contain spaces"))]
+    #[x_kube(validation = rules::image())]
     pub image: String,
     /// Version label of this environment; references of the form `<name>:<version>` must match it.
     #[serde(default = "default_version")]

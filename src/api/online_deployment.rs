@@ -75,6 +75,7 @@ pub struct OnlineDeploymentSpec {
     /// Inline container image, instead of a registered environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = rules::image())]
     pub image: Option<String>,
     /// Environment variables visible to the scoring script.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

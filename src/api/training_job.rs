@@ -82,6 +82,7 @@ pub struct TrainingJobSpec {
     /// Inline container image, instead of a registered environment. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(validation = rules::image())]
     pub image: Option<String>,
     /// Environment variables for the command (on top of the environment's own).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
