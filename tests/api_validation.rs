@@ -987,6 +987,18 @@ async fn every_example_applies_and_kubectl_shows_it() {
         mlcompute::api::all_crds().len(),
         "an example per kind: {kinds:?}"
     );
+    // InstanceTypes are cluster-scoped: give them names of this test's own, so that concurrent
+    // tests using `gpu-1` are not disturbed, and delete them at the end.
+    let objects: Vec<_> = objects
+        .into_iter()
+        .map(|(file, o)| match kind_of(&o) {
+            "InstanceType" => {
+                let name = format!("{}-{}", name_of(&o), ns.name());
+                (file, with(o, "/metadata/name", json!(name)))
+            }
+            _ => (file, o),
+        })
+        .collect();
     for (file, o) in &objects {
         apply(&client, ns.name(), o)
             .await
@@ -1027,11 +1039,13 @@ async fn every_example_applies_and_kubectl_shows_it() {
         oe.contains(r#"{"blue":100,"green":0}"#) && oe.contains(r#"{"green":20}"#),
         "{oe}"
     );
-    let it = run_kubectl(&["get", "it", "gpu-1"]);
+    let gpu = format!("gpu-1-{}", ns.name());
+    let it = run_kubectl(&["get", "it", &gpu]);
     assert!(
-        it.lines().nth(1).is_some_and(
-            |l| l.split_whitespace().collect::<Vec<_>>()[..4] == ["gpu-1", "8", "32Gi", "1"]
-        ),
+        it.lines()
+            .nth(1)
+            .is_some_and(|l| l.split_whitespace().collect::<Vec<_>>()[..4]
+                == [gpu.as_str(), "8", "32Gi", "1"]),
         "{it}"
     );
 
@@ -1046,6 +1060,13 @@ async fn every_example_applies_and_kubectl_shows_it() {
             .instance_count,
         5
     );
+
+    for (_, o) in objects.iter().filter(|(_, o)| kind_of(o) == "InstanceType") {
+        api_for(&client, ns.name(), "InstanceType")
+            .delete(name_of(o), &Default::default())
+            .await
+            .unwrap();
+    }
 }
 
 // Multi-threaded: TestNamespace's Drop blocks one thread while the client's worker task must still run.
