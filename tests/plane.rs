@@ -17,7 +17,10 @@ use k8s_openapi::{
 };
 use kube::{
     Api, ResourceExt,
-    api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch, PatchParams, PostParams},
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, LogParams, Patch,
+        PatchParams, PostParams,
+    },
     runtime::wait::conditions,
 };
 use serde_json::json;
@@ -65,14 +68,19 @@ async fn deployment_gets_replicaset_and_running_pods() {
     let rs: Api<ReplicaSet> = ns.api();
     eventually("a ReplicaSet owned by the Deployment", T, || async {
         let list = rs.list(&ListParams::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|r| r.owner_references().iter().any(|o| o.kind == "Deployment" && o.name == "web"))
+        list.items.into_iter().find(|r| {
+            r.owner_references()
+                .iter()
+                .any(|o| o.kind == "Deployment" && o.name == "web")
+        })
     })
     .await;
     let pods: Api<Pod> = ns.api();
     let running = eventually("3 Running pods scheduled on nodes", T, || async {
-        let list = pods.list(&ListParams::default().labels("app=web")).await.ok()?;
+        let list = pods
+            .list(&ListParams::default().labels("app=web"))
+            .await
+            .ok()?;
         let running: Vec<Pod> = list
             .items
             .into_iter()
@@ -83,9 +91,15 @@ async fn deployment_gets_replicaset_and_running_pods() {
     .await;
     for p in running {
         let spec = p.spec.unwrap();
-        assert!(spec.node_name.unwrap().starts_with("cpu-pool-"), "untolerated pods land in the CPU pool");
+        assert!(
+            spec.node_name.unwrap().starts_with("cpu-pool-"),
+            "untolerated pods land in the CPU pool"
+        );
         let ip = p.status.unwrap().pod_ip.unwrap();
-        assert!(ip.starts_with("10.244."), "pod IPs come from the fake pod range, got {ip}");
+        assert!(
+            ip.starts_with("10.244."),
+            "pod IPs come from the fake pod range, got {ip}"
+        );
     }
     let d = wait_for(&deploys, "web", T, |d: Option<&Deployment>| {
         d.and_then(|d| d.status.as_ref()?.available_replicas) == Some(3)
@@ -100,16 +114,30 @@ async fn annotated_bare_pod_fails_with_chosen_exit_code() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "plane-exit").await;
     let pods: Api<Pod> = ns.api();
-    let annotations = json!({ "kwok.mlcompute.io/exit-code": "3", "kwok.mlcompute.io/exit-after": "1s" });
-    pods.create(&PostParams::default(), &pod("fails", annotations)).await.unwrap();
-    pods.create(&PostParams::default(), &pod("succeeds", json!({ "kwok.mlcompute.io/exit-code": "0" })))
+    let annotations =
+        json!({ "kwok.mlcompute.io/exit-code": "3", "kwok.mlcompute.io/exit-after": "1s" });
+    pods.create(&PostParams::default(), &pod("fails", annotations))
         .await
         .unwrap();
-    pods.create(&PostParams::default(), &pod("keeps-running", json!({}))).await.unwrap();
+    pods.create(
+        &PostParams::default(),
+        &pod("succeeds", json!({ "kwok.mlcompute.io/exit-code": "0" })),
+    )
+    .await
+    .unwrap();
+    pods.create(&PostParams::default(), &pod("keeps-running", json!({})))
+        .await
+        .unwrap();
 
-    let failed = wait_for(&pods, "fails", T, |p: Option<&Pod>| p.and_then(phase) == Some("Failed")).await;
+    let failed = wait_for(&pods, "fails", T, |p: Option<&Pod>| {
+        p.and_then(phase) == Some("Failed")
+    })
+    .await;
     assert_eq!(exit_code(&failed), Some(3));
-    let ok = wait_for(&pods, "succeeds", T, |p: Option<&Pod>| p.and_then(phase) == Some("Succeeded")).await;
+    let ok = wait_for(&pods, "succeeds", T, |p: Option<&Pod>| {
+        p.and_then(phase) == Some("Succeeded")
+    })
+    .await;
     assert_eq!(exit_code(&ok), Some(0));
     // A pod without the annotation is not ended by the stage.
     let running = pods.get("keeps-running").await.unwrap();
@@ -140,7 +168,10 @@ async fn job_pod_exit_code_reaches_the_job() {
     .await;
     assert_eq!(job.status.unwrap().succeeded.unwrap_or(0), 0);
     let pods: Api<Pod> = ns.api();
-    let list = pods.list(&ListParams::default().labels("job-name=exit3")).await.unwrap();
+    let list = pods
+        .list(&ListParams::default().labels("job-name=exit3"))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(exit_code(&list.items[0]), Some(3));
 }
@@ -151,7 +182,9 @@ async fn simulated_logs_come_back_through_the_log_api_with_follow() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "plane-logs").await;
     let pods: Api<Pod> = ns.api();
-    pods.create(&PostParams::default(), &pod("talker", json!({}))).await.unwrap();
+    pods.create(&PostParams::default(), &pod("talker", json!({})))
+        .await
+        .unwrap();
     wait_for(&pods, "talker", T, conditions::is_pod_running()).await;
 
     let dir = std::env::temp_dir().join(format!("mlc-logs-{}", ns.name()));
@@ -160,28 +193,48 @@ async fn simulated_logs_come_back_through_the_log_api_with_follow() {
     std::fs::write(&file, "2026-01-01T00:00:00Z stdout F epoch 1 loss 0.93\n").unwrap();
     // KWOK serves a pod's logs from the file named by a `Logs` object of the same name.
     let gvk = GroupVersionKind::gvk("kwok.x-k8s.io", "v1alpha1", "Logs");
-    let logs_api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns.name(), &ApiResource::from_gvk_with_plural(&gvk, "logs"));
+    let logs_api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns.name(),
+        &ApiResource::from_gvk_with_plural(&gvk, "logs"),
+    );
     let logs: DynamicObject = serde_json::from_value(json!({
         "apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
         "metadata": { "name": "talker" },
         "spec": { "logs": [{ "containers": ["main"], "logsFile": file.to_str().unwrap(), "follow": true }] }
     }))
     .unwrap();
-    logs_api.create(&PostParams::default(), &logs).await.unwrap();
+    logs_api
+        .create(&PostParams::default(), &logs)
+        .await
+        .unwrap();
 
     let text = eventually("the first log line", T, || async {
-        pods.logs("talker", &LogParams::default()).await.ok().filter(|t| !t.is_empty())
+        pods.logs("talker", &LogParams::default())
+            .await
+            .ok()
+            .filter(|t| !t.is_empty())
     })
     .await;
     assert_eq!(text, "epoch 1 loss 0.93\n");
 
-    let params = LogParams { follow: true, ..LogParams::default() };
+    let params = LogParams {
+        follow: true,
+        ..LogParams::default()
+    };
     let mut lines = pods.log_stream("talker", &params).await.unwrap().lines();
-    assert_eq!(lines.try_next().await.unwrap().unwrap(), "epoch 1 loss 0.93");
-    let mut f = std::fs::OpenOptions::new().append(true).open(&file).unwrap();
+    assert_eq!(
+        lines.try_next().await.unwrap().unwrap(),
+        "epoch 1 loss 0.93"
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .unwrap();
     writeln!(f, "2026-01-01T00:00:01Z stdout F epoch 2 loss 0.71").unwrap();
-    let next = tokio::time::timeout(T, lines.try_next()).await.expect("followed line arrives");
+    let next = tokio::time::timeout(T, lines.try_next())
+        .await
+        .expect("followed line arrives");
     assert_eq!(next.unwrap().unwrap(), "epoch 2 loss 0.71");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -219,11 +272,20 @@ async fn crd_cel_rule_rejects_a_bad_object_with_its_message() {
     )
     .await
     .unwrap();
-    wait_for(&crds, "widgets.planetest.mlcompute.io", T, conditions::is_crd_established()).await;
+    wait_for(
+        &crds,
+        "widgets.planetest.mlcompute.io",
+        T,
+        conditions::is_crd_established(),
+    )
+    .await;
 
     let gvk = GroupVersionKind::gvk("planetest.mlcompute.io", "v1", "Widget");
-    let api: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), ns.name(), &ApiResource::from_gvk_with_plural(&gvk, "widgets"));
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        ns.name(),
+        &ApiResource::from_gvk_with_plural(&gvk, "widgets"),
+    );
     let widget = |name: &str, min: i64, max: i64| -> DynamicObject {
         serde_json::from_value(json!({
             "apiVersion": "planetest.mlcompute.io/v1", "kind": "Widget",
@@ -233,18 +295,29 @@ async fn crd_cel_rule_rejects_a_bad_object_with_its_message() {
     };
     // The CRD may be Established a moment before its validator is loaded: retry the good object.
     eventually("the good widget is accepted", T, || async {
-        api.create(&PostParams::default(), &widget("good", 1, 2)).await.ok()
+        api.create(&PostParams::default(), &widget("good", 1, 2))
+            .await
+            .ok()
     })
     .await;
-    let err = api.create(&PostParams::default(), &widget("bad", 3, 2)).await.unwrap_err();
+    let err = api
+        .create(&PostParams::default(), &widget("bad", 3, 2))
+        .await
+        .unwrap_err();
     match err {
         kube::Error::Api(status) => {
             assert_eq!(status.code, 422);
-            assert!(status.message.contains("min must not exceed max"), "{}", status.message);
+            assert!(
+                status.message.contains("min must not exceed max"),
+                "{}",
+                status.message
+            );
         }
         other => panic!("expected a 422 from the API server, got {other}"),
     }
-    crds.delete("widgets.planetest.mlcompute.io", &DeleteParams::default()).await.unwrap();
+    crds.delete("widgets.planetest.mlcompute.io", &DeleteParams::default())
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -254,7 +327,10 @@ async fn deleting_an_owner_garbage_collects_its_dependents() {
     let ns = TestNamespace::new(&client, "plane-gc").await;
     let cms: Api<ConfigMap> = ns.api();
     let owner = cms
-        .create(&PostParams::default(), &serde_json::from_value(json!({ "metadata": { "name": "owner" } })).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": "owner" } })).unwrap(),
+        )
         .await
         .unwrap();
     let dependent: ConfigMap = serde_json::from_value(json!({
@@ -264,10 +340,13 @@ async fn deleting_an_owner_garbage_collects_its_dependents() {
         }
     }))
     .unwrap();
-    cms.create(&PostParams::default(), &dependent).await.unwrap();
-    cms.delete("owner", &DeleteParams::background()).await.unwrap();
-    wait_for(&cms, "dependent", T, conditions::is_deleted(&cms.get("dependent").await.unwrap().uid().unwrap()))
-        .await;
+    cms.create(&PostParams::default(), &dependent)
+        .await
+        .unwrap();
+    cms.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    support::wait_gone(&cms, "dependent", T).await;
 }
 
 #[tokio::test]
@@ -288,19 +367,43 @@ async fn gpu_pool_schedules_gpu_pods_and_reports_short_capacity() {
         }))
         .unwrap()
     };
-    pods.create(&PostParams::default(), &gpu_pod("fits", 2)).await.unwrap();
-    pods.create(&PostParams::default(), &gpu_pod("too-big", 64)).await.unwrap();
+    pods.create(&PostParams::default(), &gpu_pod("fits", 2))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &gpu_pod("too-big", 64))
+        .await
+        .unwrap();
     let fits = wait_for(&pods, "fits", T, conditions::is_pod_running()).await;
-    assert!(fits.spec.unwrap().node_name.unwrap().starts_with("gpu-pool-"));
+    assert!(
+        fits.spec
+            .unwrap()
+            .node_name
+            .unwrap()
+            .starts_with("gpu-pool-")
+    );
     let pending = wait_for(&pods, "too-big", T, |p: Option<&Pod>| {
         p.and_then(|p| p.status.as_ref()?.conditions.as_ref())
-            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable")))
+            .is_some_and(|cs| {
+                cs.iter().any(|c| {
+                    c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable")
+                })
+            })
     })
     .await;
     let status = pending.status.unwrap();
     assert_eq!(status.phase.as_deref(), Some("Pending"));
-    let msg = status.conditions.unwrap().into_iter().find(|c| c.type_ == "PodScheduled").unwrap().message.unwrap();
-    assert!(msg.contains("nvidia.com/gpu"), "scheduler names the short resource: {msg}");
+    let msg = status
+        .conditions
+        .unwrap()
+        .into_iter()
+        .find(|c| c.type_ == "PodScheduled")
+        .unwrap()
+        .message
+        .unwrap();
+    assert!(
+        msg.contains("nvidia.com/gpu"),
+        "scheduler names the short resource: {msg}"
+    );
 }
 
 #[test]
@@ -309,18 +412,32 @@ fn every_listener_of_the_plane_is_on_loopback() {
     let run = std::env::var("MLC_RUN").expect("MLC_RUN names the plane's run directory");
     let pids: Vec<String> = std::fs::read_dir(format!("{run}/pids"))
         .unwrap()
-        .map(|e| std::fs::read_to_string(e.unwrap().path()).unwrap().trim().to_string())
+        .map(|e| {
+            std::fs::read_to_string(e.unwrap().path())
+                .unwrap()
+                .trim()
+                .to_string()
+        })
         .collect();
     assert_eq!(pids.len(), 5, "five components recorded: {pids:?}");
-    let out = std::process::Command::new("ss").args(["-ltnpH"]).output().unwrap();
+    let out = std::process::Command::new("ss")
+        .args(["-ltnpH"])
+        .output()
+        .unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     let mut seen = 0;
     for line in text.lines() {
         if pids.iter().any(|p| line.contains(&format!("pid={p},"))) {
             seen += 1;
             let local = line.split_whitespace().nth(3).unwrap();
-            assert!(local.starts_with("127.0.0.1:"), "listener beyond loopback: {line}");
+            assert!(
+                local.starts_with("127.0.0.1:"),
+                "listener beyond loopback: {line}"
+            );
         }
     }
-    assert!(seen >= 5, "expected listeners of every component, saw {seen}:\n{text}");
+    assert!(
+        seen >= 5,
+        "expected listeners of every component, saw {seen}:\n{text}"
+    );
 }

@@ -14,7 +14,12 @@ use crate::telemetry::{self, LogFormat};
 #[command(name = "mlcompute", version = crate::VERSION, about = "Azure-ML-style compute on any Kubernetes cluster", long_about = None)]
 pub struct Cli {
     /// Log level (trace, debug, info, warn, error); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info", env = "MLCOMPUTE_LOG_LEVEL")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info",
+        env = "MLCOMPUTE_LOG_LEVEL"
+    )]
     pub log_level: String,
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MLCOMPUTE_LOG_FORMAT")]

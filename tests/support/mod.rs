@@ -9,7 +9,7 @@ use std::{fmt::Debug, time::Duration};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, Config, Resource,
-    api::{DeleteParams, PostParams},
+    api::PostParams,
     config::{KubeConfigOptions, Kubeconfig},
     runtime::wait::{Condition, await_condition},
 };
@@ -19,7 +19,9 @@ use serde::de::DeserializeOwned;
 pub fn kubeconfig_path() -> String {
     std::env::var("MLC_KUBECONFIG")
         .or_else(|_| std::env::var("KUBECONFIG"))
-        .expect("MLC_KUBECONFIG is not set: start the plane with e2e/cluster/up, or run e2e/run-tests")
+        .expect(
+            "MLC_KUBECONFIG is not set: start the plane with e2e/cluster/up, or run e2e/run-tests",
+        )
 }
 
 /// A client for the local plane.
@@ -30,7 +32,6 @@ pub async fn client() -> Client {
         .expect("kubeconfig is valid");
     Client::try_from(config).expect("build client")
 }
-
 
 /// A namespace created for one test and deleted when the test ends (even when it panics).
 pub struct TestNamespace {
@@ -50,7 +51,10 @@ impl TestNamespace {
             .create(&PostParams::default(), &ns)
             .await
             .expect("create test namespace");
-        Self { name, client: client.clone() }
+        Self {
+            name,
+            client: client.clone(),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -69,17 +73,31 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        // Drop cannot await; delete from a helper thread with its own runtime so it also runs on panic.
-        let name = self.name.clone();
-        let client = self.client.clone();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let _ = Api::<Namespace>::all(client).delete(&name, &DeleteParams::background()).await;
-            });
-        })
-        .join();
+        // Drop cannot await, and blocking the test's runtime here would starve the client's
+        // worker task; kubectl deletes without either, and also runs when the test panicked.
+        let status = std::process::Command::new(kubectl())
+            .args([
+                "--kubeconfig",
+                &kubeconfig_path(),
+                "delete",
+                "namespace",
+                &self.name,
+                "--wait=false",
+            ])
+            .stdout(std::process::Stdio::null())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("warning: could not delete test namespace {}", self.name);
+        }
     }
+}
+
+/// The kubectl matching the local plane: `MLC_KUBECTL`, else the one `e2e/cluster/build` made.
+pub fn kubectl() -> String {
+    std::env::var("MLC_KUBECTL").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_default();
+        format!("{home}/.cache/mlcompute/k8s-v1.36.3/kubectl")
+    })
 }
 
 /// Waits until `cond` holds for the named object, or fails the test after `timeout` with the
@@ -97,6 +115,19 @@ where
             let last = api.get_opt(name).await.ok().flatten();
             panic!("timed out after {timeout:?} waiting for {name}; last state: {last:#?}")
         }
+    }
+}
+
+/// Waits until the named object is gone (deleted, or garbage-collected).
+pub async fn wait_gone<K>(api: &Api<K>, name: &str, timeout: Duration)
+where
+    K: Resource + Clone + Debug + DeserializeOwned + Send + 'static,
+{
+    let cond = |obj: Option<&K>| obj.is_none();
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, cond)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => panic!("watching {name} failed: {e}"),
+        Err(_) => panic!("timed out after {timeout:?} waiting for {name} to be deleted"),
     }
 }
 
