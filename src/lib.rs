@@ -6,8 +6,10 @@
 pub mod api;
 pub mod batch;
 pub mod cli;
+pub mod operator;
 pub mod router;
 pub mod telemetry;
+pub mod training;
 
 /// The version stamped into the binary, printed by `mlcompute version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -6,6 +6,9 @@ pub mod batch_driver;
 pub mod crd;
 pub mod endpoint;
 pub mod endpoint_invoke;
+pub mod job;
+pub mod logs;
+pub mod operator;
 pub mod router;
 
 use crate::telemetry::{self, LogFormat};
@@ -38,6 +41,15 @@ pub enum Command {
     Router(router::RouterArgs),
     /// Run one instance of a batch job: score a folder of files with a scoring script.
     BatchDriver(Box<batch_driver::BatchDriverArgs>),
+    /// Run the operator: the controllers for every mlcompute resource.
+    Operator(crate::operator::settings::Settings),
+    /// Verbs on TrainingJobs (cancel).
+    Job {
+        #[command(subcommand)]
+        command: job::JobCommand,
+    },
+    /// Stream the logs of every instance of a job.
+    Logs(logs::LogsArgs),
     /// Verbs on online endpoints (invoke).
     Endpoint {
         #[command(subcommand)]
@@ -57,5 +69,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Router(args) => router::run(args).await,
         Command::BatchDriver(args) => batch_driver::run(*args).await,
         Command::Endpoint { command } => endpoint::run(command).await,
+        Command::Operator(settings) => operator::run(settings).await,
+        Command::Job { command } => job::run(command).await,
+        Command::Logs(args) => logs::run(args).await,
     }
 }

@@ -1,0 +1,43 @@
+//! The operator's shared runtime: client, settings, metrics, conditions and the child helper every
+//! controller uses. Each controller lives in a module of its own (`training`, …).
+
+pub mod children;
+pub mod client;
+pub mod conditions;
+pub mod http;
+pub mod metrics;
+pub mod ratelimit;
+pub mod run;
+pub mod settings;
+
+use std::time::Duration;
+
+/// A bounded category for an API error: for metrics labels and Event reasons.
+pub fn error_category(err: &kube::Error) -> &'static str {
+    match err {
+        kube::Error::Api(s) if s.code == 429 => "throttled",
+        kube::Error::Api(s) if s.code == 409 => "conflict",
+        kube::Error::Api(s) if s.code == 404 => "not_found",
+        kube::Error::Api(s) if s.code == 403 || s.code == 401 => "forbidden",
+        kube::Error::Api(s) if s.code == 422 || s.code == 400 => "invalid",
+        kube::Error::Api(s) if s.code >= 500 => "server_error",
+        kube::Error::Api(_) => "api_error",
+        _ => "transport",
+    }
+}
+
+/// Whether an API error says the object already exists (a create that raced our cache).
+pub fn is_already_exists(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == 409)
+}
+
+/// Whether an API error says the object is gone.
+pub fn is_not_found(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Requeue delay after a failed reconcile: longer when the API server throttles us.
+pub fn error_backoff(category: &str, retries: u32) -> Duration {
+    let base = if category == "throttled" { 2.0 } else { 0.5 };
+    Duration::from_secs_f64((base * 2f64.powi(retries.min(6) as i32)).min(60.0))
+}

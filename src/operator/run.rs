@@ -1,0 +1,106 @@
+//! `mlcompute operator`: starts the metrics endpoint and every controller, and stops them on
+//! SIGTERM or Ctrl-C.
+
+use futures::future::join_all;
+use kube::runtime::events::{Recorder, Reporter};
+use tracing::info;
+
+use super::{
+    client,
+    http::{self, Readiness},
+    metrics::Metrics,
+    ratelimit::RateLimit,
+    settings::Settings,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    #[error("registering metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("serving metrics on {addr}: {source}")]
+    Serve {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+pub async fn run(settings: Settings) -> Result<(), RunError> {
+    let limit = RateLimit {
+        qps: settings.kube_qps,
+        burst: settings.kube_burst,
+    };
+    let client = client::rate_limited(settings.kubeconfig.as_deref(), limit).await?;
+    let metrics = Metrics::new()?;
+    let ready = Readiness::default();
+    let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
+        .await
+        .map_err(|source| RunError::Serve {
+            addr: settings.metrics_addr,
+            source,
+        })?;
+    tokio::spawn(http::serve_on(listener, metrics.clone(), ready.clone()));
+
+    let reporter = Reporter {
+        controller: "mlcompute".into(),
+        instance: std::env::var("POD_NAME").ok().or_else(hostname),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let namespaces: Vec<Option<String>> = match settings.watched_namespaces() {
+        Some(list) => list.into_iter().map(Some).collect(),
+        None => vec![None],
+    };
+    let mut controllers = Vec::new();
+    for ns in namespaces {
+        controllers.push(tokio::spawn(crate::training::run(
+            client.clone(),
+            metrics.clone(),
+            recorder.clone(),
+            ns.clone(),
+            settings.concurrency,
+            stopped(),
+        )));
+    }
+    ready.set(true);
+    join_all(controllers).await;
+    Ok(())
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+}

@@ -1,0 +1,44 @@
+//! Operator settings: flags and their environment variables.
+
+use std::net::SocketAddr;
+
+/// `mlcompute operator` flags.
+#[derive(Clone, Debug, clap::Args)]
+pub struct Settings {
+    /// Namespaces to watch, comma-separated; empty watches all namespaces.
+    #[arg(
+        long,
+        env = "MLCOMPUTE_WATCH_NAMESPACES",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub namespaces: Vec<String>,
+    /// Sustained API requests per second (client-side token bucket).
+    #[arg(long, env = "MLCOMPUTE_KUBE_QPS", default_value_t = 50.0)]
+    pub kube_qps: f64,
+    /// API requests allowed at once above the sustained rate.
+    #[arg(long, env = "MLCOMPUTE_KUBE_BURST", default_value_t = 100)]
+    pub kube_burst: u32,
+    /// Address of the metrics and health endpoint (/metrics, /healthz, /readyz).
+    #[arg(long, env = "MLCOMPUTE_METRICS_ADDR", default_value = "127.0.0.1:8081")]
+    pub metrics_addr: SocketAddr,
+    /// Reconciles run at once per controller.
+    #[arg(long, env = "MLCOMPUTE_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+    /// Kubeconfig to use; default: in-cluster config or $KUBECONFIG.
+    #[arg(long, env = "MLCOMPUTE_KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+}
+
+impl Settings {
+    /// The namespaces to watch, or `None` for all.
+    pub fn watched_namespaces(&self) -> Option<Vec<String>> {
+        let ns: Vec<String> = self
+            .namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect();
+        (!ns.is_empty()).then_some(ns)
+    }
+}

@@ -1,0 +1,395 @@
+//! The TrainingJob controller: one Pod per instance (and an MPI launcher), a headless Service for
+//! rendezvous, Azure ML's phases in status.
+//!
+//! Stages: `resolve` (dereference the Environment and InstanceType) → `lifecycle::decide` (pure:
+//! what to create, delete and report) → `children` (pure Pod and Service builders) → apply
+//! (create and delete through the API) → status (written only when it changed).
+
+pub mod children;
+pub mod data;
+pub mod error;
+pub mod frameworks;
+pub mod lifecycle;
+pub mod observe;
+pub mod resolve;
+pub mod topology;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Pod, Secret, Service},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Event, EventType, Recorder},
+        reflector::{self, ObjectRef, Store, reflector},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{Instrument, info, info_span, warn};
+
+pub use error::Error;
+
+use self::{lifecycle::Plan, resolve::Resolution, topology::Instance};
+use crate::{
+    api::{environment::Environment, instance_type::InstanceType, training_job::TrainingJob},
+    operator::{
+        children::MANAGER, error_backoff, is_already_exists, is_not_found, metrics::Metrics,
+    },
+};
+
+const CONTROLLER: &str = "trainingjob";
+
+/// What reconciles share: the client, caches of the objects jobs reference, metrics, Events.
+pub struct Ctx {
+    pub client: Client,
+    pub pods: Store<Pod>,
+    pub environments: Store<Environment>,
+    pub instance_types: Store<InstanceType>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+}
+
+/// Reconciles one TrainingJob. Reads like the stages it runs.
+pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[CONTROLLER])
+        .start_timer();
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[CONTROLLER])
+        .inc();
+    let ns = job.namespace().ok_or(Error::MissingNamespace)?;
+
+    let resolution = resolve::resolve(&job, &ctx.environments, &ctx.instance_types);
+    let pods = own_pods(&job, &ctx.pods);
+    let plan = lifecycle::decide(&job, &resolution, &pods, Timestamp::now());
+    if plan.stale {
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+
+    // Status first: a new attempt is on record before its Pods change, so a restarted operator
+    // never counts an attempt twice or forgets one.
+    write_status(&job, &ctx, &ns, &plan).await?;
+    apply(&job, &ctx, &ns, &resolution, &plan).await?;
+    if let Some(t) = &plan.transition {
+        publish(&ctx, &job, t).await;
+    }
+    timer.observe_duration();
+    Ok(plan
+        .requeue_after
+        .map(Action::requeue)
+        .unwrap_or_else(Action::await_change))
+}
+
+/// The job's Pods from the cache, matched by owner UID (labels can be edited, owners cannot).
+fn own_pods(job: &TrainingJob, pods: &Store<Pod>) -> Vec<observe::ObservedPod> {
+    let uid = job.uid();
+    let ns = job.namespace();
+    pods.state()
+        .iter()
+        .filter(|p| {
+            p.namespace() == ns
+                && p.owner_references()
+                    .iter()
+                    .any(|o| Some(&o.uid) == uid.as_ref())
+        })
+        .map(|p| observe::observe(p))
+        .collect()
+}
+
+async fn write_status(job: &TrainingJob, ctx: &Ctx, ns: &str, plan: &Plan) -> Result<(), Error> {
+    if job.status.as_ref() == Some(&plan.status) {
+        return Ok(());
+    }
+    let api: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({ "apiVersion": TrainingJob::api_version(&()), "kind": "TrainingJob", "status": plan.status });
+    api.patch_status(
+        &job.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    Ok(())
+}
+
+/// Creates and deletes what the plan says. Creates that find the object already there are fine:
+/// the cache was behind.
+async fn apply(
+    job: &TrainingJob,
+    ctx: &Ctx,
+    ns: &str,
+    resolution: &Resolution,
+    plan: &Plan,
+) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    for name in &plan.delete {
+        match pods.delete(name, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(source) => {
+                return Err(Error::DeletePod {
+                    pod: name.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    if plan.ttl_expired {
+        delete_side_objects(job, ctx, ns).await?;
+    }
+    let Resolution::Ready(resolved) = resolution else {
+        return Ok(());
+    };
+    if plan.create.is_empty() {
+        return Ok(());
+    }
+    let all = topology::instances(job);
+    create_side_objects(job, ctx, ns, &all).await?;
+    for inst in &plan.create {
+        create_pod(
+            ctx,
+            &pods,
+            children::pod(job, resolved, &all, inst, plan.attempt),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn create_pod(ctx: &Ctx, pods: &Api<Pod>, pod: Pod) -> Result<(), Error> {
+    let name = pod.name_any();
+    match pods
+        .create(
+            &PostParams {
+                field_manager: Some(MANAGER.into()),
+                ..PostParams::default()
+            },
+            &pod,
+        )
+        .await
+    {
+        Ok(_) => {
+            ctx.metrics
+                .pods_created
+                .with_label_values(&[CONTROLLER])
+                .inc();
+            Ok(())
+        }
+        Err(e) if is_already_exists(&e) => Ok(()),
+        Err(source) => Err(Error::CreatePod { pod: name, source }),
+    }
+}
+
+/// The headless Service and, for MPI, the hostfile and SSH keys; created with the first Pods.
+async fn create_side_objects(
+    job: &TrainingJob,
+    ctx: &Ctx,
+    ns: &str,
+    all: &[Instance],
+) -> Result<(), Error> {
+    let pp = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..PostParams::default()
+    };
+    if topology::needs_service(job) {
+        let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+        match services.create(&pp, &children::service(job)).await {
+            Ok(_) => {}
+            Err(e) if is_already_exists(&e) => {}
+            Err(e) => return Err(Error::CreateService(e)),
+        }
+    }
+    let is_mpi = job.spec.distribution.as_ref().map(|d| d.type_)
+        == Some(crate::api::training_job::DistributionType::Mpi);
+    if is_mpi {
+        let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
+        match cms.create(&pp, &children::mpi_hostfile(job, all)).await {
+            Ok(_) => {}
+            Err(e) if is_already_exists(&e) => {}
+            Err(e) => return Err(Error::CreateMpiConfig(e)),
+        }
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        // Keys are made once: an existing Secret keeps the pair the running Pods already have.
+        if secrets
+            .get_opt(&format!("{}-mpi-ssh", job.name_any()))
+            .await
+            .map_err(Error::CreateMpiConfig)?
+            .is_none()
+        {
+            let (private, public) = ssh_keypair()?;
+            match secrets
+                .create(&pp, &children::mpi_ssh_secret(job, private, public))
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_already_exists(&e) => {}
+                Err(e) => return Err(Error::CreateMpiConfig(e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn delete_side_objects(job: &TrainingJob, ctx: &Ctx, ns: &str) -> Result<(), Error> {
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
+    match services
+        .delete(&job.name_any(), &DeleteParams::background())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(Error::DeleteService(e)),
+    }
+}
+
+/// An Ed25519 key pair in OpenSSH format.
+fn ssh_keypair() -> Result<(String, String), Error> {
+    use rand_core::OsRng;
+    use ssh_key::{Algorithm, LineEnding, PrivateKey};
+    let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519)
+        .map_err(|e| Error::GenerateSshKey(e.to_string()))?;
+    let private = key
+        .to_openssh(LineEnding::LF)
+        .map_err(|e| Error::GenerateSshKey(e.to_string()))?;
+    let public = key
+        .public_key()
+        .to_openssh()
+        .map_err(|e| Error::GenerateSshKey(e.to_string()))?;
+    Ok((private.to_string(), public))
+}
+
+async fn publish(ctx: &Ctx, job: &TrainingJob, t: &lifecycle::Transition) {
+    let event = Event {
+        type_: if t.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: t.reason.clone(),
+        note: Some(t.message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &job.object_ref(&())).await {
+        warn!(%err, "publishing event failed");
+    }
+}
+
+fn error_policy(_job: Arc<TrainingJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let category = err.category();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[CONTROLLER, category])
+        .inc();
+    warn!(error = %err, category, "reconcile failed");
+    Action::requeue(error_backoff(category, 0))
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    recorder: Recorder,
+    namespace: Option<String>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api = |c: &Client| -> Api<TrainingJob> {
+        match &namespace {
+            Some(ns) => Api::namespaced(c.clone(), ns),
+            None => Api::all(c.clone()),
+        }
+    };
+    let (pods_api, envs_api): (Api<Pod>, Api<Environment>) = match &namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    let managed = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}"
+    ));
+
+    // Caches: the controller reads Pods, Environments and InstanceTypes from memory, never the API.
+    let (pods, pods_writer) = reflector::store();
+    let pod_stream = reflector(pods_writer, watcher(pods_api, managed).default_backoff())
+        .modify(|p: &mut Pod| p.managed_fields_mut().clear());
+    let (environments, env_writer) = reflector::store();
+    let env_stream = reflector(
+        env_writer,
+        watcher(envs_api, watcher::Config::default()).default_backoff(),
+    );
+    let (instance_types, it_writer) = reflector::store();
+    let it_stream = reflector(
+        it_writer,
+        watcher(
+            Api::<InstanceType>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    );
+
+    let controller = Controller::new(api(&client), watcher::Config::default());
+    let jobs = controller.store();
+    let jobs_for_envs = jobs.clone();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        pods,
+        environments,
+        instance_types,
+        metrics,
+        recorder,
+    });
+    info!(
+        namespace = namespace.as_deref().unwrap_or("*"),
+        "starting TrainingJob controller"
+    );
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns_stream(pod_stream.applied_objects())
+        // A new or changed Environment or InstanceType wakes the jobs waiting for it.
+        .watches_stream(env_stream.applied_objects(), move |env: Environment| {
+            let ns = env.namespace();
+            jobs_for_envs
+                .state()
+                .into_iter()
+                .filter(move |j| j.namespace() == ns && waiting(j))
+                .map(|j| ObjectRef::from_obj(&*j))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(it_stream.applied_objects(), move |_it: InstanceType| {
+            jobs.state()
+                .into_iter()
+                .filter(|j| waiting(j))
+                .map(|j| ObjectRef::from_obj(&*j))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| {
+            async move {
+                if let Err(err) = res {
+                    tracing::debug!(%err, "reconcile loop");
+                }
+            }
+            .instrument(info_span!("trainingjob"))
+        })
+        .await;
+}
+
+/// Whether a job has not started yet (so a referenced object appearing may unblock it).
+fn waiting(job: &TrainingJob) -> bool {
+    job.status.as_ref().and_then(|s| s.attempts).unwrap_or(0) == 0
+}
