@@ -149,3 +149,50 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// An `mlcompute operator` process watching one namespace, killed when dropped. Each test runs
+/// its own, so tests in parallel never share a controller (and a test can kill and restart it).
+pub struct Operator {
+    child: std::process::Child,
+    pub namespace: String,
+}
+
+impl Operator {
+    /// Starts the operator binary of this build on the local plane, watching `namespace`.
+    pub fn start(namespace: &str) -> Self {
+        Self::start_with(namespace, &[])
+    }
+
+    /// As [`Operator::start`], with extra flags.
+    pub fn start_with(namespace: &str, extra: &[&str]) -> Self {
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("mlcompute-operator-{namespace}.log")))
+            .expect("operator log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+            .args(["operator", "--kubeconfig", &kubeconfig_path(), "--namespaces", namespace])
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .args(extra)
+            .env("RUST_LOG", "info,mlcompute=debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start the mlcompute operator");
+        Self { child, namespace: namespace.to_string() }
+    }
+
+    /// Path of this operator's log file (for failure messages).
+    pub fn log_path(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("mlcompute-operator-{}.log", self.namespace))
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
