@@ -29,10 +29,10 @@ pub struct RouterArgs {
     /// Serving threads, each with its own runtime and listener (default: one per usable CPU).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Mirror copies that may wait before new ones are dropped.
+    /// Mirror copies that may wait (per serving thread) before new ones are dropped.
     #[arg(long, default_value_t = 1024)]
     pub mirror_queue: usize,
-    /// Mirror copies delivered at once.
+    /// Mirror copies delivered at once (per serving thread).
     #[arg(long, default_value_t = 64)]
     pub mirror_workers: usize,
     /// Largest request body accepted, in bytes.

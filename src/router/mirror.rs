@@ -1,12 +1,13 @@
 //! Mirror copies: fire-and-forget, off the live path.
 //!
 //! The live request only does a `try_send` into a bounded queue; a full queue drops the copy
-//! and counts it. One dispatcher drains the queue and runs each copy as a task, at most
-//! `workers` at a time, so a slow or dead mirror deployment fills the queue and then costs
+//! and counts it. Each serving thread has its own queue and dispatcher on its own runtime (no
+//! cross-thread wake-ups on the live path). The dispatcher drains the queue and runs each copy as
+//! a task, at most `workers` at a time, so a slow or dead mirror deployment fills the queue and then costs
 //! nothing but drop counts. Copies take a free slot on a mirror instance or are dropped (they
 //! never wait), are never retried, and their answers are discarded.
 
-use std::sync::Arc;
+use std::{cell::RefCell, sync::Arc};
 
 use tokio::sync::{Semaphore, mpsc};
 
@@ -27,6 +28,25 @@ pub struct MirrorJob {
     pub deployment: Arc<Deployment>,
     /// What (shared with the live request).
     pub outgoing: Arc<Outgoing>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Mirror>> = const { RefCell::new(None) };
+}
+
+/// Starts this thread's mirror queue and dispatcher on the current runtime.
+pub fn start_local(capacity: usize, workers: usize) {
+    let mirror = Mirror::start(capacity, workers);
+    LOCAL.with_borrow_mut(|local| *local = Some(mirror));
+}
+
+/// Offers a copy to this thread's queue (see [`Mirror::offer`]). A thread without a queue drops
+/// the copy and counts it as a full queue.
+pub fn offer_local(job: MirrorJob) {
+    LOCAL.with_borrow(|local| match local {
+        Some(mirror) => mirror.offer(job),
+        None => job.deployment.metrics.mirror_dropped(MirrorDrop::QueueFull),
+    });
 }
 
 /// The sending side of the mirror queue.

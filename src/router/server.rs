@@ -33,7 +33,7 @@ use tokio::{
 use super::{
     auth::Authenticator,
     metrics::{Metrics, NONE, RouteMetrics},
-    mirror::{Mirror, MirrorJob},
+    mirror::{self, MirrorJob},
     pick::percent_roll,
     proxy::{self, Outgoing, ProxyError, enter_serving_thread, strip_hop_by_hop},
     reply::{self, ErrorBody},
@@ -50,9 +50,9 @@ const SCORE_SUFFIX: &str = "/score";
 /// Tunables of the HTTP side.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
-    /// Copies waiting to be mirrored before new ones are dropped.
+    /// Copies waiting to be mirrored (per serving thread) before new ones are dropped.
     pub mirror_queue: usize,
-    /// Copies being delivered at once.
+    /// Copies being delivered at once (per serving thread).
     pub mirror_workers: usize,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
@@ -75,7 +75,8 @@ pub struct Router {
     compiler: Compiler,
     metrics: Metrics,
     unknown: RouteMetrics,
-    mirror: Mirror,
+    mirror_queue: usize,
+    mirror_workers: usize,
     loaded: AtomicBool,
     draining: AtomicBool,
     max_body_bytes: usize,
@@ -89,7 +90,8 @@ impl Router {
             compiler: Compiler::new(metrics.clone()),
             unknown: metrics.route(NONE, NONE),
             metrics,
-            mirror: Mirror::start(options.mirror_queue, options.mirror_workers),
+            mirror_queue: options.mirror_queue,
+            mirror_workers: options.mirror_workers,
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             max_body_bytes: options.max_body_bytes,
@@ -223,7 +225,7 @@ impl Router {
             && let Some((mirror, percent)) = &endpoint.mirror
             && percent_roll() < *percent
         {
-            self.mirror.offer(MirrorJob {
+            mirror::offer_local(MirrorJob {
                 deployment: mirror.clone(),
                 outgoing: outgoing.clone(),
             });
@@ -405,6 +407,7 @@ fn serving_thread(
                 return;
             }
         };
+        mirror::start_local(router.mirror_queue, router.mirror_workers);
         let _ = bound.send(listener.local_addr());
         accept_loop(router, listener, stopped, drain).await;
     });
