@@ -5,6 +5,7 @@ pub mod children;
 pub mod client;
 pub mod conditions;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod ratelimit;
 pub mod run;

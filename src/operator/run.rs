@@ -3,11 +3,12 @@
 
 use futures::future::join_all;
 use kube::runtime::events::{Recorder, Reporter};
-use tracing::info;
+use tracing::{error, info};
 
 use super::{
     client,
     http::{self, Readiness},
+    leader,
     metrics::Metrics,
     ratelimit::RateLimit,
     settings::Settings,
@@ -24,6 +25,10 @@ pub enum RunError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("leader election: {0}")]
+    Leader(#[from] leader::LeaderError),
+    #[error("stepped down as leader ({0}); exiting so that a fresh process campaigns again")]
+    LostLease(leader::Lost),
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -79,6 +84,21 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         }
     };
 
+    // With leader election, the controllers start only once this replica holds the Lease. A
+    // standby is ready (it serves its role); the Lease and the `mlcompute_leader` gauge say who
+    // leads. The Lease has a client of its own, outside the controllers' rate limit.
+    let leadership = if settings.leader.leader_elect {
+        ready.set(true);
+        let config = client::config(settings.kubeconfig.as_deref()).await?;
+        let lease_client = kube::Client::try_from(config).map_err(client::ClientError::Build)?;
+        tokio::select! {
+            l = leader::campaign(lease_client, &settings.leader, &metrics.registry) => Some(l?),
+            _ = stopped() => return Ok(()),
+        }
+    } else {
+        None
+    };
+
     let namespaces: Vec<Option<String>> = match settings.watched_namespaces() {
         Some(list) => list.into_iter().map(Some).collect(),
         None => vec![None],
@@ -95,8 +115,27 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         )));
     }
     ready.set(true);
-    join_all(controllers).await;
-    Ok(())
+    let Some(mut leadership) = leadership else {
+        join_all(controllers).await;
+        return Ok(());
+    };
+    let mut all = std::pin::pin!(join_all(controllers));
+    let lost = tokio::select! {
+        _ = &mut all => None,
+        lost = leadership.lost() => Some(lost),
+    };
+    match lost {
+        None => {
+            leadership.release().await;
+            Ok(())
+        }
+        Some(lost) => {
+            // Another replica may lead from now on: stop at once, writing nothing more.
+            ready.set(false);
+            error!(%lost, identity = leadership.identity(), "lost the leader Lease");
+            Err(RunError::LostLease(lost))
+        }
+    }
 }
 
 fn hostname() -> Option<String> {
