@@ -393,3 +393,6 @@ pub async fn run(
 fn waiting(job: &TrainingJob) -> bool {
     job.status.as_ref().and_then(|s| s.attempts).unwrap_or(0) == 0
 }
+
+#[cfg(test)]
+mod tests;
