@@ -1,0 +1,128 @@
+{{/* Names, labels and the image. */}}
+
+{{- define "mlcompute.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "mlcompute.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else if contains (include "mlcompute.name" .) .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name (include "mlcompute.name" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{- define "mlcompute.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "mlcompute.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: mlcompute
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* Selector labels of one component: (dict "ctx" . "component" "operator"). */}}
+{{- define "mlcompute.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "mlcompute.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "mlcompute.componentLabels" -}}
+{{ include "mlcompute.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "mlcompute.operatorServiceAccount" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (printf "%s-operator" (include "mlcompute.fullname" .)) .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "mlcompute.routerServiceAccount" -}}
+{{- if .Values.router.serviceAccount.create }}
+{{- default (printf "%s-router" (include "mlcompute.fullname" .)) .Values.router.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.router.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "mlcompute.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Pod and container security for the PodSecurity "restricted" profile. */}}
+{{- define "mlcompute.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: 65532
+runAsGroup: 65532
+fsGroup: 65532
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "mlcompute.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/*
+The operator's permissions, one rule per API group, derived from what the controllers access
+(grep `Api<` in src/). Shared by the ClusterRole (all namespaces) and the per-namespace Roles.
+Never a wildcard: tests/chart.rs fails on `*`.
+*/}}
+{{- define "mlcompute.operatorNamespacedRules" -}}
+# Our kinds: watched; status written by server-side apply; owner references with
+# blockOwnerDeletion need update on finalizers where OwnerReferencesPermissionEnforcement is on.
+- apiGroups: ["mlcompute.io"]
+  resources: [trainingjobs, onlineendpoints, onlinedeployments, batchendpoints, batchdeployments, batchjobs, environments]
+  verbs: [get, list, watch]
+- apiGroups: ["mlcompute.io"]
+  resources: [trainingjobs/status, onlineendpoints/status, onlinedeployments/status, batchendpoints/status, batchdeployments/status, batchjobs/status, environments/status]
+  verbs: [get, patch, update]
+- apiGroups: ["mlcompute.io"]
+  resources: [trainingjobs/finalizers, onlineendpoints/finalizers, onlinedeployments/finalizers, batchendpoints/finalizers, batchdeployments/finalizers, batchjobs/finalizers]
+  verbs: [update]
+# Batch invocations create BatchJobs (REST invoke API).
+- apiGroups: ["mlcompute.io"]
+  resources: [batchjobs]
+  verbs: [create]
+# Children: job and batch Pods, rendezvous and deployment Services, MPI hostfiles and routing
+# tables (ConfigMaps), MPI SSH keys and endpoint keys (Secrets).
+- apiGroups: [""]
+  resources: [pods, services, configmaps, secrets]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: ["apps"]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: ["autoscaling"]
+  resources: [horizontalpodautoscalers]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: ["batch"]
+  resources: [jobs]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: ["gateway.networking.k8s.io"]
+  resources: [httproutes]
+  verbs: [get, list, watch, create, patch, delete]
+# Events (kube-runtime's Recorder creates, then patches a series).
+- apiGroups: ["events.k8s.io"]
+  resources: [events]
+  verbs: [create, patch]
+{{- end }}
