@@ -55,17 +55,25 @@ pid_of() {
   case "$exe" in "$MLC_CACHE"/*) echo "$pid" ;; *) return 1 ;; esac
 }
 
-# stop_all: stops exactly the processes recorded in $PIDS, in reverse start order, TERM then KILL.
+# stop_all: stops exactly the processes recorded in $PIDS: TERM to all (newest first), then KILL
+# whatever has not exited after 5 s.
 stop_all() {
-  local c pid i rev=""
+  local c pid i rev="" pids=""
   for c in $COMPONENTS; do rev="$c $rev"; done
   for c in $rev; do
     pid=$(pid_of "$c") || { rm -f "$PIDS/$c.pid"; continue; }
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid" 2>/dev/null || true; sleep 0.2; fi
-    rm -f "$PIDS/$c.pid"
-    step "stopped $c (pid $pid)"
+    pids="$pids $pid"
+  done
+  for i in $(seq 1 50); do
+    local alive=""
+    for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive="$alive $pid"; done
+    [ -z "$alive" ] && break
+    sleep 0.1
+  done
+  for pid in $pids; do kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true; done
+  for c in $rev; do
+    if [ -f "$PIDS/$c.pid" ]; then step "stopped $c (pid $(cat "$PIDS/$c.pid"))"; rm -f "$PIDS/$c.pid"; fi
   done
 }
 

@@ -422,7 +422,7 @@ impl Decider<'_> {
             (
                 Phase::Running,
                 reason::RUNNING,
-                format!("{} instances running", instances.len()),
+                format!("all {} instances running", instances.len()),
             )
         };
         if matches!(phase, Phase::Starting | Phase::Running)

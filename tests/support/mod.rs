@@ -165,10 +165,18 @@ impl Operator {
 
     /// As [`Operator::start`], with extra flags.
     pub fn start_with(namespace: &str, extra: &[&str]) -> Self {
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("mlcompute-operator-{namespace}.log")))
-            .expect("operator log file");
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("mlcompute-operator-{namespace}.log")),
+        )
+        .expect("operator log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_mlcompute"))
-            .args(["operator", "--kubeconfig", &kubeconfig_path(), "--namespaces", namespace])
+            .args([
+                "operator",
+                "--kubeconfig",
+                &kubeconfig_path(),
+                "--namespaces",
+                namespace,
+            ])
             .args(["--metrics-addr", "127.0.0.1:0"])
             .args(extra)
             .env("RUST_LOG", "info,mlcompute=debug")
@@ -176,7 +184,10 @@ impl Operator {
             .stderr(log)
             .spawn()
             .expect("start the mlcompute operator");
-        Self { child, namespace: namespace.to_string() }
+        Self {
+            child,
+            namespace: namespace.to_string(),
+        }
     }
 
     /// Path of this operator's log file (for failure messages).
