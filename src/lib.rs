@@ -5,6 +5,9 @@
 
 pub mod api;
 pub mod batch;
+pub mod batch_deployment;
+pub mod batch_endpoint;
+pub mod batch_job;
 pub mod cli;
 pub mod operator;
 pub mod router;

@@ -11,12 +11,14 @@
 //! - [`threshold`] — `errorThreshold`.
 //! - [`driver`] — one instance from start to end.
 //! - [`pod_env`] — the environment the BatchJob controller gives a driver pod (pure).
+//! - [`pod_progress`] — progress as an annotation on the driver's own Pod, for the BatchJob status.
 
 pub mod driver;
 pub mod journal;
 pub mod output;
 pub mod plan;
 pub mod pod_env;
+pub mod pod_progress;
 pub mod progress;
 pub mod protocol;
 pub mod shim;

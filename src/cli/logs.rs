@@ -22,7 +22,7 @@ use crate::{
 
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
-    /// What to show: `trainingjob/NAME` (or `tj/NAME`).
+    /// What to show: `trainingjob/NAME` (or `tj/NAME`), `batchjob/NAME` (or `bj/NAME`).
     pub target: String,
     /// Keep streaming until the job finishes, including the Pods of later attempts.
     #[arg(short, long)]
@@ -41,7 +41,10 @@ pub async fn run(args: LogsArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("expected KIND/NAME, e.g. trainingjob/{}", args.target))?;
     match kind {
         "trainingjob" | "trainingjobs" | "tj" => training_job(&args, name).await,
-        other => bail!("logs of {other:?} are not supported; use trainingjob/NAME"),
+        "batchjob" | "batchjobs" | "bj" => super::batch_logs::run(&args, name).await,
+        other => {
+            bail!("logs of {other:?} are not supported; use trainingjob/NAME or batchjob/NAME")
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod batch;
 pub mod batch_driver;
+pub mod batch_logs;
 pub mod crd;
 pub mod endpoint;
 pub mod endpoint_invoke;
@@ -50,6 +52,14 @@ pub enum Command {
     },
     /// Stream the logs of every instance of a job.
     Logs(logs::LogsArgs),
+    /// Verbs on batch endpoints: invoke (submit a BatchJob), show (its progress).
+    Batch {
+        #[command(subcommand)]
+        command: batch::BatchCommand,
+    },
+    /// Copy this binary to a path (the batch driver Pods' init container uses it).
+    #[command(hide = true)]
+    CopyBinary(batch::CopyBinaryArgs),
     /// Verbs on online endpoints (invoke).
     Endpoint {
         #[command(subcommand)]
@@ -72,5 +82,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Operator(settings) => operator::run(settings).await,
         Command::Job { command } => job::run(command).await,
         Command::Logs(args) => logs::run(args).await,
+        Command::Batch { command } => batch::run(command).await,
+        Command::CopyBinary(args) => batch::copy_binary(&args),
     }
 }

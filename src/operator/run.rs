@@ -113,6 +113,32 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             settings.concurrency,
             stopped(),
         )));
+        controllers.push(tokio::spawn(crate::batch_endpoint::run(
+            client.clone(),
+            metrics.clone(),
+            recorder.clone(),
+            ns.clone(),
+            settings.concurrency,
+            settings.batch.router_url.clone(),
+            stopped(),
+        )));
+        controllers.push(tokio::spawn(crate::batch_deployment::run(
+            client.clone(),
+            metrics.clone(),
+            recorder.clone(),
+            ns.clone(),
+            settings.concurrency,
+            stopped(),
+        )));
+        controllers.push(tokio::spawn(crate::batch_job::run(
+            client.clone(),
+            metrics.clone(),
+            recorder.clone(),
+            ns.clone(),
+            settings.concurrency,
+            settings.batch.driver_image.clone(),
+            stopped(),
+        )));
     }
     ready.set(true);
     let Some(mut leadership) = leadership else {

@@ -28,6 +28,9 @@ pub struct Settings {
     /// Kubeconfig to use; default: in-cluster config or $KUBECONFIG.
     #[arg(long, env = "MLCOMPUTE_KUBECONFIG")]
     pub kubeconfig: Option<std::path::PathBuf>,
+    /// Batch controllers: the driver image and the router URL.
+    #[command(flatten)]
+    pub batch: crate::batch_job::BatchControllerSettings,
     /// Leader election (for more than one replica).
     #[command(flatten)]
     pub leader: super::leader::LeaderSettings,

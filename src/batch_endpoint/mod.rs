@@ -1,0 +1,338 @@
+//! The BatchEndpoint controller: resolves the endpoint's default deployment and reports whether jobs
+//! submitted without a deployment can run, plus the REST invoke URI. No children.
+//!
+//! Stages: look the default BatchDeployment up in the cache → [`status`] (pure) → patch status when
+//! it changed, with an Event when `Ready` flips (a missing default deployment is a Warning).
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::Recorder,
+        reflector::{self, ObjectRef, Store, reflector},
+        watcher,
+    },
+};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::{
+    api::{
+        batch_deployment::BatchDeployment,
+        batch_endpoint::{BatchEndpoint, BatchEndpointStatus},
+        common::condition_types::{READY, RESOLVED},
+        online_endpoint::ProvisioningState,
+    },
+    batch_job::kube_io,
+    operator::{conditions, error_backoff, error_category, metrics::Metrics},
+};
+
+const CONTROLLER: &str = "batchendpoint";
+
+/// Errors of the BatchEndpoint controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("patching status")]
+    PatchStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// A bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::PatchStatus(e) => error_category(e),
+        }
+    }
+}
+
+/// The path of the REST invoke API of endpoint `name`, under the router's base URL.
+pub fn invoke_uri(router_url: &str, name: &str) -> String {
+    format!(
+        "{}/api/v1/batch/{name}/invoke",
+        router_url.trim_end_matches('/')
+    )
+}
+
+/// Whether jobs without a deployment can run, and why not (pure).
+pub fn default_deployment_state(
+    endpoint: &BatchEndpoint,
+    default: Option<&BatchDeployment>,
+) -> (bool, &'static str, String) {
+    let Some(name) = endpoint.spec.defaults.deployment_name.as_deref() else {
+        return (
+            false,
+            "NoDefaultDeployment",
+            "defaults.deploymentName is not set: no valid deployments to route to; jobs must name a deployment".into(),
+        );
+    };
+    let Some(d) = default else {
+        return (
+            false,
+            "DefaultDeploymentNotFound",
+            format!("default deployment {name:?} does not exist in this namespace"),
+        );
+    };
+    if d.spec.endpoint_name != endpoint.name_any() {
+        return (
+            false,
+            "DefaultDeploymentOfAnotherEndpoint",
+            format!(
+                "default deployment {name:?} belongs to endpoint {:?}",
+                d.spec.endpoint_name
+            ),
+        );
+    }
+    let resolved = d.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == RESOLVED)
+            .map(|c| (c.status == "True", c.message.clone()))
+    });
+    match resolved {
+        Some((true, _)) => (
+            true,
+            "DefaultDeploymentReady",
+            format!("jobs without a deployment run on {name:?}"),
+        ),
+        Some((false, why)) => (
+            false,
+            "DefaultDeploymentNotReady",
+            format!("default deployment {name:?} is not ready: {why}"),
+        ),
+        None => (
+            false,
+            "DefaultDeploymentNotReady",
+            format!("default deployment {name:?} has not been checked yet"),
+        ),
+    }
+}
+
+/// The endpoint's status (pure).
+pub fn status(
+    endpoint: &BatchEndpoint,
+    default: Option<&BatchDeployment>,
+    router_url: &str,
+    now: &Time,
+) -> BatchEndpointStatus {
+    let mut s = endpoint.status.clone().unwrap_or_default();
+    let generation = endpoint.metadata.generation;
+    let (ready, reason, message) = default_deployment_state(endpoint, default);
+    conditions::set(
+        &mut s.conditions,
+        READY,
+        ready,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    s.observed_generation = generation;
+    s.provisioning_state = Some(ProvisioningState::Succeeded);
+    s.invoke_uri = Some(invoke_uri(router_url, &endpoint.name_any()));
+    s
+}
+
+/// Caches and shared handles.
+pub struct Ctx {
+    pub client: Client,
+    pub deployments: Store<BatchDeployment>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub router_url: String,
+}
+
+/// Reconciles one BatchEndpoint.
+pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[CONTROLLER])
+        .start_timer();
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[CONTROLLER])
+        .inc();
+    let default = e.spec.defaults.deployment_name.as_deref().and_then(|d| {
+        ctx.deployments
+            .get(&ObjectRef::new(d).within(&e.namespace().unwrap_or_default()))
+    });
+    let new = status(
+        &e,
+        default.as_deref(),
+        &ctx.router_url,
+        &Time(Timestamp::now()),
+    );
+    if e.status.as_ref() == Some(&new) {
+        return Ok(Action::await_change());
+    }
+    let before = e.status.as_ref().and_then(|s| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    });
+    kube_io::patch_status(&ctx.client, &*e, &new)
+        .await
+        .map_err(Error::PatchStatus)?;
+    if let Some(c) = new.conditions.iter().find(|c| c.type_ == READY)
+        && before.as_ref() != Some(&(c.status.clone(), c.reason.clone()))
+    {
+        kube_io::publish(
+            &ctx.recorder,
+            &*e,
+            c.status != "True",
+            &c.reason,
+            &c.message,
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(_e: Arc<BatchEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let category = err.category();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[CONTROLLER, category])
+        .inc();
+    warn!(error = %err, source = ?std::error::Error::source(err), category, "reconcile failed");
+    Action::requeue(error_backoff(category, 0))
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    recorder: Recorder,
+    namespace: Option<String>,
+    concurrency: u16,
+    router_url: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (endpoints_api, deployments_api): (Api<BatchEndpoint>, Api<BatchDeployment>) =
+        match &namespace {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+    let (deployments, w) = reflector::store();
+    let d_stream = reflector(
+        w,
+        watcher(deployments_api, watcher::Config::default()).default_backoff(),
+    );
+    let controller = Controller::new(endpoints_api, watcher::Config::default());
+    let endpoints = controller.store();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        deployments,
+        metrics,
+        recorder,
+        router_url,
+    });
+    info!(
+        namespace = namespace.as_deref().unwrap_or("*"),
+        "starting BatchEndpoint controller"
+    );
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        // A deployment wakes its own endpoint and any endpoint naming it as default.
+        .watches_stream(d_stream.touched_objects(), move |d: BatchDeployment| {
+            let ns = d.namespace();
+            let name = d.name_any();
+            endpoints
+                .state()
+                .iter()
+                .filter(|e| {
+                    e.namespace() == ns
+                        && (e.name_any() == d.spec.endpoint_name
+                            || e.spec.defaults.deployment_name.as_deref() == Some(&name))
+                })
+                .map(|e| ObjectRef::from_obj(&**e))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| {
+            async move {
+                if let Err(err) = res {
+                    tracing::debug!(%err, "reconcile loop");
+                }
+            }
+            .instrument(info_span!("batchendpoint"))
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn endpoint(default: Option<&str>) -> BatchEndpoint {
+        serde_json::from_value(json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",
+            "metadata": { "name": "scorer", "namespace": "ns", "generation": 1 },
+            "spec": { "defaults": { "deploymentName": default } }
+        }))
+        .unwrap()
+    }
+
+    fn deployment(endpoint: &str, resolved: Option<bool>) -> BatchDeployment {
+        let mut d: BatchDeployment = serde_json::from_value(json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchDeployment",
+            "metadata": { "name": "blue", "namespace": "ns" },
+            "spec": { "endpointName": endpoint, "model": "pvc://m/x", "image": "python:3.12",
+                      "codeConfiguration": { "code": "configmap://c", "scoringScript": "s.py" } }
+        }))
+        .unwrap();
+        if let Some(ok) = resolved {
+            let mut s = crate::api::batch_deployment::BatchDeploymentStatus::default();
+            let t = Time(Timestamp::from_second(1).unwrap());
+            conditions::set(&mut s.conditions, RESOLVED, ok, "X", "why", None, &t);
+            d.status = Some(s);
+        }
+        d
+    }
+
+    #[test]
+    fn default_deployment_reasons() {
+        let reason =
+            |e: &BatchEndpoint, d: Option<&BatchDeployment>| default_deployment_state(e, d).1;
+        assert_eq!(reason(&endpoint(None), None), "NoDefaultDeployment");
+        assert_eq!(
+            reason(&endpoint(Some("blue")), None),
+            "DefaultDeploymentNotFound"
+        );
+        let other = deployment("other", Some(true));
+        assert_eq!(
+            reason(&endpoint(Some("blue")), Some(&other)),
+            "DefaultDeploymentOfAnotherEndpoint"
+        );
+        let pending = deployment("scorer", Some(false));
+        assert_eq!(
+            reason(&endpoint(Some("blue")), Some(&pending)),
+            "DefaultDeploymentNotReady"
+        );
+        let ok = deployment("scorer", Some(true));
+        assert!(default_deployment_state(&endpoint(Some("blue")), Some(&ok)).0);
+    }
+
+    #[test]
+    fn status_carries_the_invoke_uri() {
+        let t = Time(Timestamp::from_second(1).unwrap());
+        let s = status(&endpoint(None), None, "http://router:8080/", &t);
+        assert_eq!(
+            s.invoke_uri.as_deref(),
+            Some("http://router:8080/api/v1/batch/scorer/invoke")
+        );
+        assert!(!conditions::is_true(&s.conditions, READY));
+        assert_eq!(s.observed_generation, Some(1));
+    }
+}

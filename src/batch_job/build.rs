@@ -1,0 +1,569 @@
+//! The desired children of a BatchJob (pure): an Indexed batch/v1 Job running `mlcompute
+//! batch-driver`, and the ServiceAccount, Role and RoleBinding that let each driver Pod write its
+//! progress annotation on itself.
+//!
+//! The driver Pod runs the deployment's image (the user's Python environment, which the scoring script
+//! needs). The `mlcompute` binary gets there through an init container of the mlcompute image
+//! (`--driver-image`), which copies itself (`mlcompute copy-binary`) into an emptyDir mounted at
+//! [`BIN_DIR`]. Model and code are mounted (`pvc://`, `configmap://`) or downloaded into an emptyDir by
+//! a second init container (`https://`), as for online deployments.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        batch::v1::{
+            Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+            PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+        },
+        core::v1::{
+            ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+            LocalObjectReference, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSpec,
+            PodTemplateSpec, ResourceRequirements, ServiceAccount, Volume, VolumeMount,
+        },
+        rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+use kube::ResourceExt;
+
+use super::resolve::Target;
+use crate::{
+    api::{
+        batch_job::{BatchInputType, BatchJob},
+        common::DataUri,
+    },
+    batch::pod_env::{PodPaths, driver_env},
+    cli::batch_driver::{EXIT_THRESHOLD_CROSSED, EXIT_WORKER_START_FAILED},
+    operator::children::{child_meta, labels},
+    training::data::{FETCH_FN, sh_quote},
+};
+
+/// Where the `mlcompute` binary is copied to in the driver Pod.
+pub const BIN_DIR: &str = "/opt/mlcompute/bin";
+/// The scoring code (as Azure ML's `/var/azureml-app`).
+pub const CODE_DIR: &str = "/var/azureml-app";
+pub const MODEL_DIR: &str = "/mnt/azureml/model";
+pub const INPUT_DIR: &str = "/mnt/azureml/inputs";
+pub const OUTPUT_DIR: &str = "/mnt/azureml/outputs/score";
+/// Scratch space for `https://` downloads.
+pub const DOWNLOADS_DIR: &str = "/mnt/azureml/downloads";
+/// Name of the driver container (the Job's pod failure policy refers to it).
+pub const DRIVER_CONTAINER: &str = "driver";
+/// `app.kubernetes.io/component` of the driver Pods.
+pub const COMPONENT: &str = "batch-driver";
+/// Exit code of a usage error (clap), which no retry fixes either.
+const EXIT_USAGE: i32 = 2;
+
+/// Name of the ServiceAccount, Role and RoleBinding of a job's driver Pods.
+pub fn driver_account_name(job: &BatchJob) -> String {
+    format!("{}-driver", job.name_any())
+}
+
+/// The instance count of the job: the override, else the deployment's.
+pub fn instance_count(job: &BatchJob, target: &Target) -> i32 {
+    job.spec
+        .overrides
+        .as_ref()
+        .and_then(|o| o.instance_count)
+        .unwrap_or(target.deployment.resources.instance_count)
+}
+
+/// Pod-level retries: the mini-batch retry setting (override wins). A retried Pod resumes its shard,
+/// skipping mini-batches already done.
+pub fn backoff_limit(job: &BatchJob, target: &Target) -> i32 {
+    job.spec
+        .overrides
+        .as_ref()
+        .and_then(|o| o.max_retries)
+        .unwrap_or(target.deployment.settings.retry_settings.max_retries)
+}
+
+fn mount(name: &str, path: &str, sub_path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        sub_path: (!sub_path.is_empty()).then(|| sub_path.to_string()),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// Volumes, mounts and download steps for model, code, input and output.
+#[derive(Default)]
+struct Data {
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+    fetch: Vec<String>,
+}
+
+impl Data {
+    fn claim(&mut self, claim: &str) -> String {
+        if let Some(v) = self.volumes.iter().find(|v| {
+            v.persistent_volume_claim
+                .as_ref()
+                .is_some_and(|p| p.claim_name == claim)
+        }) {
+            return v.name.clone();
+        }
+        let name = format!(
+            "claim-{}",
+            self.volumes
+                .iter()
+                .filter(|v| v.persistent_volume_claim.is_some())
+                .count()
+        );
+        self.volumes.push(Volume {
+            name: name.clone(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: claim.into(),
+                read_only: None,
+            }),
+            ..Volume::default()
+        });
+        name
+    }
+
+    fn downloads(&mut self) {
+        if !self.volumes.iter().any(|v| v.name == "downloads") {
+            self.volumes.push(empty_dir("downloads"));
+            self.mounts
+                .push(mount("downloads", DOWNLOADS_DIR, "", false));
+        }
+    }
+
+    /// Makes `uri` readable at a path; returns that path. `file` says whether it names a file.
+    fn read_only(&mut self, uri: &str, at: &str, download_as: &str, file: bool) -> Option<String> {
+        match uri.parse::<DataUri>().ok()? {
+            DataUri::Pvc { claim, path } => {
+                let vol = self.claim(&claim);
+                let target = if file {
+                    let base = path.rsplit('/').next().unwrap_or("input");
+                    format!("{at}/{base}")
+                } else {
+                    at.to_string()
+                };
+                self.mounts.push(mount(&vol, &target, &path, true));
+                Some(target)
+            }
+            DataUri::Https(url) => {
+                self.downloads();
+                let name = url
+                    .split(['?', '#'])
+                    .next()
+                    .and_then(|u| u.rsplit('/').next())
+                    .filter(|f| !f.is_empty())
+                    .unwrap_or("data");
+                let dir = format!("{DOWNLOADS_DIR}/{download_as}");
+                let target = format!("{dir}/{name}");
+                self.fetch
+                    .push(format!("fetch {} {}", sh_quote(&url), sh_quote(&target)));
+                Some(if file { target } else { dir })
+            }
+            DataUri::ConfigMap(name) => {
+                self.volumes.push(Volume {
+                    name: "code".into(),
+                    config_map: Some(ConfigMapVolumeSource {
+                        name,
+                        ..ConfigMapVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                });
+                self.mounts.push(mount("code", at, "", true));
+                Some(at.to_string())
+            }
+        }
+    }
+}
+
+/// The Indexed Job.
+pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
+    let d = &target.deployment;
+    let r = &target.resolved;
+    let n = instance_count(bj, target);
+    let mut data = Data::default();
+
+    // Code, model, input: read-only; output: the shared writable folder.
+    data.read_only(&d.code_configuration.code, CODE_DIR, "code", false);
+    let model_dir = data.read_only(&d.model, MODEL_DIR, "model", false);
+    let input_is_file = bj.spec.input.type_ == BatchInputType::UriFile;
+    let input = data
+        .read_only(
+            &bj.spec.input.path,
+            &format!("{INPUT_DIR}/input"),
+            "input",
+            input_is_file,
+        )
+        .unwrap_or_else(|| format!("{INPUT_DIR}/input"));
+    if let Ok(DataUri::Pvc { claim, path }) = target.output_location.parse::<DataUri>() {
+        let vol = data.claim(&claim);
+        data.mounts.push(mount(&vol, OUTPUT_DIR, &path, false));
+    }
+    data.volumes.push(empty_dir("mlcompute-bin"));
+    data.mounts.push(mount("mlcompute-bin", BIN_DIR, "", true));
+
+    let script = format!("{CODE_DIR}/{}", d.code_configuration.scoring_script);
+    let paths = PodPaths {
+        input: input.as_ref(),
+        output: OUTPUT_DIR.as_ref(),
+        scoring_script: script.as_ref(),
+        model_dir: model_dir.as_deref().map(AsRef::as_ref),
+    };
+    let driver_vars = driver_env(&d.settings, bj.spec.overrides.as_ref(), n, paths);
+    // The Environment's variables first; anything the driver sets replaces them.
+    let mut vars: Vec<EnvVar> = r
+        .environment_variables
+        .iter()
+        .filter(|(k, _)| !driver_vars.iter().any(|(dk, _)| dk == *k))
+        .map(|(k, v)| env(k, v.clone()))
+        .collect();
+    vars.extend(driver_vars.into_iter().map(|(k, v)| env(&k, v)));
+    vars.push(field_env("POD_NAME", "metadata.name"));
+    vars.push(field_env("POD_NAMESPACE", "metadata.namespace"));
+    vars.push(env("MLCOMPUTE_PROGRESS_ANNOTATE", "1"));
+
+    let driver = Container {
+        name: DRIVER_CONTAINER.into(),
+        image: Some(r.image.clone()),
+        command: Some(vec![format!("{BIN_DIR}/mlcompute"), "batch-driver".into()]),
+        working_dir: Some(CODE_DIR.into()),
+        env: Some(vars),
+        resources: Some(ResourceRequirements {
+            requests: Some(r.resources.requests.clone()).filter(|m| !m.is_empty()),
+            limits: Some(r.resources.limits.clone()).filter(|m| !m.is_empty()),
+            ..ResourceRequirements::default()
+        }),
+        volume_mounts: Some(data.mounts.clone()),
+        // The driver's last stderr line (its reason) lands in the Pod's terminated state.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Container::default()
+    };
+    let mut init = vec![Container {
+        name: "install-mlcompute".into(),
+        image: Some(driver_image.into()),
+        command: Some(vec![
+            "mlcompute".into(),
+            "copy-binary".into(),
+            format!("{BIN_DIR}/mlcompute"),
+        ]),
+        volume_mounts: Some(vec![mount("mlcompute-bin", BIN_DIR, "", false)]),
+        ..Container::default()
+    }];
+    if !data.fetch.is_empty() {
+        init.push(Container {
+            name: "fetch-data".into(),
+            image: Some(r.image.clone()),
+            command: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("set -e\n{FETCH_FN}\n{}", data.fetch.join("\n")),
+            ]),
+            volume_mounts: Some(vec![mount("downloads", DOWNLOADS_DIR, "", false)]),
+            ..Container::default()
+        });
+    }
+
+    let annotations: BTreeMap<String, String> = bj
+        .annotations()
+        .iter()
+        .filter(|(k, _)| {
+            !k.starts_with("kubectl.kubernetes.io/") && !k.starts_with("mlcompute.io/")
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let exit_codes = |codes: Vec<i32>| PodFailurePolicyRule {
+        action: "FailJob".into(),
+        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+            container_name: Some(DRIVER_CONTAINER.into()),
+            operator: "In".into(),
+            values: codes,
+        }),
+        ..PodFailurePolicyRule::default()
+    };
+    Job {
+        metadata: child_meta(bj, bj.name_any(), COMPONENT),
+        spec: Some(JobSpec {
+            completion_mode: Some("Indexed".into()),
+            completions: Some(n),
+            parallelism: Some(n),
+            backoff_limit: Some(backoff_limit(bj, target)),
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![
+                    // Crossing the error threshold, a scoring script that cannot start, or bad
+                    // settings: no retry changes the outcome.
+                    exit_codes(vec![
+                        EXIT_USAGE,
+                        EXIT_THRESHOLD_CROSSED,
+                        EXIT_WORKER_START_FAILED,
+                    ]),
+                    // Evictions and preemptions are not the job's fault.
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".into(),
+                            status: Some("True".into()),
+                        }]),
+                        ..PodFailurePolicyRule::default()
+                    },
+                ],
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(bj, COMPONENT)),
+                    annotations: Some(annotations).filter(|a| !a.is_empty()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: Some(driver_account_name(bj)),
+                    init_containers: Some(init),
+                    containers: vec![driver],
+                    volumes: Some(data.volumes),
+                    node_selector: Some(r.node_selector.clone()).filter(|m| !m.is_empty()),
+                    tolerations: Some(r.tolerations.clone()).filter(|t| !t.is_empty()),
+                    image_pull_secrets: Some(
+                        r.image_pull_secrets
+                            .iter()
+                            .map(|s| LocalObjectReference { name: s.clone() })
+                            .collect::<Vec<_>>(),
+                    )
+                    .filter(|s| !s.is_empty()),
+                    enable_service_links: Some(false),
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The driver Pods' ServiceAccount.
+pub fn service_account(bj: &BatchJob) -> ServiceAccount {
+    ServiceAccount {
+        metadata: child_meta(bj, driver_account_name(bj), COMPONENT),
+        ..ServiceAccount::default()
+    }
+}
+
+/// May read and patch Pods in the namespace: each driver writes its own progress annotation. (Pod
+/// names of an Indexed Job are random, so `resourceNames` cannot narrow it further.)
+pub fn role(bj: &BatchJob) -> Role {
+    Role {
+        metadata: child_meta(bj, driver_account_name(bj), COMPONENT),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["pods".into()]),
+            verbs: vec!["get".into(), "patch".into()],
+            ..PolicyRule::default()
+        }]),
+    }
+}
+
+/// Binds [`role`] to [`service_account`].
+pub fn role_binding(bj: &BatchJob) -> RoleBinding {
+    let name = driver_account_name(bj);
+    RoleBinding {
+        metadata: child_meta(bj, name.clone(), COMPONENT),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name,
+            namespace: bj.namespace(),
+            ..Subject::default()
+        }]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::batch_job::resolve::{JobResolution, resolve};
+
+    fn target(job: &BatchJob) -> Target {
+        let e = serde_json::from_value(json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",
+            "metadata": { "name": "scorer", "namespace": "ns" },
+            "spec": { "defaults": { "deploymentName": "blue", "outputPath": "pvc://results/batch" } }
+        }))
+        .unwrap();
+        let d: crate::api::batch_deployment::BatchDeployment = serde_json::from_value(json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchDeployment",
+            "metadata": { "name": "blue", "namespace": "ns" },
+            "spec": { "endpointName": "scorer", "model": "https://models.example.com/m.onnx?sig=1",
+                      "image": "python:3.12", "resources": { "instanceCount": 2 },
+                      "settings": { "miniBatchSize": 20, "environmentVariables": { "LABELS": "a,b" } },
+                      "codeConfiguration": { "code": "configmap://score", "scoringScript": "score.py" } }
+        }))
+        .unwrap();
+        let found = crate::batch_deployment::resolve::Found {
+            endpoint_exists: true,
+            ..Default::default()
+        };
+        let r = crate::batch_deployment::resolve::resolve(&d.spec, found);
+        match resolve(job, Some(&e), |_| Some((d.clone(), r))) {
+            JobResolution::Ready(t) => *t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn bj(overrides: serde_json::Value) -> BatchJob {
+        serde_json::from_value(json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
+            "metadata": { "name": "scorer-abc12", "namespace": "ns", "uid": "u1",
+                          "annotations": { "sidecar.istio.io/inject": "false",
+                                           "kubectl.kubernetes.io/last-applied-configuration": "{}" } },
+            "spec": { "endpointName": "scorer", "input": { "path": "pvc://data/images/2026" },
+                      "overrides": overrides }
+        }))
+        .unwrap()
+    }
+
+    fn env_of(job: &Job) -> BTreeMap<String, String> {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        pod.containers[0]
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    e.value.clone().unwrap_or_else(|| "<ref>".into()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_indexed_job_with_one_instance_per_shard() {
+        let b = bj(json!(null));
+        let j = job(&b, &target(&b), "ghcr.io/mlcompute/mlcompute:0.1.0");
+        let spec = j.spec.as_ref().unwrap();
+        assert_eq!(spec.completion_mode.as_deref(), Some("Indexed"));
+        assert_eq!((spec.completions, spec.parallelism), (Some(2), Some(2)));
+        assert_eq!(spec.backoff_limit, Some(3));
+        let rules = &spec.pod_failure_policy.as_ref().unwrap().rules;
+        let codes = &rules[0].on_exit_codes.as_ref().unwrap().values;
+        assert_eq!(rules[0].action, "FailJob");
+        assert!(codes.contains(&3) && codes.contains(&4), "{codes:?}");
+        assert_eq!(j.owner_references()[0].uid, "u1");
+        let env = env_of(&j);
+        assert_eq!(env["MLCOMPUTE_BATCH_INSTANCE_COUNT"], "2");
+        assert_eq!(env["MLCOMPUTE_BATCH_MINI_BATCH_SIZE"], "20");
+        assert_eq!(env["MLCOMPUTE_BATCH_INPUT"], "/mnt/azureml/inputs/input");
+        assert_eq!(env["MLCOMPUTE_BATCH_OUTPUT"], OUTPUT_DIR);
+        assert_eq!(
+            env["MLCOMPUTE_BATCH_SCORING_SCRIPT"],
+            "/var/azureml-app/score.py"
+        );
+        assert_eq!(env["AZUREML_MODEL_DIR"], "/mnt/azureml/downloads/model");
+        assert_eq!(env["MLCOMPUTE_PROGRESS_ANNOTATE"], "1");
+        assert_eq!(env["POD_NAME"], "<ref>");
+        assert_eq!(env["LABELS"], "a,b");
+
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("scorer-abc12-driver")
+        );
+        let init = pod.init_containers.as_ref().unwrap();
+        assert_eq!(
+            init[0].image.as_deref(),
+            Some("ghcr.io/mlcompute/mlcompute:0.1.0")
+        );
+        assert_eq!(init[0].command.as_ref().unwrap()[1], "copy-binary");
+        assert!(init[1].command.as_ref().unwrap()[2].contains(
+            "fetch 'https://models.example.com/m.onnx?sig=1' '/mnt/azureml/downloads/model/m.onnx'"
+        ));
+        let main = &pod.containers[0];
+        assert_eq!(main.image.as_deref(), Some("python:3.12"));
+        assert_eq!(
+            main.command.as_ref().unwrap()[0],
+            "/opt/mlcompute/bin/mlcompute"
+        );
+        let mounts = main.volume_mounts.as_ref().unwrap();
+        let at = |p: &str| mounts.iter().find(|m| m.mount_path == p).unwrap();
+        assert_eq!(
+            at("/mnt/azureml/inputs/input").sub_path.as_deref(),
+            Some("images/2026")
+        );
+        assert_eq!(
+            at(OUTPUT_DIR).sub_path.as_deref(),
+            Some("batch/scorer-abc12")
+        );
+        assert_eq!(at(OUTPUT_DIR).read_only, None);
+        let annotations = spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap();
+        assert_eq!(annotations.len(), 1, "{annotations:?}");
+        assert_eq!(annotations["sidecar.istio.io/inject"], "false");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let b = bj(json!({ "instanceCount": 4, "miniBatchSize": 5, "maxRetries": 0 }));
+        let j = job(&b, &target(&b), "img");
+        let spec = j.spec.as_ref().unwrap();
+        assert_eq!((spec.completions, spec.backoff_limit), (Some(4), Some(0)));
+        let env = env_of(&j);
+        assert_eq!(env["MLCOMPUTE_BATCH_INSTANCE_COUNT"], "4");
+        assert_eq!(env["MLCOMPUTE_BATCH_MINI_BATCH_SIZE"], "5");
+    }
+
+    #[test]
+    fn the_driver_may_patch_pods_and_nothing_else() {
+        let b = bj(json!(null));
+        let rules = role(&b).rules.unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(
+            rules[0].resources.as_deref(),
+            Some(&["pods".to_string()][..])
+        );
+        assert_eq!(rules[0].verbs, vec!["get", "patch"]);
+        let rb = role_binding(&b);
+        assert_eq!(rb.subjects.unwrap()[0].namespace.as_deref(), Some("ns"));
+    }
+}

@@ -1,0 +1,61 @@
+//! The two writes every batch controller makes besides its children: a server-side-applied status,
+//! and an Event. Shared by the BatchEndpoint, BatchDeployment and BatchJob controllers.
+
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType, Recorder},
+};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::json;
+
+use crate::operator::children::MANAGER;
+
+/// Applies `status` to `obj`'s status subresource (server-side apply, field manager `mlcompute`).
+pub async fn patch_status<K, S>(
+    client: &kube::Client,
+    obj: &K,
+    status: &S,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
+    let patch =
+        json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Publishes an Event on `obj`; a failure is logged, never fatal.
+pub async fn publish<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    obj: &K,
+    warning: bool,
+    reason: &str,
+    message: &str,
+) {
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.to_string(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(%err, "publishing event failed");
+    }
+}

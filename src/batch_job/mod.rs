@@ -1,0 +1,368 @@
+//! The BatchJob controller: one invocation of a batch endpoint becomes an Indexed batch/v1 Job whose
+//! instances run `mlcompute batch-driver` over their shard of the input.
+//!
+//! Stages: [`resolve`] (endpoint → deployment → environment and instance type, from caches; pure) →
+//! [`status::decide`] (pure: create, cancel, phase, counters) → apply (ServiceAccount, Role,
+//! RoleBinding, Job: create once; delete on cancel) → status (written only when it changed) → Event on
+//! a phase change.
+//!
+//! Progress: each driver Pod writes its counters into its own annotation `mlcompute.io/progress`
+//! ([`crate::batch::pod_progress`]); the controller watches the Job's Pods and sums them into status.
+//! Outcome: the Job's conditions, and the driver's exit codes (3: error threshold, 4: the scoring
+//! script cannot start, 2: bad settings), which the Job's pod failure policy turns into an immediate
+//! failure instead of retries.
+//!
+//! Operator RBAC this needs (for the chart): `batch/jobs` create, delete, get, list, watch; `pods` get,
+//! list, watch, patch; `serviceaccounts` create; `rbac.authorization.k8s.io` `roles` and `rolebindings`
+//! create (the operator must itself hold pods get/patch to grant them); `batchjobs/status`,
+//! `batchendpoints/status`, `batchdeployments/status` patch; `events` create, patch.
+
+pub mod build;
+pub mod error;
+pub mod invoke;
+pub mod kube_io;
+pub mod resolve;
+pub mod status;
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::{batch::v1::Job, core::v1::Pod},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, PostParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::Recorder,
+        reflector::{self, ObjectRef, Store, reflector},
+        watcher,
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+use tracing::{Instrument, info, info_span, warn};
+
+pub use error::Error;
+
+use self::{resolve::JobResolution, status::Plan};
+use crate::{
+    api::{
+        batch_deployment::BatchDeployment, batch_endpoint::BatchEndpoint, batch_job::BatchJob,
+        environment::Environment, instance_type::InstanceType,
+    },
+    batch_deployment::resolve_from_stores,
+    operator::{
+        children::MANAGER, error_backoff, is_already_exists, is_not_found, metrics::Metrics,
+    },
+};
+
+const CONTROLLER: &str = "batchjob";
+
+/// Operator flags of the batch controllers.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BatchControllerSettings {
+    /// Image holding the `mlcompute` binary; an init container copies it into each batch driver Pod,
+    /// whose main container runs the deployment's (Python) image.
+    #[arg(long, env = "MLCOMPUTE_DRIVER_IMAGE", default_value = concat!("ghcr.io/mlcompute/mlcompute:", env!("CARGO_PKG_VERSION")))]
+    pub driver_image: String,
+    /// Base URL of the router, for BatchEndpoints' `status.invokeUri` (empty: the path alone).
+    #[arg(long, env = "MLCOMPUTE_ROUTER_URL", default_value = "")]
+    pub router_url: String,
+}
+
+/// Caches and shared handles.
+pub struct Ctx {
+    pub client: Client,
+    pub endpoints: Store<BatchEndpoint>,
+    pub deployments: Store<BatchDeployment>,
+    pub environments: Store<Environment>,
+    pub instance_types: Store<InstanceType>,
+    pub jobs: Store<Job>,
+    pub pods: Store<Pod>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub driver_image: String,
+}
+
+/// Reconciles one BatchJob.
+pub async fn reconcile(bj: Arc<BatchJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[CONTROLLER])
+        .start_timer();
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[CONTROLLER])
+        .inc();
+    let ns = bj.namespace().ok_or(Error::MissingNamespace)?;
+
+    let resolution = resolve_job(&bj, &ctx, &ns);
+    let job = own_job(&bj, &ctx.jobs, &ns);
+    let pods = own_pods(&ctx.pods, &ns, job.as_deref());
+    let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+    let plan = status::decide(
+        &bj,
+        &resolution,
+        status::Observed {
+            job: job.as_deref(),
+            pods: &pod_refs,
+        },
+        Time(Timestamp::now()),
+    );
+
+    // Status first: the deployment and output location are on record before the Job exists.
+    if bj.status.as_ref() != Some(&plan.status) {
+        kube_io::patch_status(&ctx.client, &*bj, &plan.status)
+            .await
+            .map_err(Error::PatchStatus)?;
+    }
+    apply(&bj, &ctx, &ns, &resolution, &plan).await?;
+    if let Some(t) = &plan.transition {
+        kube_io::publish(&ctx.recorder, &*bj, t.warning, &t.reason, &t.message).await;
+    }
+    Ok(Action::await_change())
+}
+
+fn resolve_job(bj: &BatchJob, ctx: &Ctx, ns: &str) -> JobResolution {
+    let endpoint = ctx
+        .endpoints
+        .get(&ObjectRef::new(&bj.spec.endpoint_name).within(ns));
+    resolve::resolve(bj, endpoint.as_deref(), |name| {
+        let d = ctx.deployments.get(&ObjectRef::new(name).within(ns))?;
+        let r = resolve_from_stores(&d, &ctx.endpoints, &ctx.environments, &ctx.instance_types);
+        Some(((*d).clone(), r))
+    })
+}
+
+/// The job's Job from the cache, if it is ours (owner UID).
+fn own_job(bj: &BatchJob, jobs: &Store<Job>, ns: &str) -> Option<Arc<Job>> {
+    let uid = bj.uid()?;
+    jobs.get(&ObjectRef::new(&bj.name_any()).within(ns))
+        .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
+}
+
+/// The Job's Pods from the cache, matched by the Job's UID label (set by the Job controller).
+fn own_pods(pods: &Store<Pod>, ns: &str, job: Option<&Job>) -> Vec<Arc<Pod>> {
+    let Some(uid) = job.and_then(|j| j.uid()) else {
+        return Vec::new();
+    };
+    pods.state()
+        .into_iter()
+        .filter(|p| {
+            p.namespace().as_deref() == Some(ns)
+                && p.labels().get("batch.kubernetes.io/controller-uid") == Some(&uid)
+        })
+        .collect()
+}
+
+async fn create<K>(client: &Client, ns: &str, obj: &K) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    let pp = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..PostParams::default()
+    };
+    match api.create(&pp, obj).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_already_exists(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the driver's account and the Job, or deletes the Job, as the plan says.
+async fn apply(
+    bj: &BatchJob,
+    ctx: &Ctx,
+    ns: &str,
+    resolution: &JobResolution,
+    plan: &Plan,
+) -> Result<(), Error> {
+    if plan.delete_job {
+        let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
+        match jobs
+            .delete(&bj.name_any(), &DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(source) => {
+                return Err(Error::DeleteJob {
+                    name: bj.name_any(),
+                    source,
+                });
+            }
+        }
+    }
+    let (true, JobResolution::Ready(target)) = (plan.create, resolution) else {
+        return Ok(());
+    };
+    let account = |what: &'static str| {
+        let name = build::driver_account_name(bj);
+        move |source| Error::CreateAccount { what, name, source }
+    };
+    create(&ctx.client, ns, &build::service_account(bj))
+        .await
+        .map_err(account("ServiceAccount"))?;
+    create(&ctx.client, ns, &build::role(bj))
+        .await
+        .map_err(account("Role"))?;
+    create(&ctx.client, ns, &build::role_binding(bj))
+        .await
+        .map_err(account("RoleBinding"))?;
+    create(&ctx.client, ns, &build::job(bj, target, &ctx.driver_image))
+        .await
+        .map_err(|source| Error::CreateJob {
+            name: bj.name_any(),
+            source,
+        })?;
+    ctx.metrics
+        .pods_created
+        .with_label_values(&[CONTROLLER])
+        .inc_by(u64::try_from(build::instance_count(bj, target)).unwrap_or(0));
+    Ok(())
+}
+
+fn error_policy(_bj: Arc<BatchJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let category = err.category();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[CONTROLLER, category])
+        .inc();
+    warn!(error = %err, source = ?std::error::Error::source(err), category, "reconcile failed");
+    Action::requeue(error_backoff(category, 0))
+}
+
+fn namespaced<K>(c: &Client, ns: &Option<String>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    K::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(c.clone(), ns),
+        None => Api::all(c.clone()),
+    }
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    recorder: Recorder,
+    namespace: Option<String>,
+    concurrency: u16,
+    driver_image: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let cfg = watcher::Config::default;
+    let managed = || {
+        cfg().labels(&format!(
+            "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}"
+        ))
+    };
+    let (jobs, w) = reflector::store();
+    let job_stream = reflector(
+        w,
+        watcher(namespaced::<Job>(&client, &namespace), managed()).default_backoff(),
+    )
+    .modify(|j: &mut Job| j.managed_fields_mut().clear());
+    let (pods, w) = reflector::store();
+    let pod_stream = reflector(
+        w,
+        watcher(namespaced::<Pod>(&client, &namespace), managed()).default_backoff(),
+    )
+    .modify(|p: &mut Pod| p.managed_fields_mut().clear());
+    let (endpoints, w) = reflector::store();
+    let ep_stream = reflector(
+        w,
+        watcher(namespaced::<BatchEndpoint>(&client, &namespace), cfg()).default_backoff(),
+    );
+    let (deployments, w) = reflector::store();
+    let d_stream = reflector(
+        w,
+        watcher(namespaced::<BatchDeployment>(&client, &namespace), cfg()).default_backoff(),
+    );
+    let (environments, w) = reflector::store();
+    let env_stream = reflector(
+        w,
+        watcher(namespaced::<Environment>(&client, &namespace), cfg()).default_backoff(),
+    );
+    let (instance_types, w) = reflector::store();
+    let it_stream = reflector(
+        w,
+        watcher(Api::<InstanceType>::all(client.clone()), cfg()).default_backoff(),
+    );
+
+    let controller = Controller::new(namespaced::<BatchJob>(&client, &namespace), cfg());
+    let store = controller.store();
+    let waiting_in = move |ns: Option<String>| {
+        store
+            .state()
+            .into_iter()
+            .filter(|j| (ns.is_none() || j.namespace() == ns) && status::waiting(j))
+            .map(|j| ObjectRef::from_obj(&*j))
+            .collect::<Vec<_>>()
+    };
+    let (w1, w2, w3, w4) = (
+        waiting_in.clone(),
+        waiting_in.clone(),
+        waiting_in.clone(),
+        waiting_in,
+    );
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        endpoints,
+        deployments,
+        environments,
+        instance_types,
+        jobs,
+        pods,
+        metrics,
+        recorder,
+        driver_image,
+    });
+    info!(
+        namespace = namespace.as_deref().unwrap_or("*"),
+        "starting BatchJob controller"
+    );
+    controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns_stream(job_stream.applied_objects())
+        // Driver Pods carry the BatchJob's name as a label (they are owned by the Job).
+        .watches_stream(pod_stream.touched_objects(), |p: Pod| {
+            let ns = p.namespace().unwrap_or_default();
+            status::owner_name(&p).map(|name| ObjectRef::new(&name).within(&ns))
+        })
+        // What a queued job waits for appearing or changing wakes it.
+        .watches_stream(ep_stream.applied_objects(), move |o: BatchEndpoint| {
+            w1(o.namespace())
+        })
+        .watches_stream(d_stream.applied_objects(), move |o: BatchDeployment| {
+            w2(o.namespace())
+        })
+        .watches_stream(env_stream.applied_objects(), move |o: Environment| {
+            w3(o.namespace())
+        })
+        .watches_stream(it_stream.applied_objects(), move |_: InstanceType| w4(None))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| {
+            async move {
+                if let Err(err) = res {
+                    tracing::debug!(%err, "reconcile loop");
+                }
+            }
+            .instrument(info_span!("batchjob"))
+        })
+        .await;
+}

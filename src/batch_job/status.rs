@@ -1,0 +1,532 @@
+//! What to do and what to report for a BatchJob (pure): from the job, its resolution, its Job and the
+//! Job's Pods. The caller creates or deletes what the [`Plan`] says and writes the status only when
+//! it changed.
+
+use k8s_openapi::{
+    api::{batch::v1::Job, core::v1::Pod},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
+use kube::ResourceExt;
+
+use super::{build, resolve::JobResolution};
+use crate::{
+    api::{
+        batch_job::{BatchJob, BatchJobStatus},
+        common::JobPhase as Phase,
+    },
+    batch::pod_progress::{self, ANNOTATION, PodProgress},
+    cli::batch_driver::{EXIT_THRESHOLD_CROSSED, EXIT_WORKER_START_FAILED},
+    operator::conditions,
+};
+
+/// Condition types of a BatchJob (as a TrainingJob's).
+pub mod condition {
+    pub const RESOLVED: &str = "Resolved";
+    pub const RUNNING: &str = "Running";
+    pub const SUCCEEDED: &str = "Succeeded";
+    pub const FAILED: &str = "Failed";
+    pub const CANCELED: &str = "Canceled";
+}
+
+/// Reasons in status and Events.
+pub mod reason {
+    pub const JOB_CREATED: &str = "JobCreated";
+    pub const CONTAINERS_STARTING: &str = "ContainersStarting";
+    pub const RUNNING: &str = "Running";
+    pub const COMPLETED: &str = "Completed";
+    pub const ERROR_THRESHOLD: &str = "ErrorThresholdExceeded";
+    pub const WORKER_START_FAILED: &str = "ScoringScriptFailedToStart";
+    pub const INVALID_SETTINGS: &str = "InvalidDriverSettings";
+    pub const BACKOFF_LIMIT: &str = "BackoffLimitExceeded";
+    pub const JOB_FAILED: &str = "JobFailed";
+    pub const CANCELED: &str = "Canceled";
+}
+
+/// A phase change worth an Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub warning: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// What the reconcile does.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub status: BatchJobStatus,
+    /// Create the Job (and the driver's account) from the resolution.
+    pub create: bool,
+    /// Delete the Job (cancel).
+    pub delete_job: bool,
+    pub transition: Option<Transition>,
+}
+
+/// The Job of a BatchJob and its Pods, as observed.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Observed<'a> {
+    pub job: Option<&'a Job>,
+    pub pods: &'a [&'a Pod],
+}
+
+fn job_condition<'a>(
+    job: &'a Job,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+}
+
+fn exit_code(pod: &Pod) -> Option<(i32, Option<String>)> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let t = statuses
+        .iter()
+        .find(|c| c.name == build::DRIVER_CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?;
+    Some((
+        t.exit_code,
+        t.message.clone().filter(|m| !m.trim().is_empty()),
+    ))
+}
+
+/// Why a failed Job failed: a driver exit code that says so, else the Job's own reason.
+fn failure(job: &Job, pods: &[&Pod], reported: Option<&str>) -> (&'static str, String) {
+    let codes: Vec<(i32, Option<String>)> = pods.iter().filter_map(|p| exit_code(p)).collect();
+    let find = |code: i32| codes.iter().find(|(c, _)| *c == code);
+    let why = |fallback: &str, msg: &Option<String>| {
+        reported
+            .map(str::to_string)
+            .or_else(|| msg.as_ref().map(|m| last_line(m)))
+            .unwrap_or_else(|| fallback.to_string())
+    };
+    if let Some((_, msg)) = find(EXIT_THRESHOLD_CROSSED) {
+        return (
+            reason::ERROR_THRESHOLD,
+            why("the error threshold was crossed", msg),
+        );
+    }
+    if let Some((_, msg)) = find(EXIT_WORKER_START_FAILED) {
+        return (
+            reason::WORKER_START_FAILED,
+            why(
+                "no scoring worker could start (import or init() failed)",
+                msg,
+            ),
+        );
+    }
+    if let Some((_, msg)) = find(2) {
+        return (
+            reason::INVALID_SETTINGS,
+            why("the batch driver rejected its settings", msg),
+        );
+    }
+    let failed = job_condition(job, "Failed");
+    match failed.and_then(|c| c.reason.as_deref()) {
+        Some("BackoffLimitExceeded") => (
+            reason::BACKOFF_LIMIT,
+            format!(
+                "driver pods failed more often than the retry limit allows{}",
+                codes
+                    .iter()
+                    .find(|(c, _)| *c != 0)
+                    .map(|(c, m)| format!(
+                        " (last exit code {c}{})",
+                        m.as_ref()
+                            .map(|m| format!(": {}", last_line(m)))
+                            .unwrap_or_default()
+                    ))
+                    .unwrap_or_default()
+            ),
+        ),
+        _ => (
+            reason::JOB_FAILED,
+            failed
+                .and_then(|c| c.message.clone())
+                .unwrap_or_else(|| "the Job failed".into()),
+        ),
+    }
+}
+
+fn last_line(s: &str) -> String {
+    let line = s.trim().lines().last().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_string()
+}
+
+fn to_i32(v: u64) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// Sums the Pods' progress annotations into the counters of `status`; leaves them when no Pod reported.
+fn counters(status: &mut BatchJobStatus, pods: &[&Pod], instances: u32) -> Option<String> {
+    let reports: Vec<PodProgress> = pods
+        .iter()
+        .filter_map(|p| p.annotations().get(ANNOTATION))
+        .filter_map(|v| PodProgress::parse(v))
+        .collect();
+    if reports.is_empty() {
+        return None;
+    }
+    let t = pod_progress::sum(&reports, instances);
+    if t.instances_reporting == 0 {
+        return None;
+    }
+    status.mini_batches_total = Some(to_i32(t.mini_batches.total));
+    status.mini_batches_succeeded = Some(to_i32(t.mini_batches.succeeded));
+    status.mini_batches_failed = Some(to_i32(t.mini_batches.failed));
+    status.items_failed = Some(to_i32(t.items.failed));
+    t.reason
+}
+
+struct Decider<'a> {
+    job: &'a BatchJob,
+    prev: BatchJobStatus,
+    now: Time,
+    plan: Plan,
+}
+
+impl Decider<'_> {
+    fn cond(&mut self, type_: &str, status: bool, reason: &str, message: &str) {
+        let generation = self.job.metadata.generation;
+        conditions::set(
+            &mut self.plan.status.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            generation,
+            &self.now,
+        );
+    }
+
+    fn phase(&mut self, phase: Phase, reason: &str, message: String) {
+        if self.prev.phase != Some(phase) {
+            self.plan.transition = Some(Transition {
+                warning: phase == Phase::Failed,
+                reason: reason.into(),
+                message: message.clone(),
+            });
+        }
+        self.plan.status.phase = Some(phase);
+        self.plan.status.reason = Some(reason.into());
+        self.plan.status.message = Some(message);
+        self.cond(condition::RUNNING, phase == Phase::Running, reason, "");
+        if phase.is_terminal() {
+            if self.plan.status.completion_time.is_none() {
+                self.plan.status.completion_time = Some(self.now.clone());
+            }
+            let type_ = match phase {
+                Phase::Completed => condition::SUCCEEDED,
+                Phase::Canceled => condition::CANCELED,
+                _ => condition::FAILED,
+            };
+            let message = self.plan.status.message.clone().unwrap_or_default();
+            self.cond(type_, true, reason, &message);
+        }
+    }
+}
+
+/// Decides for `job`. `resolution` is only consulted while the Job does not exist yet: once created,
+/// a job keeps running what it was created with.
+pub fn decide(
+    job: &BatchJob,
+    resolution: &JobResolution,
+    observed: Observed<'_>,
+    now: Time,
+) -> Plan {
+    let prev = job.status.clone().unwrap_or_default();
+    let mut d = Decider {
+        job,
+        plan: Plan {
+            status: BatchJobStatus {
+                observed_generation: job.metadata.generation,
+                ..prev.clone()
+            },
+            ..Plan::default()
+        },
+        prev,
+        now,
+    };
+    let instances = observed
+        .job
+        .and_then(|j| j.spec.as_ref()?.completions)
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0);
+    let reported_reason = counters(&mut d.plan.status, observed.pods, instances);
+
+    if d.prev.phase.is_some_and(Phase::is_terminal) {
+        return d.plan;
+    }
+    if job.spec.cancel {
+        d.plan.delete_job = observed.job.is_some();
+        d.phase(
+            Phase::Canceled,
+            reason::CANCELED,
+            "canceled by request (spec.cancel)".into(),
+        );
+        return d.plan;
+    }
+    if let Some(j) = observed.job {
+        if d.plan.status.start_time.is_none() {
+            d.plan.status.start_time = j
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.clone())
+                .or_else(|| Some(d.now.clone()));
+        }
+        if job_condition(j, "Complete").is_some() {
+            d.plan.status.completion_time =
+                j.status.as_ref().and_then(|s| s.completion_time.clone());
+            let msg = match (d.plan.status.mini_batches_total, d.plan.status.items_failed) {
+                (Some(total), Some(failed)) => format!(
+                    "all {total} mini-batches done, {failed} item(s) failed; results in {}",
+                    d.plan.status.output_location.clone().unwrap_or_default()
+                ),
+                _ => format!(
+                    "all instances finished; results in {}",
+                    d.plan.status.output_location.clone().unwrap_or_default()
+                ),
+            };
+            d.phase(Phase::Completed, reason::COMPLETED, msg);
+        } else if let Some(c) = job_condition(j, "Failed") {
+            d.plan.status.completion_time = c.last_transition_time.clone();
+            let (r, msg) = failure(j, observed.pods, reported_reason.as_deref());
+            d.phase(Phase::Failed, r, msg);
+        } else if observed
+            .pods
+            .iter()
+            .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        {
+            let n = observed.pods.len();
+            d.phase(
+                Phase::Running,
+                reason::RUNNING,
+                format!("{n} driver pod(s) running"),
+            );
+        } else if d.prev.phase != Some(Phase::Running) {
+            d.phase(
+                Phase::Starting,
+                reason::CONTAINERS_STARTING,
+                "driver pods are being scheduled and started".into(),
+            );
+        }
+        return d.plan;
+    }
+    match resolution {
+        JobResolution::Ready(t) => {
+            let summary = format!(
+                "deployment {} ({}); {} instance(s)",
+                t.deployment_name,
+                t.resolved.summary(),
+                build::instance_count(job, t)
+            );
+            d.cond(condition::RESOLVED, true, "Resolved", &summary);
+            d.plan.create = true;
+            d.plan.status.deployment_name = Some(t.deployment_name.clone());
+            d.plan.status.output_location = Some(t.output_location.clone());
+            d.plan.status.start_time = Some(d.now.clone());
+            d.phase(
+                Phase::Starting,
+                reason::JOB_CREATED,
+                format!("Job created: {summary}"),
+            );
+        }
+        JobResolution::Waiting(m) => {
+            d.cond(condition::RESOLVED, false, m.reason, &m.message);
+            d.phase(Phase::Queued, m.reason, m.message.clone());
+        }
+        JobResolution::Invalid(m) => {
+            d.cond(condition::RESOLVED, false, m.reason, &m.message);
+            d.phase(Phase::Failed, m.reason, m.message.clone());
+        }
+    }
+    d.plan
+}
+
+/// Whether the job waits for something to appear (so a new object may unblock it).
+pub fn waiting(job: &BatchJob) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|s| s.phase)
+        .is_none_or(|p| p == Phase::Queued)
+}
+
+/// The BatchJob a driver Pod belongs to (by label).
+pub fn owner_name(pod: &Pod) -> Option<String> {
+    pod.labels()
+        .get(&crate::operator::children::owner_label_key::<BatchJob>())
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+    use serde_json::json;
+
+    use super::*;
+    use crate::batch_deployment::resolve::Missing;
+
+    fn now() -> Time {
+        Time(Timestamp::from_second(100).unwrap())
+    }
+
+    fn bj(status: serde_json::Value) -> BatchJob {
+        serde_json::from_value(json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
+            "metadata": { "name": "scorer-abc12", "namespace": "ns", "uid": "u1", "generation": 1 },
+            "spec": { "endpointName": "scorer", "input": { "path": "pvc://data/images" } },
+            "status": status
+        }))
+        .unwrap()
+    }
+
+    fn k8s_job(condition: Option<(&str, &str)>) -> Job {
+        let conditions: Vec<serde_json::Value> = condition
+            .map(|(t, r)| json!({ "type": t, "status": "True", "reason": r }))
+            .into_iter()
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": { "name": "scorer-abc12", "uid": "j1" },
+            "spec": { "completions": 2, "template": {} },
+            "status": { "conditions": conditions }
+        }))
+        .unwrap()
+    }
+
+    fn pod(index: u32, phase: &str, exit: Option<i32>, progress: Option<(u64, u64, u64)>) -> Pod {
+        let annotations = progress.map(|(total, ok, failed_items)| {
+            json!({ ANNOTATION: json!({
+                "instance": index, "instanceCount": 2, "phase": "Running",
+                "miniBatches": { "total": total, "succeeded": ok, "failed": 0 },
+                "items": { "total": total * 10, "succeeded": ok * 10 - failed_items, "failed": failed_items },
+                "updatedUnixMs": 1
+            }).to_string() })
+        });
+        let statuses = exit.map(|code| json!([{ "name": "driver", "image": "x", "ready": false, "restartCount": 0,
+            "state": { "terminated": { "exitCode": code, "message": "error: 7 items failed, more than the error threshold of 5" } } }]));
+        serde_json::from_value(json!({
+            "metadata": { "name": format!("scorer-abc12-{index}-x"), "annotations": annotations },
+            "status": { "phase": phase, "containerStatuses": statuses }
+        }))
+        .unwrap()
+    }
+
+    fn waiting() -> JobResolution {
+        JobResolution::Waiting(Missing {
+            reason: "DeploymentNotFound",
+            message: "no".into(),
+        })
+    }
+
+    #[test]
+    fn queued_then_failed_for_what_cannot_run() {
+        let p = decide(&bj(json!(null)), &waiting(), Observed::default(), now());
+        assert_eq!(p.status.phase, Some(Phase::Queued));
+        assert_eq!(p.status.reason.as_deref(), Some("DeploymentNotFound"));
+        assert!(!p.create);
+        let invalid = JobResolution::Invalid(Missing {
+            reason: "NoDefaultDeployment",
+            message: "none".into(),
+        });
+        let p = decide(&bj(json!(null)), &invalid, Observed::default(), now());
+        assert_eq!(p.status.phase, Some(Phase::Failed));
+        let c = p
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::RESOLVED)
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "NoDefaultDeployment")
+        );
+        assert!(p.transition.unwrap().warning);
+    }
+
+    #[test]
+    fn progress_is_summed_while_running_and_kept_at_the_end() {
+        let job = k8s_job(None);
+        let pods = [
+            pod(0, "Running", None, Some((5, 2, 1))),
+            pod(1, "Running", None, Some((5, 3, 0))),
+        ];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let p = decide(
+            &bj(json!({ "phase": "Starting" })),
+            &waiting(),
+            Observed {
+                job: Some(&job),
+                pods: &refs,
+            },
+            now(),
+        );
+        assert_eq!(p.status.phase, Some(Phase::Running));
+        assert_eq!(p.status.mini_batches_total, Some(10));
+        assert_eq!(p.status.mini_batches_succeeded, Some(5));
+        assert_eq!(p.status.items_failed, Some(1));
+        let done = k8s_job(Some(("Complete", "CompletionsReached")));
+        let p = decide(
+            &bj(json!({ "phase": "Running" })),
+            &waiting(),
+            Observed {
+                job: Some(&done),
+                pods: &refs,
+            },
+            now(),
+        );
+        assert_eq!(p.status.phase, Some(Phase::Completed));
+        assert!(p.status.completion_time.is_some() || p.status.phase.is_some());
+    }
+
+    #[test]
+    fn exit_code_3_is_the_error_threshold() {
+        let job = k8s_job(Some(("Failed", "PodFailurePolicy")));
+        let pods = [
+            pod(0, "Failed", Some(3), None),
+            pod(1, "Succeeded", Some(0), None),
+        ];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let p = decide(
+            &bj(json!({ "phase": "Running" })),
+            &waiting(),
+            Observed {
+                job: Some(&job),
+                pods: &refs,
+            },
+            now(),
+        );
+        assert_eq!(p.status.phase, Some(Phase::Failed));
+        assert_eq!(p.status.reason.as_deref(), Some(reason::ERROR_THRESHOLD));
+        assert_eq!(
+            p.status.message.as_deref(),
+            Some("7 items failed, more than the error threshold of 5")
+        );
+    }
+
+    #[test]
+    fn cancel_deletes_the_job_and_a_finished_job_stays_finished() {
+        let mut b = bj(json!({ "phase": "Running" }));
+        b.spec.cancel = true;
+        let job = k8s_job(None);
+        let p = decide(
+            &b,
+            &waiting(),
+            Observed {
+                job: Some(&job),
+                pods: &[],
+            },
+            now(),
+        );
+        assert!(p.delete_job);
+        assert_eq!(p.status.phase, Some(Phase::Canceled));
+        b.status = Some(p.status.clone());
+        let again = decide(&b, &waiting(), Observed::default(), now());
+        assert_eq!(again.status, p.status, "nothing changes once terminal");
+        assert!(again.transition.is_none() && !again.delete_job);
+    }
+}
