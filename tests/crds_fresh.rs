@@ -46,3 +46,28 @@ fn there_is_one_crd_file_per_kind() {
             .any(|(p, _)| p == Path::new("crds/trainingjobs.mlcompute.io.yaml"))
     );
 }
+
+#[test]
+fn chart_crds_are_the_generated_crds() {
+    // The Helm chart installs CRDs from its own crds/ directory; it must hold exactly crds/.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let names = |dir: &Path| -> BTreeSet<_> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect()
+    };
+    let (crds, chart) = (root.join("crds"), root.join("charts/mlcompute/crds"));
+    assert_eq!(
+        names(&crds),
+        names(&chart),
+        "charts/mlcompute/crds must hold the files of crds/: cp crds/*.yaml charts/mlcompute/crds/"
+    );
+    for name in names(&crds) {
+        assert!(
+            fs::read(crds.join(&name)).unwrap() == fs::read(chart.join(&name)).unwrap(),
+            "charts/mlcompute/crds/{} differs from crds/: cp crds/*.yaml charts/mlcompute/crds/ (and run deploy/generate)",
+            name.to_string_lossy()
+        );
+    }
+}

@@ -146,8 +146,16 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         return Ok(());
     };
     let mut all = std::pin::pin!(join_all(controllers));
+    // On shutdown the controllers get a few seconds to finish their reconciles; then the Lease is
+    // released either way (the process exits right after, ending whatever still runs).
+    let grace = async {
+        stopped().await;
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        tracing::warn!("controllers did not stop within 5 s of the shutdown signal");
+    };
     let lost = tokio::select! {
         _ = &mut all => None,
+        _ = grace => None,
         lost = leadership.lost() => Some(lost),
     };
     match lost {

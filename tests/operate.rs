@@ -1,0 +1,448 @@
+//! Operating the operator on the local plane: it works with nothing more than the chart's RBAC,
+//! and with leader election only one of two processes writes, the other taking over when the
+//! leader dies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    io::Write,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
+use kube::{
+    Api, ResourceExt,
+    api::{ListParams, Patch, PatchParams, PostParams},
+};
+use mlcompute::api::{common::JobPhase, training_job::TrainingJob};
+use serde_json::json;
+use support::{TestNamespace, eventually, wait_for};
+
+const T: Duration = Duration::from_secs(60);
+
+fn helm() -> String {
+    std::env::var("MLC_HELM").unwrap_or_else(|_| {
+        let cache = std::env::var("MLC_CACHE").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/mlcompute",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        format!("{cache}/helm-v3.22.0/helm")
+    })
+}
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// An operator process with its own log file, killed (SIGKILL) when dropped.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn start(tag: &str, kubeconfig: &str, args: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("mlcompute-operator-{tag}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+            .args([
+                "operator",
+                "--kubeconfig",
+                kubeconfig,
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .args(args)
+            .env("RUST_LOG", "info,mlcompute=debug")
+            .env_remove("POD_NAMESPACE")
+            .env_remove("POD_NAME")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn job(name: &str, instances: i32) -> TrainingJob {
+    serde_json::from_value(json!({
+        "apiVersion": "mlcompute.io/v1alpha1", "kind": "TrainingJob",
+        "metadata": { "name": name },
+        "spec": { "command": "python train.py", "image": "python:3.12", "resources": { "instanceCount": instances } }
+    }))
+    .unwrap()
+}
+
+fn phase_is(p: JobPhase) -> impl Fn(Option<&TrainingJob>) -> bool {
+    move |j| j.and_then(|j| j.status.as_ref()?.phase) == Some(p)
+}
+
+async fn job_pods(pods: &Api<Pod>, job: &str) -> Vec<Pod> {
+    pods.list(&ListParams::default().labels(&format!("mlcompute.io/trainingjob={job}")))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn finish_all(pods: &Api<Pod>, job: &str, n: usize) {
+    let running = eventually(&format!("{n} running pods of {job}"), T, || async {
+        let list = job_pods(pods, job).await;
+        let running: Vec<String> = list
+            .iter()
+            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+            .map(|p| p.name_any())
+            .collect();
+        (running.len() == n).then_some(running)
+    })
+    .await;
+    for name in running {
+        let patch =
+            json!({ "metadata": { "annotations": { "kwok.mlcompute.io/exit-code": "0" } } });
+        pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+    }
+}
+
+/// A kubeconfig for `sa` in `ns`: the admin kubeconfig's server and CA, a token from the
+/// TokenRequest API (`kubectl create token`).
+fn service_account_kubeconfig(ns: &str, sa: &str) -> PathBuf {
+    let kc = support::kubeconfig_path();
+    let kubectl = support::kubectl();
+    let token = run(
+        &kubectl,
+        &[
+            "--kubeconfig",
+            &kc,
+            "-n",
+            ns,
+            "create",
+            "token",
+            sa,
+            "--duration",
+            "1h",
+        ],
+        None,
+    );
+    let view = |path: &str| {
+        run(
+            &kubectl,
+            &[
+                "--kubeconfig",
+                &kc,
+                "config",
+                "view",
+                "--raw",
+                "--minify",
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
+            None,
+        )
+    };
+    let server = view("{.clusters[0].cluster.server}");
+    let mut ca = view("{.clusters[0].cluster.certificate-authority-data}");
+    if ca.is_empty() {
+        use std::io::Read;
+        let file = view("{.clusters[0].cluster.certificate-authority}");
+        let mut pem = Vec::new();
+        std::fs::File::open(&file)
+            .unwrap()
+            .read_to_end(&mut pem)
+            .unwrap();
+        ca = base64(&pem);
+    }
+    let config = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: plane\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
+         users:\n- name: {sa}\n  user:\n    token: {}\ncontexts:\n- name: sa\n  context: {{cluster: plane, user: {sa}, namespace: {ns}}}\ncurrent-context: sa\n",
+        token.trim()
+    );
+    let path = std::env::temp_dir().join(format!("mlcompute-sa-{ns}.kubeconfig"));
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn operator_runs_with_only_the_charts_rbac() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "mlc-rbac").await;
+    let release = format!("rbac{:06x}", rand::random::<u32>() & 0xffffff);
+    // The chart's ServiceAccount and RBAC alone, bound to this namespace only (watchNamespaces),
+    // including the leader-election Role.
+    let manifests = run(
+        &helm(),
+        &[
+            "template",
+            &release,
+            "charts/mlcompute",
+            "--namespace",
+            ns.name(),
+            "--set",
+            &format!("operator.watchNamespaces={{{}}}", ns.name()),
+            "--show-only",
+            "templates/serviceaccounts.yaml",
+            "--show-only",
+            "templates/rbac.yaml",
+        ],
+        None,
+    );
+    let kc = support::kubeconfig_path();
+    let kubectl = support::kubectl();
+    run(
+        &kubectl,
+        &["--kubeconfig", &kc, "apply", "-f", "-"],
+        Some(&manifests),
+    );
+    let sa_kc = service_account_kubeconfig(ns.name(), &format!("{release}-mlcompute-operator"));
+    let sa_kc = sa_kc.to_str().unwrap();
+    // The ServiceAccount may not act outside its namespace.
+    let denied = Command::new(&kubectl)
+        .args(["--kubeconfig", sa_kc, "-n", "default", "get", "pods"])
+        .output()
+        .unwrap();
+    assert!(
+        !denied.status.success(),
+        "the operator's token must not read pods in other namespaces"
+    );
+
+    let op = Proc::start(
+        &format!("rbac-{}", ns.name()),
+        sa_kc,
+        &[
+            "--namespaces",
+            ns.name(),
+            "--leader-elect",
+            "--lease-namespace",
+            ns.name(),
+            "--lease-name",
+            "mlcompute-rbac-test",
+        ],
+    );
+    let jobs: Api<TrainingJob> = ns.api();
+    let pods: Api<Pod> = ns.api();
+    jobs.create(&PostParams::default(), &job("rbac", 2))
+        .await
+        .unwrap();
+    finish_all(&pods, "rbac", 2).await;
+    wait_for(&jobs, "rbac", T, phase_is(JobPhase::Completed)).await;
+    let log = op.log();
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "forbidden calls in the operator log:\n{log}"
+    );
+    drop(op);
+    for kind in ["clusterrole", "clusterrolebinding"] {
+        for suffix in ["operator", "operator-cluster", "router"] {
+            let _ = Command::new(&kubectl)
+                .args([
+                    "--kubeconfig",
+                    &kc,
+                    "delete",
+                    kind,
+                    &format!("{release}-mlcompute-{suffix}"),
+                    "--ignore-not-found",
+                ])
+                .output();
+        }
+    }
+}
+
+async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    leases
+        .get_opt(name)
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn only_the_leader_writes_and_a_standby_takes_over_within_the_lease_duration() {
+    const DURATION: u64 = 6;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "mlc-leader").await;
+    let kc = support::kubeconfig_path();
+    let lease_flags = [
+        "--namespaces",
+        ns.name(),
+        "--leader-elect",
+        "--lease-namespace",
+        ns.name(),
+        "--lease-name",
+        "mlcompute-operator",
+        "--lease-duration-seconds",
+        "6",
+        "--lease-renew-deadline-seconds",
+        "4",
+        "--lease-retry-period-seconds",
+        "1",
+    ];
+    let leases: Api<Lease> = ns.api();
+    let mut a = Proc::start(&format!("{}-a", ns.name()), &kc, &lease_flags);
+    let first = eventually("a leader", T, || async {
+        holder(&leases, "mlcompute-operator").await
+    })
+    .await;
+    eventually("a's controllers", T, || async {
+        a.log()
+            .contains("starting TrainingJob controller")
+            .then_some(())
+    })
+    .await;
+    let b = Proc::start(&format!("{}-b", ns.name()), &kc, &lease_flags);
+    eventually("b campaigning", T, || async {
+        b.log().contains("waiting to become leader").then_some(())
+    })
+    .await;
+
+    // Only the leader acts.
+    let jobs: Api<TrainingJob> = ns.api();
+    let pods: Api<Pod> = ns.api();
+    jobs.create(&PostParams::default(), &job("one", 2))
+        .await
+        .unwrap();
+    wait_for(&jobs, "one", T, phase_is(JobPhase::Running)).await;
+    assert!(
+        !b.log().contains("starting TrainingJob controller"),
+        "the standby started its controllers:\n{}",
+        b.log()
+    );
+
+    // The leader dies; the standby takes over within the lease duration (plus its retry).
+    a.kill();
+    let killed = Instant::now();
+    let second = eventually("a new leader", T, || async {
+        holder(&leases, "mlcompute-operator")
+            .await
+            .filter(|h| *h != first)
+    })
+    .await;
+    let took = killed.elapsed();
+    eventually("b's controllers", T, || async {
+        b.log()
+            .contains("starting TrainingJob controller")
+            .then_some(())
+    })
+    .await;
+    let acting = killed.elapsed();
+    eprintln!(
+        "failover: lease taken by {second} {took:?} after SIGKILL, controllers running after {acting:?} (lease duration {DURATION}s)"
+    );
+    assert!(
+        took <= Duration::from_secs(DURATION + 2),
+        "the standby took {took:?} to take over a lease of {DURATION}s"
+    );
+
+    // The new leader finishes the running job without duplicating its Pods, and runs new jobs.
+    finish_all(&pods, "one", 2).await;
+    let done = wait_for(&jobs, "one", T, phase_is(JobPhase::Completed)).await;
+    assert_eq!(done.status.unwrap().attempts, Some(1));
+    assert_eq!(job_pods(&pods, "one").await.len(), 2, "no duplicate pods");
+    jobs.create(&PostParams::default(), &job("two", 1))
+        .await
+        .unwrap();
+    finish_all(&pods, "two", 1).await;
+    wait_for(&jobs, "two", T, phase_is(JobPhase::Completed)).await;
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn a_leader_shutting_down_releases_the_lease_at_once() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "mlc-release").await;
+    let kc = support::kubeconfig_path();
+    let flags = [
+        "--namespaces",
+        ns.name(),
+        "--leader-elect",
+        "--lease-namespace",
+        ns.name(),
+        "--lease-name",
+        "l",
+    ];
+    let leases: Api<Lease> = ns.api();
+    let a = Proc::start(&format!("{}-a", ns.name()), &kc, &flags);
+    eventually("a leader", T, || async { holder(&leases, "l").await }).await;
+    // SIGTERM: graceful shutdown gives the lease up, instead of letting it run out (15 s).
+    let stopped = Instant::now();
+    run("kill", &["-TERM", &a.child.id().to_string()], None);
+    eventually("the lease released", Duration::from_secs(10), || async {
+        holder(&leases, "l").await.is_none().then_some(())
+    })
+    .await;
+    eprintln!("lease released {:?} after SIGTERM", stopped.elapsed());
+    drop(a);
+}
