@@ -104,10 +104,15 @@ Never a wildcard: tests/chart.rs fails on `*`.
 - apiGroups: ["mlcompute.io"]
   resources: [batchjobs]
   verbs: [create]
-# Children: job and batch Pods, rendezvous and deployment Services, MPI hostfiles and routing
-# tables (ConfigMaps), MPI SSH keys and endpoint keys (Secrets).
+# Children. Pods: TrainingJob instances (created and deleted directly; batch Pods come from Jobs;
+# patch because the batch drivers' Role grants it, and RBAC lets no one grant more than it holds).
 - apiGroups: [""]
-  resources: [pods, services, configmaps, secrets]
+  resources: [pods]
+  verbs: [get, list, watch, create, patch, delete]
+# Rendezvous and deployment Services; MPI hostfiles and routing tables (ConfigMaps); OnlineDeployment
+# Deployments and HPAs; BatchJob Jobs; HTTPRoutes. Server-side apply needs create and patch.
+- apiGroups: [""]
+  resources: [services, configmaps]
   verbs: [get, list, watch, create, patch, delete]
 - apiGroups: ["apps"]
   resources: [deployments]
@@ -121,6 +126,18 @@ Never a wildcard: tests/chart.rs fails on `*`.
 - apiGroups: ["gateway.networking.k8s.io"]
   resources: [httproutes]
   verbs: [get, list, watch, create, patch, delete]
+# Secrets: MPI SSH keys and endpoint keys, created once (owner references delete them).
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, list, watch, create, patch]
+# Each BatchJob's driver Pods get a ServiceAccount with a Role allowing get/patch on Pods (their
+# progress annotation); the operator holds those verbs itself, so it needs no escalate or bind.
+- apiGroups: [""]
+  resources: [serviceaccounts]
+  verbs: [get, create, patch]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: [roles, rolebindings]
+  verbs: [get, create, patch]
 # Events (kube-runtime's Recorder creates, then patches a series).
 - apiGroups: ["events.k8s.io"]
   resources: [events]
