@@ -8,6 +8,7 @@ pub mod batch_logs;
 pub mod crd;
 pub mod endpoint;
 pub mod endpoint_invoke;
+pub mod endpoint_keys;
 pub mod job;
 pub mod logs;
 pub mod operator;

@@ -18,8 +18,18 @@ pub struct RouterArgs {
     pub listen: SocketAddr,
     /// A routing table in YAML or JSON (see examples/router-static.yaml); re-read when it
     /// changes and on SIGHUP.
-    #[arg(long, value_name = "FILE")]
-    pub static_table: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "cluster")]
+    pub static_table: Option<PathBuf>,
+    /// Take routes from the cluster instead: the OnlineEndpoint controller's routing
+    /// ConfigMaps, the deployments' EndpointSlices and the keys Secrets.
+    #[arg(long, conflicts_with = "static_table")]
+    pub cluster: bool,
+    /// With --cluster: namespaces to watch, comma-separated; empty watches all namespaces.
+    #[arg(long, value_delimiter = ',', requires = "cluster")]
+    pub namespaces: Vec<String>,
+    /// With --cluster: kubeconfig to use; default: in-cluster config or $KUBECONFIG.
+    #[arg(long, env = "MLCOMPUTE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
     /// How often the static table is checked for changes, in milliseconds.
     #[arg(long, default_value_t = 500)]
     pub poll_ms: u64,
@@ -42,10 +52,6 @@ pub struct RouterArgs {
 
 /// Runs the router from the command line.
 pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
-    let source = StaticFile::open(
-        &args.static_table,
-        Duration::from_millis(args.poll_ms.max(10)),
-    )?;
     let options = RouterOptions {
         listen: args.listen,
         drain: Duration::from_secs(args.drain_seconds),
@@ -56,5 +62,17 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
             max_body_bytes: args.max_body_bytes,
         },
     };
-    router::run(options, source).await.context("router")
+    match (&args.static_table, args.cluster) {
+        (Some(path), false) => {
+            let source = StaticFile::open(path, Duration::from_millis(args.poll_ms.max(10)))?;
+            router::run(options, source).await.context("router")
+        }
+        _ => {
+            let config = crate::operator::client::config(args.kubeconfig.as_deref()).await?;
+            let client =
+                kube::Client::try_from(config).context("building the Kubernetes client")?;
+            let source = router::cluster_source::ClusterSource::new(client, &args.namespaces);
+            router::run(options, source).await.context("router")
+        }
+    }
 }

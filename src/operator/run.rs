@@ -113,6 +113,26 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             settings.concurrency,
             stopped(),
         )));
+        controllers.push(tokio::spawn(crate::online::deployment::run(
+            client.clone(),
+            metrics.clone(),
+            recorder.clone(),
+            ns.clone(),
+            settings.concurrency,
+            stopped(),
+        )));
+        controllers.push(tokio::spawn(crate::online::endpoint::run(
+            client.clone(),
+            metrics.clone(),
+            recorder.clone(),
+            ns.clone(),
+            settings.concurrency,
+            crate::online::endpoint::Options {
+                gateway: settings.gateway.clone(),
+                router_url: settings.batch.router_url.clone(),
+            },
+            stopped(),
+        )));
         controllers.push(tokio::spawn(crate::batch_endpoint::run(
             client.clone(),
             metrics.clone(),

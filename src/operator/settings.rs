@@ -28,6 +28,10 @@ pub struct Settings {
     /// Kubeconfig to use; default: in-cluster config or $KUBECONFIG.
     #[arg(long, env = "MLCOMPUTE_KUBECONFIG")]
     pub kubeconfig: Option<std::path::PathBuf>,
+    /// Gateway API Gateway (`namespace/name`) that OnlineEndpoints' HTTPRoutes attach to;
+    /// HTTPRoutes are written only when this is set and the HTTPRoute CRD is installed.
+    #[arg(long, env = "MLCOMPUTE_GATEWAY")]
+    pub gateway: Option<crate::online::endpoint::httproute::GatewayRef>,
     /// Batch controllers: the driver image and the router URL.
     #[command(flatten)]
     pub batch: crate::batch_job::BatchControllerSettings,

@@ -10,6 +10,8 @@
 //! (the router's own answers) and `server` (listener, routes, drain).
 
 pub mod auth;
+pub mod cluster_source;
+pub mod cluster_table;
 pub mod limit;
 pub mod metrics;
 pub mod mirror;

@@ -1,0 +1,292 @@
+//! The OnlineDeployment controller: a Deployment, a Service, a HorizontalPodAutoscaler (for
+//! `target_utilization` scaling) and, for scoring scripts, the shipped scoring server in a
+//! ConfigMap.
+//!
+//! Stages: resolve (Environment, InstanceType, endpoint; from caches) → `build` (pure) → apply
+//! each child with server-side apply, skipped when its desired hash is already on the cached
+//! child → `status::compute` (pure) → status written only when it changed → Events on
+//! condition transitions.
+
+pub mod build;
+pub mod error;
+pub mod status;
+
+use std::sync::Arc;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        autoscaling::v2::HorizontalPodAutoscaler,
+        core::v1::{ConfigMap, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::Recorder,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+pub use error::Error;
+
+use self::status::{EndpointPresence, Observed};
+use super::{api, apply::apply_if_changed, cache, cached, drain, resolve};
+use crate::{
+    api::{
+        environment::Environment, instance_type::InstanceType, online_deployment::OnlineDeployment,
+        online_endpoint::OnlineEndpoint,
+    },
+    operator::{children::MANAGER, error_backoff, is_not_found, metrics::Metrics},
+};
+
+const CONTROLLER: &str = "onlinedeployment";
+
+/// What reconciles share: the client, caches of children and references, metrics, Events.
+pub struct Ctx {
+    pub client: Client,
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub hpas: Store<HorizontalPodAutoscaler>,
+    pub config_maps: Store<ConfigMap>,
+    pub environments: Store<Environment>,
+    pub instance_types: Store<InstanceType>,
+    pub endpoints: Store<OnlineEndpoint>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+}
+
+/// Reconciles one OnlineDeployment.
+#[tracing::instrument(skip(od, ctx), fields(namespace = od.namespace().as_deref().unwrap_or(""), name = %od.name_any()))]
+pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[CONTROLLER])
+        .start_timer();
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[CONTROLLER])
+        .inc();
+    let ns = od.namespace().ok_or(Error::MissingNamespace)?;
+    if od.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+
+    let resolution = resolve::resolve(&od, &ctx.environments, &ctx.instance_types);
+    let endpoint = match cached(&ctx.endpoints, &ns, &od.spec.endpoint_name) {
+        Some(_) => EndpointPresence::Found,
+        None => EndpointPresence::NotFound,
+    };
+    if let (Ok(resolved), EndpointPresence::Found) = (&resolution, endpoint) {
+        apply_children(&od, &ctx, &ns, resolved).await?;
+    }
+
+    let observed =
+        Observed::from_deployment(cached(&ctx.deployments, &ns, &build::name(&od)).as_deref());
+    let now = Time(Timestamp::now());
+    let new = status::compute(&od, &resolution, endpoint, observed, &now);
+    if od.status.as_ref() != Some(&new) {
+        let api: Api<OnlineDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({ "apiVersion": OnlineDeployment::api_version(&()), "kind": "OnlineDeployment", "status": new });
+        api.patch_status(
+            &od.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::PatchStatus)?;
+        for t in status::transitions(od.status.as_ref(), &new) {
+            super::publish(&ctx.recorder, &*od, &t).await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Applies every child whose desired state differs from the cached one.
+async fn apply_children(
+    od: &OnlineDeployment,
+    ctx: &Ctx,
+    ns: &str,
+    resolved: &resolve::Resolved,
+) -> Result<(), Error> {
+    let client = &ctx.client;
+    let name = build::name(od);
+    let env = resolve::find_environment(od, &ctx.environments);
+    let routes = resolve::routes(
+        od,
+        resolved
+            .inference
+            .as_ref()
+            .or(env.as_ref().and_then(|e| e.spec.inference_config.as_ref())),
+    );
+    let apply_err = |what| move |source| Error::Apply { what, source };
+
+    if od.spec.code_configuration.is_some() {
+        let cm_name = build::server_config_map_name(od);
+        let written = apply_if_changed(
+            &Api::<ConfigMap>::namespaced(client.clone(), ns),
+            cached(&ctx.config_maps, ns, &cm_name).as_deref(),
+            build::server_config_map(od),
+        )
+        .await
+        .map_err(apply_err("the scoring-server ConfigMap"))?;
+        log_write(written, "ConfigMap", &cm_name);
+    }
+    let written = apply_if_changed(
+        &Api::<Service>::namespaced(client.clone(), ns),
+        cached(&ctx.services, ns, &name).as_deref(),
+        build::service(od, &routes),
+    )
+    .await
+    .map_err(apply_err("the Service"))?;
+    log_write(written, "Service", &name);
+    let written = apply_if_changed(
+        &Api::<Deployment>::namespaced(client.clone(), ns),
+        cached(&ctx.deployments, ns, &name).as_deref(),
+        build::deployment(od, resolved, &routes),
+    )
+    .await
+    .map_err(apply_err("the Deployment"))?;
+    log_write(written, "Deployment", &name);
+
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns);
+    let current_hpa = cached(&ctx.hpas, ns, &name);
+    if build::autoscaled(od) {
+        let written = apply_if_changed(&hpas, current_hpa.as_deref(), build::hpa(od))
+            .await
+            .map_err(apply_err("the HorizontalPodAutoscaler"))?;
+        log_write(written, "HorizontalPodAutoscaler", &name);
+    } else if current_hpa.is_some() {
+        match hpas.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => {
+                info!(kind = "HorizontalPodAutoscaler", child = %name, "deleted (manual scaling)")
+            }
+            Err(e) if is_not_found(&e) => {}
+            Err(source) => {
+                return Err(Error::Delete {
+                    what: "the HorizontalPodAutoscaler",
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn log_write(written: bool, kind: &str, name: &str) {
+    if written {
+        info!(kind, child = %name, "applied");
+    }
+}
+
+fn error_policy(_od: Arc<OnlineDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let category = err.category();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[CONTROLLER, category])
+        .inc();
+    warn!(error = %err, category, "reconcile failed");
+    Action::requeue(error_backoff(category, 0))
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    recorder: Recorder,
+    namespace: Option<String>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = namespace.as_deref();
+    let managed = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}"
+    ));
+    let (deployments, deployment_stream) = cache(api::<Deployment>(&client, ns), managed.clone());
+    let (services, service_stream) = cache(api::<Service>(&client, ns), managed.clone());
+    let (hpas, hpa_stream) = cache(api::<HorizontalPodAutoscaler>(&client, ns), managed.clone());
+    let (config_maps, cm_stream) = cache(api::<ConfigMap>(&client, ns), managed);
+    let (environments, env_stream) =
+        cache(api::<Environment>(&client, ns), watcher::Config::default());
+    let (instance_types, it_stream) = cache(
+        Api::<InstanceType>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let (endpoints, endpoint_stream) = cache(
+        api::<OnlineEndpoint>(&client, ns),
+        watcher::Config::default(),
+    );
+
+    let controller = Controller::new(
+        api::<OnlineDeployment>(&client, ns),
+        watcher::Config::default(),
+    );
+    let ods = controller.store();
+    let (for_envs, for_its, for_endpoints) = (ods.clone(), ods.clone(), ods);
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        deployments,
+        services,
+        hpas,
+        config_maps,
+        environments,
+        instance_types,
+        endpoints,
+        metrics,
+        recorder,
+    });
+    info!(
+        namespace = ns.unwrap_or("*"),
+        "starting OnlineDeployment controller"
+    );
+    let results = controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns_stream(deployment_stream)
+        .owns_stream(service_stream)
+        .owns_stream(hpa_stream)
+        .owns_stream(cm_stream)
+        // A changed Environment, InstanceType or endpoint wakes the deployments that name it.
+        .watches_stream(env_stream, move |env: Environment| {
+            let (ns, name) = (env.namespace(), env.name_any());
+            for_envs
+                .state()
+                .into_iter()
+                .filter(|d| {
+                    d.namespace() == ns
+                        && d.spec
+                            .environment
+                            .as_deref()
+                            .is_some_and(|e| e.split([':', '@']).next() == Some(name.as_str()))
+                })
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(it_stream, move |_it: InstanceType| {
+            for_its
+                .state()
+                .into_iter()
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(endpoint_stream, move |ep: OnlineEndpoint| {
+            let (ns, name) = (ep.namespace(), ep.name_any());
+            for_endpoints
+                .state()
+                .into_iter()
+                .filter(|d| d.namespace() == ns && d.spec.endpoint_name == name)
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx);
+    drain(results).await;
+}

@@ -1,0 +1,422 @@
+//! The OnlineEndpoint controller: the keys Secret, the routing table (one pure function,
+//! `routing::compute`), materialised as the built-in router's ConfigMap `<endpoint>-routing`
+//! and, with `--gateway` and Gateway API installed, an HTTPRoute; status with the scoring URI,
+//! the traffic actually applied and every deployment's readiness.
+//!
+//! Stages: read the endpoint's OnlineDeployments (cache) → `routing::compute` (pure) → create
+//! the keys Secret if missing (never rewritten) → apply the ConfigMap and HTTPRoute when their
+//! desired hash changed → `status::compute` (pure) → status written only when it changed →
+//! Events on condition transitions.
+
+pub mod error;
+pub mod httproute;
+pub mod keys;
+pub mod routing;
+pub mod status;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::Recorder,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+pub use error::Error;
+
+use self::{
+    httproute::GatewayRef,
+    routing::{DeploymentView, Routing},
+    status::Gateway,
+};
+use super::{
+    ROUTING_TABLE_KEY, ROUTING_TABLE_LABEL, api,
+    apply::{DESIRED_HASH, apply_if_changed, hash_of},
+    cache, cached,
+    deployment::build,
+    drain, resolve,
+};
+use crate::{
+    api::{
+        environment::Environment, online_deployment::OnlineDeployment,
+        online_endpoint::OnlineEndpoint,
+    },
+    operator::{
+        children::{MANAGER, child_meta},
+        error_backoff, is_already_exists, is_not_found,
+        metrics::Metrics,
+    },
+    router::table::RequestSettings,
+};
+
+const CONTROLLER: &str = "onlineendpoint";
+/// How long an absent HTTPRoute CRD is remembered before asking discovery again.
+const CRD_RECHECK: Duration = Duration::from_secs(30);
+
+/// Endpoint-controller flags (from the operator's settings).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Gateway the HTTPRoutes attach to; none: no HTTPRoutes.
+    pub gateway: Option<GatewayRef>,
+    /// Base URL of the built-in router, for scoring URIs.
+    pub router_url: String,
+}
+
+/// What reconciles share.
+pub struct Ctx {
+    pub client: Client,
+    pub deployments: Store<OnlineDeployment>,
+    pub environments: Store<Environment>,
+    pub secrets: Store<Secret>,
+    pub config_maps: Store<ConfigMap>,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+    pub options: Options,
+    /// Hash of the HTTPRoute last applied per `namespace/name` (HTTPRoutes are not cached).
+    pub applied_routes: Mutex<HashMap<String, String>>,
+    /// Whether the HTTPRoute CRD exists, and when that was learnt.
+    pub httproute_crd: Mutex<Option<(bool, Instant)>>,
+}
+
+/// The routing ConfigMap's name.
+pub fn routing_config_map_name(endpoint: &str) -> String {
+    format!("{endpoint}-routing")
+}
+
+/// What the endpoint controller needs of each deployment of `endpoint`.
+fn views(ep: &OnlineEndpoint, ctx: &Ctx) -> Vec<DeploymentView> {
+    let (ns, name) = (ep.namespace(), ep.name_any());
+    ctx.deployments
+        .state()
+        .iter()
+        .filter(|d| {
+            d.namespace() == ns
+                && d.spec.endpoint_name == name
+                && d.meta().deletion_timestamp.is_none()
+        })
+        .map(|d| {
+            let env = resolve::find_environment(d, &ctx.environments);
+            let routes = resolve::routes(
+                d,
+                env.as_ref().and_then(|e| e.spec.inference_config.as_ref()),
+            );
+            let rs = &d.spec.request_settings;
+            let status = d.status.clone().unwrap_or_default();
+            DeploymentView {
+                name: d.name_any(),
+                ready_instances: status.ready_instances.unwrap_or(0),
+                instances: status.replicas.unwrap_or(d.spec.instance_count),
+                scoring_path: routes.scoring_path,
+                request_settings: RequestSettings {
+                    request_timeout_ms: rs.request_timeout_ms.max(1) as u64,
+                    max_concurrent_requests_per_instance: rs
+                        .max_concurrent_requests_per_instance
+                        .max(1) as u32,
+                    max_queue_wait_ms: rs.max_queue_wait_ms.max(0) as u64,
+                },
+                service: build::name(d),
+                port: routes.port,
+                port_name: build::PORT_NAME.into(),
+            }
+        })
+        .collect()
+}
+
+/// The routing ConfigMap: the route as JSON, labelled for the router's watch.
+pub fn routing_config_map(ep: &OnlineEndpoint, routing: &Routing) -> ConfigMap {
+    let mut meta = child_meta(ep, routing_config_map_name(&ep.name_any()), "routing");
+    meta.labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ROUTING_TABLE_LABEL.into(), "true".into());
+    ConfigMap {
+        metadata: meta,
+        data: Some(BTreeMap::from([(
+            ROUTING_TABLE_KEY.to_string(),
+            serde_json::to_string_pretty(&routing.route).unwrap_or_default(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// Reconciles one OnlineEndpoint.
+#[tracing::instrument(skip(ep, ctx), fields(namespace = ep.namespace().as_deref().unwrap_or(""), name = %ep.name_any()))]
+pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[CONTROLLER])
+        .start_timer();
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[CONTROLLER])
+        .inc();
+    let ns = ep.namespace().ok_or(Error::MissingNamespace)?;
+    if ep.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let name = ep.name_any();
+    let routing = routing::compute(&ep, &views(&ep, &ctx));
+
+    let keys_ready = ensure_keys(&ep, &ctx, &ns).await?;
+    let cm_name = routing_config_map_name(&name);
+    let written = apply_if_changed(
+        &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
+        cached(&ctx.config_maps, &ns, &cm_name).as_deref(),
+        routing_config_map(&ep, &routing),
+    )
+    .await
+    .map_err(Error::ApplyRouting)?;
+    if written {
+        info!(traffic = ?routing.traffic_applied, mirror = ?routing.mirror_applied, "routing table applied");
+    }
+    let gateway = apply_http_route(&ep, &ctx, &ns, &routing).await?;
+
+    let now = Time(Timestamp::now());
+    let new = status::compute(
+        &ep,
+        &routing,
+        keys_ready,
+        gateway,
+        &ctx.options.router_url,
+        &now,
+    );
+    if ep.status.as_ref() != Some(&new) {
+        let api: Api<OnlineEndpoint> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({ "apiVersion": OnlineEndpoint::api_version(&()), "kind": "OnlineEndpoint", "status": new });
+        api.patch_status(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::PatchStatus)?;
+        let old = ep
+            .status
+            .as_ref()
+            .map(|s| s.conditions.as_slice())
+            .unwrap_or_default();
+        for t in super::transitions(old, &new.conditions, &[]) {
+            super::publish(&ctx.recorder, &*ep, &t).await;
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Creates the keys Secret when the endpoint needs keys and none exists. Existing keys are
+/// never touched here. Returns whether keys exist.
+async fn ensure_keys(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<bool, Error> {
+    use crate::api::online_endpoint::AuthMode;
+    if ep.spec.auth_mode == AuthMode::None {
+        return Ok(false);
+    }
+    let name = routing::keys_secret_name(&ep.name_any());
+    if cached(&ctx.secrets, ns, &name).is_some() {
+        return Ok(true);
+    }
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let pp = PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..PostParams::default()
+    };
+    match secrets.create(&pp, &keys::secret(ep)).await {
+        Ok(_) => {
+            info!(secret = %name, "keys created");
+            Ok(true)
+        }
+        // The cache was behind: the keys exist and stay as they are.
+        Err(e) if is_already_exists(&e) => Ok(true),
+        Err(e) => Err(Error::CreateKeys(e)),
+    }
+}
+
+/// Whether the HTTPRoute CRD is installed (asked through discovery, remembered for a while).
+async fn httproute_installed(ctx: &Ctx) -> bool {
+    if let Ok(guard) = ctx.httproute_crd.lock()
+        && let Some((present, at)) = *guard
+        && (present || at.elapsed() < CRD_RECHECK)
+    {
+        return present;
+    }
+    let present = match ctx
+        .client
+        .list_api_group_resources(&format!("{}/{}", httproute::GROUP, httproute::VERSION))
+        .await
+    {
+        Ok(list) => list.resources.iter().any(|r| r.name == "httproutes"),
+        Err(e) if is_not_found(&e) => false,
+        Err(err) => {
+            warn!(%err, "Gateway API discovery failed");
+            false
+        }
+    };
+    if let Ok(mut guard) = ctx.httproute_crd.lock() {
+        *guard = Some((present, Instant::now()));
+    }
+    present
+}
+
+/// Applies the HTTPRoute when a gateway is configured and Gateway API is installed, skipping
+/// the write when the same route was applied before.
+async fn apply_http_route(
+    ep: &OnlineEndpoint,
+    ctx: &Ctx,
+    ns: &str,
+    routing: &Routing,
+) -> Result<Gateway, Error> {
+    let Some(gw) = &ctx.options.gateway else {
+        return Ok(Gateway::NotConfigured);
+    };
+    if !httproute_installed(ctx).await {
+        return Ok(Gateway::NotInstalled);
+    }
+    let mut route = httproute::http_route(ep, &routing.route, gw);
+    let hash = hash_of(&route);
+    route["metadata"]["annotations"] = json!({ DESIRED_HASH: hash });
+    let key = format!("{ns}/{}", ep.name_any());
+    let done = ctx
+        .applied_routes
+        .lock()
+        .map(|m| m.get(&key) == Some(&hash))
+        .unwrap_or(false);
+    if done {
+        return Ok(Gateway::Applied);
+    }
+    let gvk = GroupVersionKind::gvk(httproute::GROUP, httproute::VERSION, httproute::KIND);
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), ns, &ApiResource::from_gvk(&gvk));
+    match api
+        .patch(
+            &ep.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&route),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => {
+            // The CRD went away since discovery said otherwise: ask again next time.
+            if let Ok(mut guard) = ctx.httproute_crd.lock() {
+                *guard = None;
+            }
+            return Ok(Gateway::NotInstalled);
+        }
+        Err(e) => return Err(Error::ApplyHttpRoute(e)),
+    }
+    info!(traffic = ?routing.traffic_applied, "HTTPRoute applied");
+    if let Ok(mut m) = ctx.applied_routes.lock() {
+        m.insert(key, hash);
+    }
+    Ok(Gateway::Applied)
+}
+
+fn error_policy(_ep: Arc<OnlineEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let category = err.category();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[CONTROLLER, category])
+        .inc();
+    warn!(error = %err, category, "reconcile failed");
+    Action::requeue(error_backoff(category, 0))
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    recorder: Recorder,
+    namespace: Option<String>,
+    concurrency: u16,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let ns = namespace.as_deref();
+    let owned =
+        format!("app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}");
+    let (deployments, deployment_stream) = cache(
+        api::<OnlineDeployment>(&client, ns),
+        watcher::Config::default(),
+    );
+    let (environments, env_stream) =
+        cache(api::<Environment>(&client, ns), watcher::Config::default());
+    let (secrets, secret_stream) = cache(
+        api::<Secret>(&client, ns),
+        watcher::Config::default().labels(&format!(
+            "{owned},app.kubernetes.io/component={}",
+            keys::COMPONENT
+        )),
+    );
+    let (config_maps, cm_stream) = cache(
+        api::<ConfigMap>(&client, ns),
+        watcher::Config::default().labels(&format!("{owned},{ROUTING_TABLE_LABEL}=true")),
+    );
+    let controller = Controller::new(
+        api::<OnlineEndpoint>(&client, ns),
+        watcher::Config::default(),
+    );
+    let endpoints = controller.store();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        deployments,
+        environments,
+        secrets,
+        config_maps,
+        metrics,
+        recorder,
+        options,
+        applied_routes: Mutex::new(HashMap::new()),
+        httproute_crd: Mutex::new(None),
+    });
+    let deployments_of = ctx.deployments.clone();
+    info!(
+        namespace = ns.unwrap_or("*"),
+        "starting OnlineEndpoint controller"
+    );
+    let results = controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns_stream(secret_stream)
+        .owns_stream(cm_stream)
+        // A deployment's readiness or settings change its endpoint's routing.
+        .watches_stream(deployment_stream, |d: OnlineDeployment| {
+            d.namespace()
+                .map(|ns| ObjectRef::<OnlineEndpoint>::new(&d.spec.endpoint_name).within(&ns))
+        })
+        // A changed Environment can change a custom container's scoring route.
+        .watches_stream(env_stream, move |env: Environment| {
+            let (ns, name) = (env.namespace(), env.name_any());
+            let mut refs: Vec<ObjectRef<OnlineEndpoint>> = deployments_of
+                .state()
+                .iter()
+                .filter(|d| {
+                    d.namespace() == ns
+                        && d.spec
+                            .environment
+                            .as_deref()
+                            .is_some_and(|e| e.split([':', '@']).next() == Some(name.as_str()))
+                })
+                .filter_map(|d| Some(ObjectRef::new(&d.spec.endpoint_name).within(&d.namespace()?)))
+                .collect();
+            refs.dedup();
+            let _ = &endpoints;
+            refs
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx);
+    drain(results).await;
+}

@@ -1,0 +1,150 @@
+//! Online endpoints: the OnlineDeployment controller (a Deployment, a Service and an optional
+//! HorizontalPodAutoscaler per deployment) and the OnlineEndpoint controller (keys, the routing
+//! table for the built-in router, and a Gateway API HTTPRoute).
+//!
+//! Both are staged like the TrainingJob controller: read from caches → resolve → pure builders →
+//! server-side apply of what changed (a hash of the desired object in an annotation makes an
+//! unchanged reconcile write nothing) → status written only when it changed.
+
+pub mod apply;
+pub mod deployment;
+pub mod endpoint;
+pub mod resolve;
+
+/// Label on every routing ConfigMap, so the router selects them all with one watch.
+pub const ROUTING_TABLE_LABEL: &str = "mlcompute.io/routing-table";
+/// The ConfigMap key holding an endpoint's route (JSON).
+pub const ROUTING_TABLE_KEY: &str = "route.json";
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store, reflector},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+
+/// A namespaced API in `namespace`, or across all namespaces.
+pub(crate) fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// A reflector cache of `api` and the stream that feeds it (touched objects, deletions
+/// included, so a deleted child wakes its owner). Managed fields are dropped to save memory.
+pub(crate) fn cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api, config).default_backoff().modify(|o: &mut K| {
+            o.managed_fields_mut().clear();
+        }),
+    )
+    .touched_objects();
+    (store, stream)
+}
+
+/// The cached object `name` in `namespace`.
+pub(crate) fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<std::sync::Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store.get(&reflector::ObjectRef::new(name).within(namespace))
+}
+
+/// Drains a controller's result stream, logging failures at debug level (the error policy
+/// already logged them).
+pub(crate) async fn drain<S, T, E>(results: S)
+where
+    S: Stream<Item = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    results
+        .for_each(|res| async move {
+            if let Err(err) = res {
+                tracing::debug!(%err, "reconcile loop");
+            }
+        })
+        .await;
+}
+
+/// A condition that changed (status or reason), for an Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub type_: String,
+    pub ok: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The conditions of `new` whose status or reason differ from `old`, except types in `skip`.
+pub fn transitions(
+    old: &[crate::api::Condition],
+    new: &[crate::api::Condition],
+    skip: &[&str],
+) -> Vec<Transition> {
+    new.iter()
+        .filter(|c| !skip.contains(&c.type_.as_str()))
+        .filter(|c| {
+            !old.iter()
+                .any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason)
+        })
+        .map(|c| Transition {
+            type_: c.type_.clone(),
+            ok: c.status == "True",
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+        })
+        .collect()
+}
+
+/// Publishes a transition as an Event on `obj` (Warning when the condition is False).
+pub(crate) async fn publish<K>(recorder: &kube::runtime::events::Recorder, obj: &K, t: &Transition)
+where
+    K: Resource<DynamicType = ()>,
+{
+    use kube::runtime::events::{Event, EventType};
+    let event = Event {
+        type_: if t.ok {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: t.reason.clone(),
+        note: Some(
+            format!("{}: {}", t.type_, t.message)
+                .chars()
+                .take(1000)
+                .collect(),
+        ),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(%err, "publishing event failed");
+    }
+}
