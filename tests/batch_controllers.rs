@@ -22,6 +22,16 @@ use support::{Operator, TestNamespace, eventually, wait_for};
 const T: Duration = Duration::from_secs(60);
 
 async fn setup(ns: &TestNamespace, default: Option<&str>) {
+    // The claims the deployment and jobs use (the default StorageClass binds them at once).
+    let claims: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> = ns.api();
+    for name in ["models", "data", "results"] {
+        let pvc = serde_json::from_value(json!({
+            "metadata": { "name": name },
+            "spec": { "accessModes": ["ReadWriteMany"], "resources": { "requests": { "storage": "1Gi" } } }
+        }))
+        .unwrap();
+        claims.create(&PostParams::default(), &pvc).await.unwrap();
+    }
     let endpoints: Api<BatchEndpoint> = ns.api();
     let e: BatchEndpoint = serde_json::from_value(json!({
         "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",

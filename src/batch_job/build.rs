@@ -271,11 +271,8 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
     let mut init = vec![Container {
         name: "install-mlcompute".into(),
         image: Some(driver_image.into()),
-        command: Some(vec![
-            "mlcompute".into(),
-            "copy-binary".into(),
-            format!("{BIN_DIR}/mlcompute"),
-        ]),
+        // The image's entrypoint is the mlcompute binary (`/mlcompute` on an empty base).
+        args: Some(vec!["copy-binary".into(), format!("{BIN_DIR}/mlcompute")]),
         volume_mounts: Some(vec![mount("mlcompute-bin", BIN_DIR, "", false)]),
         ..Container::default()
     }];
@@ -509,7 +506,7 @@ mod tests {
             init[0].image.as_deref(),
             Some("ghcr.io/mlcompute/mlcompute:0.1.0")
         );
-        assert_eq!(init[0].command.as_ref().unwrap()[1], "copy-binary");
+        assert_eq!(init[0].args.as_ref().unwrap()[0], "copy-binary");
         assert!(init[1].command.as_ref().unwrap()[2].contains(
             "fetch 'https://models.example.com/m.onnx?sig=1' '/mnt/azureml/downloads/model/m.onnx'"
         ));

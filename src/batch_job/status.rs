@@ -32,6 +32,7 @@ pub mod condition {
 pub mod reason {
     pub const JOB_CREATED: &str = "JobCreated";
     pub const CONTAINERS_STARTING: &str = "ContainersStarting";
+    pub const UNSCHEDULABLE: &str = "Unschedulable";
     pub const RUNNING: &str = "Running";
     pub const COMPLETED: &str = "Completed";
     pub const ERROR_THRESHOLD: &str = "ErrorThresholdExceeded";
@@ -151,6 +152,21 @@ fn failure(job: &Job, pods: &[&Pod], reported: Option<&str>) -> (&'static str, S
                 .unwrap_or_else(|| "the Job failed".into()),
         ),
     }
+}
+
+/// The scheduler's message when a Pod cannot be placed (a missing claim, no capacity).
+fn unschedulable(pod: &Pod) -> Option<String> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| {
+            c.message
+                .clone()
+                .unwrap_or_else(|| "a driver pod cannot be scheduled".into())
+        })
 }
 
 fn last_line(s: &str) -> String {
@@ -308,6 +324,8 @@ pub fn decide(
                 reason::RUNNING,
                 format!("{n} driver pod(s) running"),
             );
+        } else if let Some(why) = observed.pods.iter().find_map(|p| unschedulable(p)) {
+            d.phase(Phase::Starting, reason::UNSCHEDULABLE, why);
         } else if d.prev.phase != Some(Phase::Running) {
             d.phase(
                 Phase::Starting,

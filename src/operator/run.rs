@@ -111,6 +111,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             recorder.clone(),
             ns.clone(),
             settings.concurrency,
+            settings.debounce,
             stopped(),
         )));
         controllers.push(tokio::spawn(crate::online::deployment::run(

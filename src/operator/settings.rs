@@ -25,6 +25,9 @@ pub struct Settings {
     /// Reconciles run at once per controller.
     #[arg(long, env = "MLCOMPUTE_CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
+    /// How long a controller waits for more changes to an object before reconciling it (e.g. 250ms).
+    #[arg(long, env = "MLCOMPUTE_DEBOUNCE", default_value = "250ms", value_parser = parse_debounce)]
+    pub debounce: std::time::Duration,
     /// Kubeconfig to use; default: in-cluster config or $KUBECONFIG.
     #[arg(long, env = "MLCOMPUTE_KUBECONFIG")]
     pub kubeconfig: Option<std::path::PathBuf>,
@@ -51,4 +54,9 @@ impl Settings {
             .collect();
         (!ns.is_empty()).then_some(ns)
     }
+}
+
+fn parse_debounce(s: &str) -> Result<std::time::Duration, String> {
+    crate::api::common::parse_duration(s)
+        .ok_or_else(|| format!("{s:?} is not a duration such as 250ms or 1s"))
 }

@@ -135,7 +135,10 @@ impl Decider<'_> {
     }
 
     fn set_phase(&mut self, phase: Phase, reason: &str, message: String) {
-        if self.prev.phase != Some(phase) {
+        // Events mark the steps a user follows (started, running, restarted, finished, stuck);
+        // the initial wait for Pods is not one of them.
+        let noise = self.prev.phase.is_none() && reason == reason::WAITING_FOR_PODS;
+        if self.prev.phase != Some(phase) && !noise {
             let warning = matches!(phase, Phase::Failed) || reason == reason::RESTARTING;
             self.plan.transition = Some(Transition {
                 reason: reason.to_string(),

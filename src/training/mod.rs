@@ -69,6 +69,11 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
         .with_label_values(&[CONTROLLER])
         .inc();
     let ns = job.namespace().ok_or(Error::MissingNamespace)?;
+    // Decide only on complete caches: a Pod missing from a cache still filling up would be created
+    // again, and a status computed from it would be written for nothing.
+    if !caches_ready(&ctx).await {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
 
     let resolution = resolve::resolve(&job, &ctx.environments, &ctx.instance_types);
     let pods = own_pods(&job, &ctx.pods);
@@ -89,6 +94,17 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
         .requeue_after
         .map(Action::requeue)
         .unwrap_or_else(Action::await_change))
+}
+
+async fn caches_ready(ctx: &Ctx) -> bool {
+    let wait = async {
+        let _ = ctx.pods.wait_until_ready().await;
+        let _ = ctx.environments.wait_until_ready().await;
+        let _ = ctx.instance_types.wait_until_ready().await;
+    };
+    tokio::time::timeout(Duration::from_secs(5), wait)
+        .await
+        .is_ok()
 }
 
 /// The job's Pods from the cache, matched by owner UID (labels can be edited, owners cannot).
@@ -303,6 +319,7 @@ pub async fn run(
     recorder: Recorder,
     namespace: Option<String>,
     concurrency: u16,
+    debounce: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api = |c: &Client| -> Api<TrainingJob> {
@@ -324,8 +341,12 @@ pub async fn run(
 
     // Caches: the controller reads Pods, Environments and InstanceTypes from memory, never the API.
     let (pods, pods_writer) = reflector::store();
-    let pod_stream = reflector(pods_writer, watcher(pods_api, managed).default_backoff())
-        .modify(|p: &mut Pod| p.managed_fields_mut().clear());
+    let pod_stream = reflector(
+        pods_writer,
+        watcher(pods_api, managed)
+            .default_backoff()
+            .modify(slim_pod),
+    );
     let (environments, env_writer) = reflector::store();
     let env_stream = reflector(
         env_writer,
@@ -341,8 +362,14 @@ pub async fn run(
         .default_backoff(),
     );
 
-    let controller = Controller::new(api(&client), watcher::Config::default());
-    let jobs = controller.store();
+    let (jobs, jobs_writer) = reflector::store();
+    let job_stream = reflector(
+        jobs_writer,
+        watcher(api(&client), watcher::Config::default())
+            .default_backoff()
+            .modify(|j: &mut TrainingJob| j.managed_fields_mut().clear()),
+    );
+    let controller = Controller::for_stream(job_stream.applied_objects(), jobs.clone());
     let jobs_for_envs = jobs.clone();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -357,7 +384,12 @@ pub async fn run(
         "starting TrainingJob controller"
     );
     controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        // A short debounce folds a burst of Pod changes (scheduled, started, ready) into one reconcile.
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(concurrency)
+                .debounce(debounce),
+        )
         .owns_stream(pod_stream.applied_objects())
         // A new or changed Environment or InstanceType wakes the jobs waiting for it.
         .watches_stream(env_stream.applied_objects(), move |env: Environment| {
@@ -387,6 +419,39 @@ pub async fn run(
             .instrument(info_span!("trainingjob"))
         })
         .await;
+}
+
+/// Keeps only what the controller reads of a Pod, so a cache of thousands stays small.
+fn slim_pod(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    pod.annotations_mut().clear();
+    if let Some(spec) = pod.spec.as_mut() {
+        *spec = k8s_openapi::api::core::v1::PodSpec {
+            node_name: spec.node_name.take(),
+            ..Default::default()
+        };
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status
+            .conditions
+            .get_or_insert_with(Vec::new)
+            .retain(|c| c.type_ == "PodScheduled");
+        for c in status
+            .container_statuses
+            .iter_mut()
+            .flatten()
+            .chain(status.init_container_statuses.iter_mut().flatten())
+        {
+            c.image_id = String::new();
+            c.container_id = None;
+            c.last_state = None;
+            c.volume_mounts = None;
+            c.resources = None;
+            c.allocated_resources = None;
+        }
+        status.pod_ips = None;
+        status.host_ips = None;
+    }
 }
 
 /// Whether a job has not started yet (so a referenced object appearing may unblock it).
