@@ -93,7 +93,8 @@ pub enum ProvisioningState {
 pub struct DeploymentReadiness {
     /// OnlineDeployment name.
     pub name: String,
-    /// Whether at least one instance is ready and the deployment's rollout succeeded.
+    /// Whether at least one instance is ready (a rolling update keeps a deployment ready, and its
+    /// traffic share, while old instances still serve).
     pub ready: bool,
     /// Ready instances.
     #[serde(default)]

@@ -25,6 +25,9 @@ pub const KIND: &str = "HTTPRoute";
 /// The CRD whose presence turns HTTPRoutes on.
 pub const CRD_NAME: &str = "httproutes.gateway.networking.k8s.io";
 pub const PINNING_HEADER: &str = "azureml-model-deployment";
+/// Gateway API allows 16 rules per HTTPRoute: one is the weighted rule, the rest pin. Beyond
+/// 15 deployments the later ones (by name) are reachable by pinning through the router only.
+pub const MAX_PINNED: usize = 15;
 
 /// The Gateway the routes attach to (`--gateway namespace/name`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +72,7 @@ pub fn http_route(endpoint: &OnlineEndpoint, route: &ClusterRoute, gateway: &Gat
     let mut rules: Vec<Value> = route
         .deployments
         .iter()
+        .take(MAX_PINNED)
         .map(|d| {
             json!({
                 "matches": [{ "path": path_match, "headers": [{ "type": "Exact", "name": PINNING_HEADER, "value": d.name }] }],
