@@ -27,6 +27,9 @@ pub mod condition {
     pub const SUCCEEDED: &str = "Succeeded";
     pub const FAILED: &str = "Failed";
     pub const CANCELED: &str = "Canceled";
+    pub const READY: &str = "Ready";
+    pub const RECONCILING: &str = "Reconciling";
+    pub const STALLED: &str = "Stalled";
 }
 
 /// Reasons the status and Events give. A fixed set: also the `reason` of Events.
@@ -150,6 +153,17 @@ impl Decider<'_> {
         self.plan.status.reason = Some(reason.to_string());
         self.plan.status.message = Some(message);
         self.cond(condition::RUNNING, phase == Phase::Running, reason, "");
+        // kstatus conventions, so Flux, Argo CD and `kubectl wait` read health without custom code:
+        // Reconciling while on the way, Stalled when failed, Ready while running and once done.
+        let on_the_way = matches!(phase, Phase::Queued | Phase::Starting);
+        self.cond(condition::RECONCILING, on_the_way, reason, "");
+        self.cond(condition::STALLED, phase == Phase::Failed, reason, "");
+        self.cond(
+            condition::READY,
+            matches!(phase, Phase::Running | Phase::Completed),
+            reason,
+            "",
+        );
     }
 
     fn finish(&mut self, phase: Phase, reason: &str, message: String) -> Plan {

@@ -115,6 +115,14 @@ fn running_then_completed() {
     assert_eq!(done.status.phase, Some(JobPhase::Completed));
     assert!(done.delete.is_empty(), "finished pods stay for their logs");
     assert_eq!(done.transition.as_ref().unwrap().reason, "Succeeded");
+    let is = |plan: &Plan, t: &str| {
+        plan.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == t && c.status == "True")
+    };
+    assert!(is(&run, "Ready") && !is(&run, "Reconciling"));
+    assert!(is(&done, "Ready") && !is(&done, "Stalled"));
 }
 
 #[test]
@@ -150,6 +158,16 @@ fn a_retryable_failure_restarts_the_gang_and_a_permanent_one_fails() {
     let perm = lifecycle::decide(&job, &ready(&job), &failed(2), at(1));
     assert_eq!(perm.status.phase, Some(JobPhase::Failed));
     assert_eq!(perm.status.reason.as_deref(), Some("NonRetryableExitCode"));
+    let stalled = perm
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "NonRetryableExitCode")
+    );
 }
 
 #[test]
