@@ -475,6 +475,22 @@ async fn traffic_and_mirror_reach_the_routing_table_and_the_httproute() {
     );
     assert_eq!(rules[1]["matches"][0]["headers"][0]["value"], "green");
 
+    // A deleted HTTPRoute comes back (the controller caches HTTPRoutes and owns them).
+    routes
+        .delete("fraud", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the HTTPRoute is re-applied", T, || {
+        let routes = routes.clone();
+        async move {
+            let r = routes.get_opt("fraud").await.ok()??;
+            (r.metadata.deletion_timestamp.is_none()
+                && http_split(&r).0 == vec![("blue".to_string(), 100)])
+            .then_some(())
+        }
+    })
+    .await;
+
     // Status: scoring URI, applied split, readiness, conditions.
     let ep = wait_for(&eps, "fraud", T, |e: Option<&OnlineEndpoint>| {
         e.and_then(|e| e.status.as_ref())

@@ -29,10 +29,10 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
     runtime::{
-        Controller,
+        Controller, WatchStreamExt,
         controller::Action,
         events::Recorder,
-        reflector::{ObjectRef, Store},
+        reflector::{self, ObjectRef, Store, reflector},
         watcher,
     },
 };
@@ -89,7 +89,10 @@ pub struct Ctx {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub options: Options,
-    /// Hash of the HTTPRoute last applied per `namespace/name` (HTTPRoutes are not cached).
+    /// Cache of HTTPRoutes, when Gateway API was installed at start.
+    pub http_routes: Option<Store<DynamicObject>>,
+    /// Hash of the HTTPRoute last applied per `namespace/name`, for when Gateway API was
+    /// installed after start (no cache then).
     pub applied_routes: Mutex<HashMap<String, String>>,
     /// Whether the HTTPRoute CRD exists, and when that was learnt.
     pub httproute_crd: Mutex<Option<(bool, Instant)>>,
@@ -254,8 +257,16 @@ async fn httproute_installed(ctx: &Ctx) -> bool {
     {
         return present;
     }
-    let present = match ctx
-        .client
+    let present = discover_http_routes(&ctx.client).await;
+    if let Ok(mut guard) = ctx.httproute_crd.lock() {
+        *guard = Some((present, Instant::now()));
+    }
+    present
+}
+
+/// Asks discovery whether the HTTPRoute kind is served.
+async fn discover_http_routes(client: &Client) -> bool {
+    match client
         .list_api_group_resources(&format!("{}/{}", httproute::GROUP, httproute::VERSION))
         .await
     {
@@ -265,11 +276,7 @@ async fn httproute_installed(ctx: &Ctx) -> bool {
             warn!(%err, "Gateway API discovery failed");
             false
         }
-    };
-    if let Ok(mut guard) = ctx.httproute_crd.lock() {
-        *guard = Some((present, Instant::now()));
     }
-    present
 }
 
 /// Applies the HTTPRoute when a gateway is configured and Gateway API is installed, skipping
@@ -290,17 +297,21 @@ async fn apply_http_route(
     let hash = hash_of(&route);
     route["metadata"]["annotations"] = json!({ DESIRED_HASH: hash });
     let key = format!("{ns}/{}", ep.name_any());
-    let done = ctx
-        .applied_routes
-        .lock()
-        .map(|m| m.get(&key) == Some(&hash))
-        .unwrap_or(false);
+    let done = match &ctx.http_routes {
+        Some(store) => store
+            .get(&ObjectRef::new_with(&ep.name_any(), http_route_resource()).within(ns))
+            .is_some_and(|r| r.annotations().get(DESIRED_HASH) == Some(&hash)),
+        None => ctx
+            .applied_routes
+            .lock()
+            .map(|m| m.get(&key) == Some(&hash))
+            .unwrap_or(false),
+    };
     if done {
         return Ok(Gateway::Applied);
     }
-    let gvk = GroupVersionKind::gvk(httproute::GROUP, httproute::VERSION, httproute::KIND);
     let api: Api<DynamicObject> =
-        Api::namespaced_with(ctx.client.clone(), ns, &ApiResource::from_gvk(&gvk));
+        Api::namespaced_with(ctx.client.clone(), ns, &http_route_resource());
     match api
         .patch(
             &ep.name_any(),
@@ -324,6 +335,12 @@ async fn apply_http_route(
         m.insert(key, hash);
     }
     Ok(Gateway::Applied)
+}
+
+/// The HTTPRoute kind, for dynamic APIs and caches.
+fn http_route_resource() -> ApiResource {
+    let gvk = GroupVersionKind::gvk(httproute::GROUP, httproute::VERSION, httproute::KIND);
+    ApiResource::from_gvk(&gvk)
 }
 
 fn error_policy(_ep: Arc<OnlineEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
@@ -371,6 +388,27 @@ pub async fn run(
         watcher::Config::default(),
     );
     let endpoints = controller.store();
+    // HTTPRoutes are cached (and their deletion re-applies them) when Gateway API is there now.
+    let installed = options.gateway.is_some() && discover_http_routes(&client).await;
+    let (http_routes, http_route_stream) = if installed {
+        let ar = http_route_resource();
+        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        let store = writer.as_reader();
+        let api = match ns {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let stream = reflector(
+            writer,
+            watcher(api, watcher::Config::default().labels(&owned))
+                .default_backoff()
+                .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear()),
+        )
+        .touched_objects();
+        (Some(store), Some(stream))
+    } else {
+        (None, None)
+    };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         deployments,
@@ -380,15 +418,16 @@ pub async fn run(
         metrics,
         recorder,
         options,
+        http_routes,
         applied_routes: Mutex::new(HashMap::new()),
-        httproute_crd: Mutex::new(None),
+        httproute_crd: Mutex::new(installed.then(|| (true, Instant::now()))),
     });
     let deployments_of = ctx.deployments.clone();
     info!(
         namespace = ns.unwrap_or("*"),
         "starting OnlineEndpoint controller"
     );
-    let results = controller
+    let mut controller = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns_stream(secret_stream)
         .owns_stream(cm_stream)
@@ -415,7 +454,11 @@ pub async fn run(
             refs.dedup();
             let _ = &endpoints;
             refs
-        })
+        });
+    if let Some(stream) = http_route_stream {
+        controller = controller.owns_stream_with(stream, http_route_resource());
+    }
+    let results = controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
     drain(results).await;
