@@ -930,3 +930,60 @@ async fn router_cluster_source_serves_routes_and_follows_key_rotation() {
     eprintln!("key rotation reached the router in {:?}", started.elapsed());
     assert_eq!(with(primary).await, Some(401));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn a_restarted_operator_writes_nothing() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "online-restart").await;
+    let mut op = Operator::start_with(ns.name(), &["--gateway", GATEWAY]);
+    let eps: Api<OnlineEndpoint> = ns.api();
+    let ods: Api<OnlineDeployment> = ns.api();
+    create(&ods, scoring_deployment("blue", "fraud")).await;
+    create(
+        &eps,
+        endpoint("fraud", json!({ "traffic": { "blue": 100 } })),
+    )
+    .await;
+    ready_instances(&ods, "blue", 1).await;
+    let ep = wait_for(&eps, "fraud", T, |e: Option<&OnlineEndpoint>| {
+        e.is_some_and(|e| condition(e, "Ready").is_some_and(|c| c.status == "True"))
+    })
+    .await;
+    let cms: Api<ConfigMap> = ns.api();
+    let version = |o: &kube::api::ObjectMeta| o.resource_version.clone().unwrap();
+    let before = (
+        version(&cms.get("fraud-routing").await.unwrap().metadata),
+        version(
+            &http_routes(&client, ns.name())
+                .get("fraud")
+                .await
+                .unwrap()
+                .metadata,
+        ),
+        version(&ns.api::<Deployment>().get("blue").await.unwrap().metadata),
+        version(&ns.api::<Service>().get("blue").await.unwrap().metadata),
+        version(&ods.get("blue").await.unwrap().metadata),
+        version(&ep.metadata),
+    );
+    // A new process starts with empty caches: it must neither route nothing for a moment nor
+    // rewrite anything that is already right.
+    op.kill();
+    let _op = Operator::start_with(ns.name(), &["--gateway", GATEWAY]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = (
+        version(&cms.get("fraud-routing").await.unwrap().metadata),
+        version(
+            &http_routes(&client, ns.name())
+                .get("fraud")
+                .await
+                .unwrap()
+                .metadata,
+        ),
+        version(&ns.api::<Deployment>().get("blue").await.unwrap().metadata),
+        version(&ns.api::<Service>().get("blue").await.unwrap().metadata),
+        version(&ods.get("blue").await.unwrap().metadata),
+        version(&eps.get("fraud").await.unwrap().metadata),
+    );
+    assert_eq!(before, after);
+}

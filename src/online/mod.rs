@@ -76,6 +76,22 @@ where
     store.get(&reflector::ObjectRef::new(name).within(namespace))
 }
 
+/// How long a reconcile waits for the caches' first list before giving up (and requeueing).
+pub const CACHE_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Waits until `store` holds its first full list. A reconcile must not act on an empty cache
+/// after a restart: it would see no deployments and route nothing. The controller keeps
+/// polling the watch streams while a reconcile waits, so the wait ends.
+pub(crate) async fn synced<K>(store: &Store<K>) -> bool
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    tokio::time::timeout(CACHE_SYNC_TIMEOUT, store.wait_until_ready())
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
 /// Drains a controller's result stream, logging failures at debug level (the error policy
 /// already logged them).
 pub(crate) async fn drain<S, T, E>(results: S)

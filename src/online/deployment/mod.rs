@@ -81,6 +81,17 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
         return Ok(Action::await_change());
     }
 
+    let synced = super::synced(&ctx.deployments).await
+        && super::synced(&ctx.services).await
+        && super::synced(&ctx.hpas).await
+        && super::synced(&ctx.config_maps).await
+        && super::synced(&ctx.environments).await
+        && super::synced(&ctx.instance_types).await
+        && super::synced(&ctx.endpoints).await;
+    if !synced {
+        warn!("caches not synced yet; retrying");
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
     let resolution = resolve::resolve(&od, &ctx.environments, &ctx.instance_types);
     let endpoint = match cached(&ctx.endpoints, &ns, &od.spec.endpoint_name) {
         Some(_) => EndpointPresence::Found,

@@ -174,6 +174,18 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
     if ep.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    let synced = super::synced(&ctx.deployments).await
+        && super::synced(&ctx.environments).await
+        && super::synced(&ctx.secrets).await
+        && super::synced(&ctx.config_maps).await;
+    let routes_synced = match &ctx.http_routes {
+        Some(store) => super::synced(store).await,
+        None => true,
+    };
+    if !(synced && routes_synced) {
+        warn!("caches not synced yet; retrying");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let name = ep.name_any();
     let routing = routing::compute(&ep, &views(&ep, &ctx));
 
