@@ -195,6 +195,11 @@ impl Operator {
         std::env::temp_dir().join(format!("mlcompute-operator-{}.log", self.namespace))
     }
 
+    /// Whether the process is still alive.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
