@@ -241,3 +241,65 @@ impl RoutingSource for ClusterSource {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::{ByteString, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+
+    use super::*;
+    use crate::router::table::Auth;
+
+    fn map(ns: &str, text: &str) -> Arc<ConfigMap> {
+        Arc::new(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("fraud-routing".into()),
+                namespace: Some(ns.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(ROUTE_KEY.to_string(), text.to_string())])),
+            ..ConfigMap::default()
+        })
+    }
+
+    fn keys(ns: &str) -> Arc<Secret> {
+        Arc::new(Secret {
+            metadata: ObjectMeta {
+                name: Some("fraud-keys".into()),
+                namespace: Some(ns.into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([
+                ("primaryKey".to_string(), ByteString(b"p".to_vec())),
+                ("secondaryKey".to_string(), ByteString(b"s".to_vec())),
+            ])),
+            ..Secret::default()
+        })
+    }
+
+    const ROUTE: &str = include_str!("../../tests/fixtures/online/route.json");
+
+    #[test]
+    fn one_endpoint_per_name_keys_from_its_namespace_and_bad_routes_skipped() {
+        let maps = [map("a", ROUTE), map("b", ROUTE), map("c", "not json")];
+        // Keys only in namespace b: a's endpoint fails closed, b's is served, c's is skipped.
+        let table = build(&maps, &[], &[keys("b")]);
+        assert_eq!(table.endpoints.len(), 1);
+        assert!(
+            matches!(&table.endpoints[0].auth, Auth::Key { primary_key, .. } if primary_key == "p")
+        );
+        // With keys in both, the first namespace wins the name.
+        let table = build(&maps, &[], &[keys("a"), keys("b")]);
+        assert_eq!(table.endpoints.len(), 1);
+        // A route the router would refuse (traffic sums to 90) is left out, others stay.
+        let bad = ROUTE.replace("\"traffic\": 10", "\"traffic\": 0");
+        let table = build(
+            &[map("a", &bad), map("b", ROUTE)],
+            &[],
+            &[keys("a"), keys("b")],
+        );
+        assert_eq!(table.endpoints.len(), 1);
+        table.validate().unwrap();
+    }
+}

@@ -33,6 +33,10 @@ use crate::{
 
 /// Where the scoring code is mounted (Azure ML's app root).
 pub const CODE_DIR: &str = "/var/azureml-app";
+/// Where the code's ConfigMap or claim is mounted for the copy into [`CODE_DIR`].
+pub const CODE_SOURCE_DIR: &str = "/var/mlcompute/code";
+/// Copies the code (following the ConfigMap's symlinks, skipping its `..data` bookkeeping).
+const COPY_CODE: &str = "import shutil; shutil.copytree('/var/mlcompute/code', '/var/azureml-app', dirs_exist_ok=True, ignore=shutil.ignore_patterns('..*'))";
 /// Where the shipped scoring server is mounted.
 pub const SERVER_DIR: &str = "/var/mlcompute/server";
 pub const SERVER_FILE: &str = "mlcompute_scoring_server.py";
@@ -203,16 +207,37 @@ pub fn pod_template(
     }
 
     let command = spec.code_configuration.as_ref().map(|code| {
-        match code.code.parse::<DataUri>() {
+        // The code is copied into a writable emptyDir at the app root: ConfigMap and claim
+        // mounts are read-only, and the model's default mount point lies inside the app root
+        // (a mount point cannot be created inside a read-only mount).
+        let source = match code.code.parse::<DataUri>() {
             Ok(DataUri::ConfigMap(name)) => {
                 volumes.push(config_map_volume("code", &name));
-                mounts.push(mount("code", CODE_DIR, "", true));
+                Some(mount("code", CODE_SOURCE_DIR, "", true))
             }
             Ok(DataUri::Pvc { claim, path }) => {
                 volumes.push(pvc_volume("code", &claim));
-                mounts.push(mount("code", CODE_DIR, &path, true));
+                Some(mount("code", CODE_SOURCE_DIR, &path, true))
             }
-            _ => {}
+            _ => None,
+        };
+        volumes.push(Volume {
+            name: "app".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        mounts.push(mount("app", CODE_DIR, "", false));
+        if let Some(source) = source {
+            init_containers.insert(
+                0,
+                Container {
+                    name: "code-initializer".into(),
+                    image: Some(resolved.image.clone()),
+                    command: Some(vec!["python3".into(), "-c".into(), COPY_CODE.into()]),
+                    volume_mounts: Some(vec![source, mount("app", CODE_DIR, "", false)]),
+                    ..Container::default()
+                },
+            );
         }
         volumes.push(config_map_volume(
             "scoring-server",
@@ -479,6 +504,21 @@ mod tests {
             (model.sub_path.as_deref(), model.read_only),
             (Some("fraud/v3"), Some(true))
         );
+        let pod = dep.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let init = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(init.name, "code-initializer");
+        assert_eq!(
+            init.volume_mounts.as_ref().unwrap()[0].mount_path,
+            CODE_SOURCE_DIR
+        );
+        let app = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == "app")
+            .unwrap();
+        assert_eq!((app.mount_path.as_str(), app.read_only), (CODE_DIR, None));
         assert_eq!(
             c.resources.as_ref().unwrap().limits.as_ref().unwrap()["memory"].0,
             "2Gi"

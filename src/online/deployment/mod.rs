@@ -53,6 +53,8 @@ const CONTROLLER: &str = "onlinedeployment";
 /// What reconciles share: the client, caches of children and references, metrics, Events.
 pub struct Ctx {
     pub client: Client,
+    /// Whether every cache below holds its first list.
+    pub synced: super::Synced,
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
     pub hpas: Store<HorizontalPodAutoscaler>,
@@ -81,14 +83,7 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
         return Ok(Action::await_change());
     }
 
-    let synced = super::synced(&ctx.deployments).await
-        && super::synced(&ctx.services).await
-        && super::synced(&ctx.hpas).await
-        && super::synced(&ctx.config_maps).await
-        && super::synced(&ctx.environments).await
-        && super::synced(&ctx.instance_types).await
-        && super::synced(&ctx.endpoints).await;
-    if !synced {
+    if !ctx.synced.wait().await {
         warn!("caches not synced yet; retrying");
         return Ok(Action::requeue(std::time::Duration::from_secs(1)));
     }
@@ -243,8 +238,29 @@ pub async fn run(
     );
     let ods = controller.store();
     let (for_envs, for_its, for_endpoints) = (ods.clone(), ods.clone(), ods);
+    let synced = {
+        let (d, s, h, c, e, i, p) = (
+            deployments.clone(),
+            services.clone(),
+            hpas.clone(),
+            config_maps.clone(),
+            environments.clone(),
+            instance_types.clone(),
+            endpoints.clone(),
+        );
+        super::Synced::spawn(async move {
+            super::ready(d).await
+                && super::ready(s).await
+                && super::ready(h).await
+                && super::ready(c).await
+                && super::ready(e).await
+                && super::ready(i).await
+                && super::ready(p).await
+        })
+    };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
+        synced,
         deployments,
         services,
         hpas,

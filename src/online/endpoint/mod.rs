@@ -89,6 +89,8 @@ pub struct Ctx {
     pub metrics: Metrics,
     pub recorder: Recorder,
     pub options: Options,
+    /// Whether every cache above holds its first list.
+    pub synced: super::Synced,
     /// Cache of HTTPRoutes, when Gateway API was installed at start.
     pub http_routes: Option<Store<DynamicObject>>,
     /// Hash of the HTTPRoute last applied per `namespace/name`, for when Gateway API was
@@ -174,15 +176,7 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
     if ep.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let synced = super::synced(&ctx.deployments).await
-        && super::synced(&ctx.environments).await
-        && super::synced(&ctx.secrets).await
-        && super::synced(&ctx.config_maps).await;
-    let routes_synced = match &ctx.http_routes {
-        Some(store) => super::synced(store).await,
-        None => true,
-    };
-    if !(synced && routes_synced) {
+    if !ctx.synced.wait().await {
         warn!("caches not synced yet; retrying");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -421,8 +415,28 @@ pub async fn run(
     } else {
         (None, None)
     };
+    let synced = {
+        let (d, e, s, c, h) = (
+            deployments.clone(),
+            environments.clone(),
+            secrets.clone(),
+            config_maps.clone(),
+            http_routes.clone(),
+        );
+        super::Synced::spawn(async move {
+            super::ready(d).await
+                && super::ready(e).await
+                && super::ready(s).await
+                && super::ready(c).await
+                && match h {
+                    Some(h) => super::ready(h).await,
+                    None => true,
+                }
+        })
+    };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
+        synced,
         deployments,
         environments,
         secrets,
