@@ -109,7 +109,14 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn start_operator(bin: &str, kubeconfig: &str, ns: &str, qps: &str, burst: &str) -> Child {
+fn start_operator(
+    bin: &str,
+    kubeconfig: &str,
+    ns: &str,
+    qps: &str,
+    burst: &str,
+    concurrency: &str,
+) -> Child {
     Command::new(bin)
         .args([
             "operator",
@@ -141,6 +148,7 @@ async fn main() {
     let n: usize = arg("JOBS", "1000").parse().unwrap();
     let concurrency: usize = arg("CONCURRENCY", "32").parse().unwrap();
     let (qps, burst) = (arg("KUBE_QPS", "500"), arg("KUBE_BURST", "1000"));
+    let op_concurrency = arg("OPERATOR_CONCURRENCY", "32");
     let run = arg("RUN_ID", "0");
     let client = client(&kubeconfig).await;
 
@@ -169,7 +177,7 @@ async fn main() {
     // mlcompute: N TrainingJobs created the same way; the operator makes the Pods.
     let ns = format!("bench-jobs-{run}");
     new_namespace(&client, &ns).await;
-    let mut op = start_operator(&bin, &kubeconfig, &ns, &qps, &burst);
+    let mut op = start_operator(&bin, &kubeconfig, &ns, &qps, &burst, &op_concurrency);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_kib(op.id());
     let jobs: Api<mlcompute::api::training_job::TrainingJob> = Api::namespaced(client.clone(), &ns);
@@ -215,7 +223,7 @@ async fn main() {
     let _ = op.kill();
     let _ = op.wait();
     let before = writes(&client).await;
-    let mut op = start_operator(&bin, &kubeconfig, &ns, &qps, &burst);
+    let mut op = start_operator(&bin, &kubeconfig, &ns, &qps, &burst, &op_concurrency);
     tokio::time::sleep(Duration::from_secs(10)).await;
     let resync_writes = delta(&writes(&client).await, &before);
     let _ = op.kill();
@@ -240,7 +248,7 @@ async fn main() {
         "resync_writes": resync_writes,
         "rss_mib_idle": rss_idle as f64 / 1024.0,
         "rss_mib_at_n_jobs": rss_loaded as f64 / 1024.0,
-        "kube_qps": qps, "kube_burst": burst,
+        "kube_qps": qps, "kube_burst": burst, "operator_concurrency": op_concurrency,
     });
     println!("{result}");
 }

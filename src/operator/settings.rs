@@ -23,7 +23,7 @@ pub struct Settings {
     #[arg(long, env = "MLCOMPUTE_METRICS_ADDR", default_value = "127.0.0.1:8081")]
     pub metrics_addr: SocketAddr,
     /// Reconciles run at once per controller.
-    #[arg(long, env = "MLCOMPUTE_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "MLCOMPUTE_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
     /// How long a controller waits for more changes to an object before reconciling it (e.g. 250ms).
     #[arg(long, env = "MLCOMPUTE_DEBOUNCE", default_value = "250ms", value_parser = parse_debounce)]

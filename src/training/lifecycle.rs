@@ -244,7 +244,13 @@ impl Decider<'_> {
             return plan;
         }
 
-        let attempt = self.prev.attempts.unwrap_or(0);
+        let mut attempt = self.prev.attempts.unwrap_or(0);
+        // The first attempt's Pods are created while its status is written, so Pods of attempt 1
+        // with no attempt on record are that attempt's (the status write was lost): adopt them.
+        if attempt == 0 && self.live().any(|p| p.attempt == Some(1)) {
+            attempt = 1;
+            self.plan.status.attempts = Some(1);
+        }
         if self.live().any(|p| p.attempt.is_some_and(|a| a > attempt)) {
             self.plan.stale = true;
             self.plan.status = self.prev.clone();

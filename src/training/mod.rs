@@ -82,10 +82,23 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
 
-    // Status first: a new attempt is on record before its Pods change, so a restarted operator
-    // never counts an attempt twice or forgets one.
-    write_status(&job, &ctx, &ns, &plan).await?;
-    apply(&job, &ctx, &ns, &resolution, &plan).await?;
+    let first_attempt =
+        plan.attempt == 1 && job.status.as_ref().and_then(|s| s.attempts).unwrap_or(0) == 0;
+    if first_attempt && !plan.create.is_empty() {
+        // Starting: create the Pods and record attempt 1 at once (if the status write is lost,
+        // the next reconcile adopts the Pods as attempt 1).
+        let (status, applied) = tokio::join!(
+            write_status(&job, &ctx, &ns, &plan),
+            apply(&job, &ctx, &ns, &resolution, &plan)
+        );
+        status?;
+        applied?;
+    } else {
+        // Status first: a retry is on record before its Pods change, so a restarted operator
+        // never counts an attempt twice or forgets one.
+        write_status(&job, &ctx, &ns, &plan).await?;
+        apply(&job, &ctx, &ns, &resolution, &plan).await?;
+    }
     if let Some(t) = &plan.transition {
         publish(&ctx, &job, t).await;
     }
