@@ -44,6 +44,20 @@ pub fn is_current<K: Resource>(cached: Option<&K>, hash: &str) -> bool {
     cached.is_some_and(|c| c.annotations().get(DESIRED_HASH).map(String::as_str) == Some(hash))
 }
 
+/// Counts one comparison of a desired child with the cache (bounded labels).
+pub fn record(
+    metrics: &crate::operator::metrics::Metrics,
+    controller: &str,
+    kind: &str,
+    written: bool,
+) {
+    let result = if written { "written" } else { "unchanged" };
+    metrics
+        .child_applies
+        .with_label_values(&[controller, kind, result])
+        .inc();
+}
+
 /// Applies `desired` (field manager `mlcompute`, forced) unless `cached` already has its hash.
 /// Returns whether a write happened.
 pub async fn apply_if_changed<K>(

@@ -12,6 +12,7 @@ pub struct Metrics {
     pub reconcile_errors: IntCounterVec,
     pub pods_created: IntCounterVec,
     pub objects_by_phase: IntGaugeVec,
+    pub child_applies: IntCounterVec,
 }
 
 impl Metrics {
@@ -47,6 +48,14 @@ impl Metrics {
             Opts::new("objects_by_phase", "Watched objects by kind and phase"),
             &["kind", "phase"],
         )?;
+        let child_applies = IntCounterVec::new(
+            Opts::new(
+                "child_applies_total",
+                "Desired children compared with the cache, by controller, kind and result (written or unchanged)",
+            ),
+            &["controller", "kind", "result"],
+        )?;
+        registry.register(Box::new(child_applies.clone()))?;
         registry.register(Box::new(reconciles.clone()))?;
         registry.register(Box::new(reconcile_duration.clone()))?;
         registry.register(Box::new(reconcile_errors.clone()))?;
@@ -59,6 +68,7 @@ impl Metrics {
             reconcile_errors,
             pods_created,
             objects_by_phase,
+            child_applies,
         })
     }
 

@@ -145,7 +145,7 @@ async fn apply_children(
         )
         .await
         .map_err(apply_err("the scoring-server ConfigMap"))?;
-        log_write(written, "ConfigMap", &cm_name);
+        log_write(ctx, written, "ConfigMap", &cm_name);
     }
     let written = apply_if_changed(
         &Api::<Service>::namespaced(client.clone(), ns),
@@ -154,7 +154,7 @@ async fn apply_children(
     )
     .await
     .map_err(apply_err("the Service"))?;
-    log_write(written, "Service", &name);
+    log_write(ctx, written, "Service", &name);
     let written = apply_if_changed(
         &Api::<Deployment>::namespaced(client.clone(), ns),
         cached(&ctx.deployments, ns, &name).as_deref(),
@@ -162,7 +162,7 @@ async fn apply_children(
     )
     .await
     .map_err(apply_err("the Deployment"))?;
-    log_write(written, "Deployment", &name);
+    log_write(ctx, written, "Deployment", &name);
 
     let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns);
     let current_hpa = cached(&ctx.hpas, ns, &name);
@@ -170,7 +170,7 @@ async fn apply_children(
         let written = apply_if_changed(&hpas, current_hpa.as_deref(), build::hpa(od))
             .await
             .map_err(apply_err("the HorizontalPodAutoscaler"))?;
-        log_write(written, "HorizontalPodAutoscaler", &name);
+        log_write(ctx, written, "HorizontalPodAutoscaler", &name);
     } else if current_hpa.is_some() {
         match hpas.delete(&name, &DeleteParams::background()).await {
             Ok(_) => {
@@ -188,7 +188,8 @@ async fn apply_children(
     Ok(())
 }
 
-fn log_write(written: bool, kind: &str, name: &str) {
+fn log_write(ctx: &Ctx, written: bool, kind: &str, name: &str) {
+    super::apply::record(&ctx.metrics, CONTROLLER, kind, written);
     if written {
         info!(kind, child = %name, "applied");
     }

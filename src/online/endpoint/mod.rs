@@ -192,6 +192,7 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
     )
     .await
     .map_err(Error::ApplyRouting)?;
+    super::apply::record(&ctx.metrics, CONTROLLER, "ConfigMap", written);
     if written {
         info!(traffic = ?routing.traffic_applied, mirror = ?routing.mirror_applied, "routing table applied");
     }
@@ -313,6 +314,7 @@ async fn apply_http_route(
             .map(|m| m.get(&key) == Some(&hash))
             .unwrap_or(false),
     };
+    super::apply::record(&ctx.metrics, CONTROLLER, "HTTPRoute", !done);
     if done {
         return Ok(Gateway::Applied);
     }
