@@ -227,10 +227,14 @@ async fn deployments_become_deployments_services_and_hpas() {
     let res = c.resources.as_ref().unwrap();
     assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "1");
     assert_eq!(res.limits.as_ref().unwrap()["memory"].0, "2Gi");
-    assert_eq!(
-        pod.init_containers.as_ref().unwrap()[0].name,
-        "storage-initializer"
-    );
+    let inits: Vec<&str> = pod
+        .init_containers
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(inits, ["code-initializer", "storage-initializer"]);
     let server: Api<ConfigMap> = ns.api();
     let cm = server.get("blue-scoring-server").await.unwrap();
     assert!(cm.data.unwrap()["mlcompute_scoring_server.py"].contains("def "));
