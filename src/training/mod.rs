@@ -33,6 +33,7 @@ use kube::{
     },
 };
 use serde_json::json;
+use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
 pub use error::Error;
@@ -55,6 +56,8 @@ pub struct Ctx {
     pub instance_types: Store<InstanceType>,
     pub metrics: Metrics,
     pub recorder: Recorder,
+    /// True once the Pod, Environment and InstanceType caches have synced.
+    pub synced: watch::Receiver<bool>,
 }
 
 /// Reconciles one TrainingJob. Reads like the stages it runs.
@@ -110,14 +113,27 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
 }
 
 async fn caches_ready(ctx: &Ctx) -> bool {
-    let wait = async {
-        let _ = ctx.pods.wait_until_ready().await;
-        let _ = ctx.environments.wait_until_ready().await;
-        let _ = ctx.instance_types.wait_until_ready().await;
-    };
-    tokio::time::timeout(Duration::from_secs(5), wait)
+    let mut synced = ctx.synced.clone();
+    tokio::time::timeout(Duration::from_secs(5), synced.wait_for(|ready| *ready))
         .await
-        .is_ok()
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// Flips `synced` once every cache has listed its objects. One task waits on the stores, because a
+/// store's own readiness wait wakes a single waiter; a watch channel wakes every reconcile.
+fn watch_sync(
+    pods: Store<Pod>,
+    envs: Store<Environment>,
+    its: Store<InstanceType>,
+) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let _ = pods.wait_until_ready().await;
+        let _ = envs.wait_until_ready().await;
+        let _ = its.wait_until_ready().await;
+        let _ = tx.send(true);
+    });
+    rx
 }
 
 /// The job's Pods from the cache, matched by owner UID (labels can be edited, owners cannot).
@@ -384,6 +400,7 @@ pub async fn run(
     );
     let controller = Controller::for_stream(job_stream.applied_objects(), jobs.clone());
     let jobs_for_envs = jobs.clone();
+    let synced = watch_sync(pods.clone(), environments.clone(), instance_types.clone());
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods,
@@ -391,6 +408,7 @@ pub async fn run(
         instance_types,
         metrics,
         recorder,
+        synced,
     });
     info!(
         namespace = namespace.as_deref().unwrap_or("*"),
