@@ -132,6 +132,8 @@ fn start_operator(
             qps,
             "--kube-burst",
             burst,
+            "--concurrency",
+            concurrency,
             "--log-level",
             "warn",
         ])
