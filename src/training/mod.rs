@@ -400,6 +400,7 @@ pub async fn run(
     );
     let controller = Controller::for_stream(job_stream.applied_objects(), jobs.clone());
     let jobs_for_envs = jobs.clone();
+    tokio::spawn(count_phases(jobs.clone(), metrics.clone()));
     let synced = watch_sync(pods.clone(), environments.clone(), instance_types.clone());
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -450,6 +451,40 @@ pub async fn run(
             .instrument(info_span!("trainingjob"))
         })
         .await;
+}
+
+/// Keeps the `objects_by_phase{kind="TrainingJob"}` gauge current, from the cache (no API reads).
+async fn count_phases(jobs: Store<TrainingJob>, metrics: Metrics) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tick.tick().await;
+        let mut counts: std::collections::BTreeMap<String, i64> = [
+            "Queued",
+            "Starting",
+            "Running",
+            "Completed",
+            "Failed",
+            "Canceled",
+        ]
+        .into_iter()
+        .map(|p| (p.to_string(), 0))
+        .collect();
+        for job in jobs.state() {
+            let phase = job
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .map(|p| format!("{p:?}"))
+                .unwrap_or_else(|| "Queued".into());
+            *counts.entry(phase).or_default() += 1;
+        }
+        for (phase, n) in counts {
+            metrics
+                .objects_by_phase
+                .with_label_values(&["TrainingJob", &phase])
+                .set(n);
+        }
+    }
 }
 
 /// Keeps only what the controller reads of a Pod, so a cache of thousands stays small.
