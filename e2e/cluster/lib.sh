@@ -16,6 +16,9 @@ GO_WORK="$MLC_CACHE/gobuild"
 
 # One run directory holds every piece of state of one plane: PKI, etcd data, logs, PIDs, kubeconfig.
 MLC_RUN="${MLC_RUN:-${TMPDIR:-/tmp}/mlcompute-plane}"
+# kubectl's discovery cache lives with the plane: a cache left by an earlier plane on the same port
+# would hide this plane's resource types and categories.
+export KUBECACHEDIR="${KUBECACHEDIR:-$MLC_RUN/kubectl-cache}"
 # Ports: each MLC_PORT_* can be set; otherwise they are offsets from MLC_PORT_BASE, so a second
 # plane needs only another base (and MLC_RUN).
 MLC_PORT_BASE="${MLC_PORT_BASE:-20000}"
@@ -55,6 +58,13 @@ pid_of() {
   case "$exe" in "$MLC_CACHE"/*) echo "$pid" ;; *) return 1 ;; esac
 }
 
+# alive PID: whether the process runs (a zombie, reaped later by whoever adopted it, does not).
+alive() {
+  local state
+  state=$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
 # stop_all: stops exactly the processes recorded in $PIDS: TERM to all (newest first), then KILL
 # whatever has not exited after 5 s.
 stop_all() {
@@ -67,11 +77,11 @@ stop_all() {
   done
   for i in $(seq 1 50); do
     local alive=""
-    for pid in $pids; do kill -0 "$pid" 2>/dev/null && alive="$alive $pid"; done
+    for pid in $pids; do alive "$pid" && alive="$alive $pid"; done
     [ -z "$alive" ] && break
     sleep 0.1
   done
-  for pid in $pids; do kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true; done
+  for pid in $pids; do alive "$pid" && kill -KILL "$pid" 2>/dev/null || true; done
   for c in $rev; do
     if [ -f "$PIDS/$c.pid" ]; then step "stopped $c (pid $(cat "$PIDS/$c.pid"))"; rm -f "$PIDS/$c.pid"; fi
   done
