@@ -1,4 +1,5 @@
-//! Operating the operator on the local plane: it works with nothing more than the chart's RBAC,
+//! Operating the operator on the local plane: it works with nothing more than the chart's RBAC
+//! (training, online and batch endpoint flows),
 //! and with leader election only one of two processes writes, the other taking over when the
 //! leader dies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -12,12 +13,22 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    coordination::v1::Lease,
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service},
+};
 use kube::{
     Api, ResourceExt,
-    api::{ListParams, Patch, PatchParams, PostParams},
+    api::{
+        ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    },
 };
-use mlcompute::api::{common::JobPhase, training_job::TrainingJob};
+use mlcompute::api::{
+    OnlineDeployment, OnlineEndpoint, batch_deployment::BatchDeployment,
+    batch_endpoint::BatchEndpoint, batch_job::BatchJob, common::JobPhase,
+    training_job::TrainingJob,
+};
 use serde_json::json;
 use support::{TestNamespace, eventually, wait_for};
 
@@ -231,43 +242,113 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
+/// The chart's ServiceAccount and RBAC, applied into the plane for one namespace; the
+/// cluster-scoped objects are deleted when dropped.
+struct ChartRbac {
+    release: String,
+    kubeconfig: PathBuf,
+}
+
+impl ChartRbac {
+    /// The chart's ServiceAccount and RBAC alone, bound to `ns` only (watchNamespaces), including
+    /// the leader-election Role; a kubeconfig with a token of its ServiceAccount.
+    fn apply(ns: &str) -> Self {
+        let release = format!("rbac{:06x}", rand::random::<u32>() & 0xffffff);
+        let manifests = run(
+            &helm(),
+            &[
+                "template",
+                &release,
+                "charts/mlcompute",
+                "--namespace",
+                ns,
+                "--set",
+                &format!("operator.watchNamespaces={{{ns}}}"),
+                "--show-only",
+                "templates/serviceaccounts.yaml",
+                "--show-only",
+                "templates/rbac.yaml",
+            ],
+            None,
+        );
+        let kc = support::kubeconfig_path();
+        run(
+            &support::kubectl(),
+            &["--kubeconfig", &kc, "apply", "-f", "-"],
+            Some(&manifests),
+        );
+        let kubeconfig = service_account_kubeconfig(ns, &format!("{release}-mlcompute-operator"));
+        Self {
+            release,
+            kubeconfig,
+        }
+    }
+
+    fn kubeconfig(&self) -> &str {
+        self.kubeconfig.to_str().unwrap()
+    }
+
+    /// The operator under this token alone, watching `ns`, with leader election in `ns`.
+    fn operator(&self, ns: &str, tag: &str, extra: &[&str]) -> Proc {
+        let mut args = vec![
+            "--namespaces",
+            ns,
+            "--leader-elect",
+            "--lease-namespace",
+            ns,
+            "--lease-name",
+            "mlcompute-rbac-test",
+        ];
+        args.extend_from_slice(extra);
+        Proc::start(&format!("{tag}-{ns}"), self.kubeconfig(), &args)
+    }
+}
+
+impl Drop for ChartRbac {
+    fn drop(&mut self) {
+        let kc = support::kubeconfig_path();
+        let kubectl = support::kubectl();
+        for kind in ["clusterrole", "clusterrolebinding"] {
+            for suffix in ["operator", "operator-cluster", "router"] {
+                let _ = Command::new(&kubectl)
+                    .args([
+                        "--kubeconfig",
+                        &kc,
+                        "delete",
+                        kind,
+                        &format!("{}-mlcompute-{suffix}", self.release),
+                        "--ignore-not-found",
+                    ])
+                    .output();
+            }
+        }
+    }
+}
+
+fn assert_not_forbidden(op: &Proc) {
+    let log = op.log();
+    assert!(
+        !log.contains("forbidden") && !log.contains("Forbidden"),
+        "forbidden calls in the operator log:\n{log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane"]
 async fn operator_runs_with_only_the_charts_rbac() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "mlc-rbac").await;
-    let release = format!("rbac{:06x}", rand::random::<u32>() & 0xffffff);
-    // The chart's ServiceAccount and RBAC alone, bound to this namespace only (watchNamespaces),
-    // including the leader-election Role.
-    let manifests = run(
-        &helm(),
-        &[
-            "template",
-            &release,
-            "charts/mlcompute",
-            "--namespace",
-            ns.name(),
-            "--set",
-            &format!("operator.watchNamespaces={{{}}}", ns.name()),
-            "--show-only",
-            "templates/serviceaccounts.yaml",
-            "--show-only",
-            "templates/rbac.yaml",
-        ],
-        None,
-    );
-    let kc = support::kubeconfig_path();
-    let kubectl = support::kubectl();
-    run(
-        &kubectl,
-        &["--kubeconfig", &kc, "apply", "-f", "-"],
-        Some(&manifests),
-    );
-    let sa_kc = service_account_kubeconfig(ns.name(), &format!("{release}-mlcompute-operator"));
-    let sa_kc = sa_kc.to_str().unwrap();
+    let rbac = ChartRbac::apply(ns.name());
     // The ServiceAccount may not act outside its namespace.
-    let denied = Command::new(&kubectl)
-        .args(["--kubeconfig", sa_kc, "-n", "default", "get", "pods"])
+    let denied = Command::new(support::kubectl())
+        .args([
+            "--kubeconfig",
+            rbac.kubeconfig(),
+            "-n",
+            "default",
+            "get",
+            "pods",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -275,19 +356,7 @@ async fn operator_runs_with_only_the_charts_rbac() {
         "the operator's token must not read pods in other namespaces"
     );
 
-    let op = Proc::start(
-        &format!("rbac-{}", ns.name()),
-        sa_kc,
-        &[
-            "--namespaces",
-            ns.name(),
-            "--leader-elect",
-            "--lease-namespace",
-            ns.name(),
-            "--lease-name",
-            "mlcompute-rbac-test",
-        ],
-    );
+    let op = rbac.operator(ns.name(), "rbac", &[]);
     let jobs: Api<TrainingJob> = ns.api();
     let pods: Api<Pod> = ns.api();
     jobs.create(&PostParams::default(), &job("rbac", 2))
@@ -295,26 +364,179 @@ async fn operator_runs_with_only_the_charts_rbac() {
         .unwrap();
     finish_all(&pods, "rbac", 2).await;
     wait_for(&jobs, "rbac", T, phase_is(JobPhase::Completed)).await;
-    let log = op.log();
-    assert!(
-        !log.contains("forbidden") && !log.contains("Forbidden"),
-        "forbidden calls in the operator log:\n{log}"
-    );
+    assert_not_forbidden(&op);
     drop(op);
-    for kind in ["clusterrole", "clusterrolebinding"] {
-        for suffix in ["operator", "operator-cluster", "router"] {
-            let _ = Command::new(&kubectl)
-                .args([
-                    "--kubeconfig",
-                    &kc,
-                    "delete",
-                    kind,
-                    &format!("{release}-mlcompute-{suffix}"),
-                    "--ignore-not-found",
-                ])
-                .output();
+}
+
+async fn create<K>(api: &Api<K>, obj: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+{
+    let obj: K = serde_json::from_value(obj).unwrap();
+    api.create(&PostParams::default(), &obj).await.unwrap()
+}
+
+/// A scoring-script OnlineDeployment with an inline image (no Environment needed).
+fn scoring_deployment(name: &str, endpoint: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "mlcompute.io/v1alpha1", "kind": "OnlineDeployment",
+        "metadata": { "name": name },
+        "spec": {
+            "endpointName": endpoint,
+            "image": "python:3.12-slim",
+            "model": "https://models.example.com/fraud/model.pkl",
+            "codeConfiguration": { "code": "configmap://fraud-code", "scoringScript": "score.py" },
+            "instanceCount": 1,
         }
+    })
+}
+
+/// Issue 7: the endpoint flows under the chart's ServiceAccount token alone: an OnlineEndpoint
+/// with blue/green traffic and a mirror (Deployments, Services, keys, routing ConfigMap,
+/// HTTPRoute, applied traffic in status) and a BatchJob run to completion, with nothing forbidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn endpoints_work_with_only_the_charts_rbac() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "mlc-rbac-ep").await;
+    let rbac = ChartRbac::apply(ns.name());
+    let gateway = format!("{}/public", ns.name());
+    let op = rbac.operator(ns.name(), "rbac-ep", &["--gateway", &gateway]);
+
+    // Online: blue/green 90/10, a 20 % mirror on shadow (at 0 %).
+    let eps: Api<OnlineEndpoint> = ns.api();
+    let ods: Api<OnlineDeployment> = ns.api();
+    create(
+        &eps,
+        json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "OnlineEndpoint",
+            "metadata": { "name": "fraud" }, "spec": {}
+        }),
+    )
+    .await;
+    for d in ["blue", "green", "shadow"] {
+        create(&ods, scoring_deployment(d, "fraud")).await;
     }
+    for d in ["blue", "green", "shadow"] {
+        wait_for(&ods, d, T, |od: Option<&OnlineDeployment>| {
+            od.and_then(|o| o.status.as_ref())
+                .and_then(|s| s.ready_instances)
+                == Some(1)
+        })
+        .await;
+    }
+    eps.patch(
+        "fraud",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": {
+            "traffic": { "blue": 90, "green": 10, "shadow": 0 },
+            "mirrorTraffic": { "shadow": 20 },
+        } })),
+    )
+    .await
+    .unwrap();
+    let ep = wait_for(&eps, "fraud", T, |e: Option<&OnlineEndpoint>| {
+        e.and_then(|e| e.status.as_ref()).is_some_and(|s| {
+            s.traffic_applied.get("blue") == Some(&90)
+                && s.traffic_applied.get("green") == Some(&10)
+                && s.mirror_traffic_applied.get("shadow") == Some(&20)
+        })
+    })
+    .await;
+    eprintln!(
+        "applied: {:?}",
+        ep.status.as_ref().map(|s| &s.traffic_applied)
+    );
+    let deployments: Api<Deployment> = ns.api();
+    let services: Api<Service> = ns.api();
+    for d in ["blue", "green", "shadow"] {
+        assert!(
+            deployments.get_opt(d).await.unwrap().is_some(),
+            "no Deployment {d}"
+        );
+        assert!(
+            services.get_opt(d).await.unwrap().is_some(),
+            "no Service {d}"
+        );
+    }
+    let secrets: Api<Secret> = ns.api();
+    assert!(
+        secrets.get_opt("fraud-keys").await.unwrap().is_some(),
+        "no keys Secret"
+    );
+    let cms: Api<ConfigMap> = ns.api();
+    assert!(
+        cms.get_opt("fraud-routing").await.unwrap().is_some(),
+        "no routing ConfigMap"
+    );
+    let gvk = GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", "HTTPRoute");
+    let routes: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), ns.name(), &ApiResource::from_gvk(&gvk));
+    eventually("the HTTPRoute", T, || async {
+        routes.get_opt("fraud").await.ok()?
+    })
+    .await;
+
+    // Batch: claims, an endpoint, a deployment, a BatchJob; KWOK completes the Job's Pods.
+    let claims: Api<PersistentVolumeClaim> = ns.api();
+    for name in ["models", "data", "results"] {
+        create(
+            &claims,
+            json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": { "name": name },
+                "spec": { "accessModes": ["ReadWriteMany"], "resources": { "requests": { "storage": "1Gi" } } }
+            }),
+        )
+        .await;
+    }
+    let bes: Api<BatchEndpoint> = ns.api();
+    create(
+        &bes,
+        json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",
+            "metadata": { "name": "scorer" },
+            "spec": { "defaults": { "deploymentName": "blue", "outputPath": "pvc://results/batch" } }
+        }),
+    )
+    .await;
+    let bds: Api<BatchDeployment> = ns.api();
+    create(
+        &bds,
+        json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchDeployment",
+            "metadata": { "name": "blue" },
+            "spec": { "endpointName": "scorer", "model": "pvc://models/m1", "image": "python:3.12-slim",
+                      "resources": { "instanceCount": 2 },
+                      "settings": { "miniBatchSize": 4, "errorThreshold": 5 },
+                      "codeConfiguration": { "code": "configmap://score", "scoringScript": "score.py" } }
+        }),
+    )
+    .await;
+    let bjs: Api<BatchJob> = ns.api();
+    create(
+        &bjs,
+        json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
+            "metadata": { "name": "score1" },
+            "spec": { "endpointName": "scorer", "input": { "path": "pvc://data/in" } }
+        }),
+    )
+    .await;
+    let done = wait_for(&bjs, "score1", T, |j: Option<&BatchJob>| {
+        j.and_then(|j| j.status.as_ref()?.phase)
+            .is_some_and(|p| matches!(p, JobPhase::Completed | JobPhase::Failed))
+    })
+    .await;
+    assert_eq!(
+        done.status.as_ref().and_then(|s| s.phase),
+        Some(JobPhase::Completed),
+        "{:?}\n{}",
+        done.status,
+        op.log()
+    );
+    assert_not_forbidden(&op);
+    drop(op);
 }
 
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {
