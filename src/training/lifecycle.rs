@@ -140,9 +140,16 @@ impl Decider<'_> {
     fn set_phase(&mut self, phase: Phase, reason: &str, message: String) {
         // Events mark the steps a user follows (started, running, restarted, finished, stuck);
         // the initial wait for Pods is not one of them.
-        let noise = self.prev.phase.is_none() && reason == reason::WAITING_FOR_PODS;
+        let noise = matches!(
+            reason,
+            reason::WAITING_FOR_PODS | reason::CONTAINERS_STARTING
+        );
         if self.prev.phase != Some(phase) && !noise {
-            let warning = matches!(phase, Phase::Failed) || reason == reason::RESTARTING;
+            let warning = matches!(phase, Phase::Failed)
+                || matches!(
+                    reason,
+                    reason::RESTARTING | reason::UNSCHEDULABLE | reason::IMAGE_PULL_ERROR
+                );
             self.plan.transition = Some(Transition {
                 reason: reason.to_string(),
                 message: message.clone(),

@@ -88,14 +88,10 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
     let first_attempt =
         plan.attempt == 1 && job.status.as_ref().and_then(|s| s.attempts).unwrap_or(0) == 0;
     if first_attempt && !plan.create.is_empty() {
-        // Starting: create the Pods and record attempt 1 at once (if the status write is lost,
-        // the next reconcile adopts the Pods as attempt 1).
-        let (status, applied) = tokio::join!(
-            write_status(&job, &ctx, &ns, &plan),
-            apply(&job, &ctx, &ns, &resolution, &plan)
-        );
-        status?;
-        applied?;
+        // Starting: create the Pods only. The Pods' own events bring the next reconcile, which
+        // adopts them as attempt 1 and writes the status then: one status write fewer per job,
+        // which is what a burst of thousands of jobs costs the API server most.
+        apply(&job, &ctx, &ns, &resolution, &plan).await?;
     } else {
         // Status first: a retry is on record before its Pods change, so a restarted operator
         // never counts an attempt twice or forgets one.
