@@ -11,6 +11,15 @@ def med(key):
     return statistics.median(r[key] for r in runs)
 
 
+# What the operator wrote: not the benchmark's creates, nor the scheduler's bindings and KWOK's pod
+# status and node leases, which the floor's Pods cause just the same.
+NOT_OPERATOR = {"trainingjobs", "pods/binding", "pods/status", "leases"}
+for r in runs:
+    own = {k: v for k, v in r["writes_by_resource"].items() if k not in NOT_OPERATOR}
+    r["operator_writes_per_job"] = sum(own.values()) / r["jobs"]
+    r["operator_writes_per_job_without_events"] = sum(v for k, v in own.items() if k != "events") / r["jobs"]
+
+
 print()
 print(f"jobs per run: {first['jobs']}, runs: {len(runs)}, operator QPS/burst/concurrency: "
       f"{first['kube_qps']}/{first['kube_burst']}/{first.get('operator_concurrency', '?')}")
