@@ -12,6 +12,7 @@ pub mod endpoint_keys;
 pub mod job;
 pub mod logs;
 pub mod operator;
+pub mod pod_logs;
 pub mod router;
 
 use crate::telemetry::{self, LogFormat};

@@ -213,6 +213,7 @@ mod tests {
         }
     }
 
+    // The addresses are fixture data (fake pod IPs): the test checks the translation and never dials.
     #[test]
     fn slices_become_instances_with_readiness() {
         let all = slices();
