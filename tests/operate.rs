@@ -86,16 +86,35 @@ struct Proc {
 
 impl Proc {
     fn start(tag: &str, kubeconfig: &str, args: &[&str]) -> Self {
-        let log = std::env::temp_dir().join(format!("mlcompute-operator-{tag}.log"));
+        let mut all = vec!["--metrics-addr", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        Self::spawn("operator", tag, kubeconfig, &all)
+    }
+
+    /// `mlcompute router --cluster` on 127.0.0.1:`port`, serving `ns`.
+    fn router(tag: &str, kubeconfig: &str, ns: &str, port: u16) -> Self {
+        let listen = format!("127.0.0.1:{port}");
+        Self::spawn(
+            "router",
+            tag,
+            kubeconfig,
+            &[
+                "--cluster",
+                "--namespaces",
+                ns,
+                "--threads",
+                "1",
+                "--listen",
+                &listen,
+            ],
+        )
+    }
+
+    fn spawn(command: &str, tag: &str, kubeconfig: &str, args: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("mlcompute-{command}-{tag}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
-            .args([
-                "operator",
-                "--kubeconfig",
-                kubeconfig,
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
+            .args([command, "--kubeconfig", kubeconfig])
             .args(args)
             .env("RUST_LOG", "info,mlcompute=debug")
             .env_remove("POD_NAMESPACE")
@@ -163,13 +182,11 @@ async fn finish_all(pods: &Api<Pod>, job: &str, n: usize) {
     }
 }
 
-/// A kubeconfig for `sa` in `ns`: the admin kubeconfig's server and CA, a token from the
-/// TokenRequest API (`kubectl create token`).
-fn service_account_kubeconfig(ns: &str, sa: &str) -> PathBuf {
+/// A token of ServiceAccount `sa` in `ns` from the TokenRequest API (`kubectl create token`).
+fn service_account_token(ns: &str, sa: &str) -> String {
     let kc = support::kubeconfig_path();
-    let kubectl = support::kubectl();
-    let token = run(
-        &kubectl,
+    run(
+        &support::kubectl(),
         &[
             "--kubeconfig",
             &kc,
@@ -182,7 +199,17 @@ fn service_account_kubeconfig(ns: &str, sa: &str) -> PathBuf {
             "1h",
         ],
         None,
-    );
+    )
+    .trim()
+    .to_owned()
+}
+
+/// A kubeconfig for `sa` in `ns`: the admin kubeconfig's server and CA, a token from the
+/// TokenRequest API.
+fn service_account_kubeconfig(ns: &str, sa: &str) -> PathBuf {
+    let kc = support::kubeconfig_path();
+    let kubectl = support::kubectl();
+    let token = service_account_token(ns, sa);
     let view = |path: &str| {
         run(
             &kubectl,
@@ -216,7 +243,7 @@ fn service_account_kubeconfig(ns: &str, sa: &str) -> PathBuf {
          users:\n- name: {sa}\n  user:\n    token: {}\ncontexts:\n- name: sa\n  context: {{cluster: plane, user: {sa}, namespace: {ns}}}\ncurrent-context: sa\n",
         token.trim()
     );
-    let path = std::env::temp_dir().join(format!("mlcompute-sa-{ns}.kubeconfig"));
+    let path = std::env::temp_dir().join(format!("mlcompute-sa-{ns}-{sa}.kubeconfig"));
     std::fs::write(&path, config).unwrap();
     path
 }
@@ -286,6 +313,11 @@ impl ChartRbac {
 
     fn kubeconfig(&self) -> &str {
         self.kubeconfig.to_str().unwrap()
+    }
+
+    /// A kubeconfig with a token of the chart's router ServiceAccount.
+    fn router_kubeconfig(&self, ns: &str) -> PathBuf {
+        service_account_kubeconfig(ns, &format!("{}-mlcompute-router", self.release))
     }
 
     /// The operator under this token alone, watching `ns`, with leader election in `ns`.
@@ -537,6 +569,228 @@ async fn endpoints_work_with_only_the_charts_rbac() {
     );
     assert_not_forbidden(&op);
     drop(op);
+}
+
+/// POSTs `body` to 127.0.0.1:`port` and returns the status and the response body.
+async fn http_post(port: u16, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("authorization: Bearer {t}\r\n"));
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{auth}\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_owned());
+    (status, body)
+}
+
+/// Issue 6: `POST /api/v1/batch/{endpoint}/invoke` on a router running under the chart's router
+/// ServiceAccount alone. Callers are Kubernetes identities (TokenReview) that must be allowed to
+/// create BatchJobs in the endpoint's namespace (SubjectAccessReview); the job is created,
+/// annotated with the caller, and the operator runs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn batch_invoke_over_http_uses_kubernetes_identities() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "mlc-invoke").await;
+    let rbac = ChartRbac::apply(ns.name());
+    let op = rbac.operator(ns.name(), "invoke", &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let router_kc = rbac.router_kubeconfig(ns.name());
+    let router = Proc::router(ns.name(), router_kc.to_str().unwrap(), ns.name(), port);
+
+    // Two callers: one may create BatchJobs in the namespace, one may not.
+    let grants = format!(
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: caller, namespace: {ns}}}\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: stranger, namespace: {ns}}}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: invoker, namespace: {ns}}}\n\
+         rules: [{{apiGroups: [mlcompute.io], resources: [batchjobs], verbs: [create]}}]\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: invoker, namespace: {ns}}}\n\
+         roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: invoker}}\n\
+         subjects: [{{kind: ServiceAccount, name: caller, namespace: {ns}}}]\n",
+        ns = ns.name()
+    );
+    let kc = support::kubeconfig_path();
+    run(
+        &support::kubectl(),
+        &["--kubeconfig", &kc, "apply", "-f", "-"],
+        Some(&grants),
+    );
+    let caller = service_account_token(ns.name(), "caller");
+    let stranger = service_account_token(ns.name(), "stranger");
+
+    let claims: Api<PersistentVolumeClaim> = ns.api();
+    for name in ["models", "data", "results"] {
+        create(
+            &claims,
+            json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": { "name": name },
+                "spec": { "accessModes": ["ReadWriteMany"], "resources": { "requests": { "storage": "1Gi" } } }
+            }),
+        )
+        .await;
+    }
+    let bes: Api<BatchEndpoint> = ns.api();
+    create(
+        &bes,
+        json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",
+            "metadata": { "name": "scorer" },
+            "spec": { "defaults": { "deploymentName": "blue", "outputPath": "pvc://results/batch" } }
+        }),
+    )
+    .await;
+    create(
+        &bes,
+        json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",
+            "metadata": { "name": "bare" }, "spec": {}
+        }),
+    )
+    .await;
+    let bds: Api<BatchDeployment> = ns.api();
+    create(
+        &bds,
+        json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchDeployment",
+            "metadata": { "name": "blue" },
+            "spec": { "endpointName": "scorer", "model": "pvc://models/m1", "image": "python:3.12-slim",
+                      "resources": { "instanceCount": 2 },
+                      "codeConfiguration": { "code": "configmap://score", "scoringScript": "score.py" } }
+        }),
+    )
+    .await;
+
+    let invoke = "/api/v1/batch/scorer/invoke";
+    let body = r#"{"input":{"path":"pvc://data/in"},"overrides":{"miniBatchSize":7}}"#;
+    // The router is up once it answers; a request without a token never reaches the cluster.
+    let (status, text) = eventually("the router answers", T, || async {
+        let (status, text) = tokio::time::timeout(Duration::from_secs(2), async {
+            match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                Ok(_) => Some(http_post(port, invoke, None, body).await),
+                Err(_) => None,
+            }
+        })
+        .await
+        .ok()??;
+        Some((status, text))
+    })
+    .await;
+    assert_eq!(status, 401, "{text}");
+    assert!(!text.contains("scorer"), "a 401 names no endpoint: {text}");
+    let (status, _) = http_post(port, invoke, Some("not-a-token"), body).await;
+    assert_eq!(status, 401);
+
+    // Authenticated but not allowed, and an endpoint that does not exist: the same 403.
+    let (status, text) = http_post(port, invoke, Some(&stranger), body).await;
+    assert_eq!(status, 403, "{text}");
+    assert!(
+        text.contains("system:serviceaccount:") && text.contains("stranger"),
+        "{text}"
+    );
+    let (status, text) = http_post(port, "/api/v1/batch/nothing/invoke", Some(&caller), body).await;
+    assert_eq!(status, 403, "{text}");
+
+    // Allowed, with bad input: a reason, and nothing created.
+    let (status, text) = http_post(port, invoke, Some(&caller), r#"{"inputs":{}}"#).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("input"), "{text}");
+    let (status, text) = http_post(port, "/api/v1/batch/bare/invoke", Some(&caller), body).await;
+    assert_eq!(status, 409, "{text}");
+    assert!(text.contains("no_default_deployment"), "{text}");
+    let bad_override = r#"{"input":{"path":"pvc://data/in"},"overrides":{"miniBatchSize":0}}"#;
+    let (status, text) = http_post(port, invoke, Some(&caller), bad_override).await;
+    assert_eq!(
+        status, 422,
+        "the API server's validation reaches the caller: {text}"
+    );
+    let bjs: Api<BatchJob> = ns.api();
+    assert!(
+        bjs.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+
+    // Allowed: 201, a BatchJob on the default deployment, annotated with the caller, run to the end.
+    let (status, text) = http_post(port, invoke, Some(&caller), body).await;
+    assert_eq!(status, 201, "{text}\n{}", router.log());
+    let created: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let name = created["name"].as_str().unwrap().to_owned();
+    assert!(name.starts_with("scorer-"), "{created}");
+    assert_eq!(created["namespace"], ns.name());
+    let invoked_by = format!("system:serviceaccount:{}:caller", ns.name());
+    assert_eq!(created["invokedBy"], invoked_by.as_str());
+    let job = bjs.get(&name).await.unwrap();
+    assert_eq!(
+        job.annotations().get("mlcompute.io/invoked-by"),
+        Some(&invoked_by)
+    );
+    assert_eq!(job.spec.input.path, "pvc://data/in");
+    assert_eq!(
+        job.spec.overrides.as_ref().and_then(|o| o.mini_batch_size),
+        Some(7)
+    );
+    let done = wait_for(&bjs, &name, T, |j: Option<&BatchJob>| {
+        j.and_then(|j| j.status.as_ref()?.phase)
+            .is_some_and(|p| matches!(p, JobPhase::Completed | JobPhase::Failed))
+    })
+    .await;
+    assert_eq!(
+        done.status.as_ref().and_then(|s| s.phase),
+        Some(JobPhase::Completed),
+        "{:?}\n{}",
+        done.status,
+        op.log()
+    );
+
+    let metrics = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        buf
+    };
+    for (result, n) in [
+        ("created", 1),
+        ("unauthorized", 2),
+        ("forbidden", 2),
+        ("bad_request", 1),
+        ("no_default_deployment", 1),
+        ("invalid", 1),
+    ] {
+        let line = format!("mlcompute_router_batch_invokes_total{{result=\"{result}\"}} {n}");
+        assert!(metrics.contains(&line), "{line} not in\n{metrics}");
+    }
+    assert_not_forbidden(&op);
+    // The router's own calls (reviews, lookups, the create) were all allowed by the chart's role.
+    let log = router.log();
+    assert!(!log.contains("is forbidden"), "{log}");
+    drop((op, router));
 }
 
 async fn holder(leases: &Api<Lease>, name: &str) -> Option<String> {

@@ -23,6 +23,7 @@ pub mod invoke;
 pub mod kube_io;
 pub mod resolve;
 pub mod status;
+pub mod submit;
 
 use std::sync::Arc;
 

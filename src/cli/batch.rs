@@ -5,17 +5,15 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
-use kube::{Api, ResourceExt, api::PostParams};
+use kube::{Api, ResourceExt};
 
 use super::job::Target;
 use crate::{
-    api::{
-        batch_deployment::BatchDeployment,
-        batch_endpoint::BatchEndpoint,
-        batch_job::{BatchJob, BatchJobStatus},
+    api::batch_job::{BatchJob, BatchJobStatus},
+    batch_job::{
+        invoke::{self, InvokeRequest},
+        submit,
     },
-    batch_job::invoke::{self, InvokeRequest},
-    operator::children::MANAGER,
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -66,65 +64,19 @@ async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
     // Refuse bad input before touching the cluster.
     let overrides = invoke::overrides_from_sets(&args.sets)?;
     let (client, ns) = args.target.client().await?;
-    let endpoints: Api<BatchEndpoint> = Api::namespaced(client.clone(), &ns);
-    let Some(endpoint) = endpoints
-        .get_opt(&args.endpoint)
-        .await
-        .with_context(|| format!("getting BatchEndpoint {ns}/{}", args.endpoint))?
-    else {
-        bail!("BatchEndpoint {ns}/{} does not exist", args.endpoint);
-    };
-    let deployment = match (&args.deployment, &endpoint.spec.defaults.deployment_name) {
-        (Some(d), _) | (None, Some(d)) => d.clone(),
-        (None, None) => bail!(
-            "BatchEndpoint {ns}/{} has no default deployment (defaults.deploymentName); name one with --deployment",
-            args.endpoint
-        ),
-    };
-    let deployments: Api<BatchDeployment> = Api::namespaced(client.clone(), &ns);
-    match deployments
-        .get_opt(&deployment)
-        .await
-        .with_context(|| format!("getting BatchDeployment {ns}/{deployment}"))?
-    {
-        None => bail!("BatchDeployment {ns}/{deployment} does not exist"),
-        Some(d) if d.spec.endpoint_name != args.endpoint => bail!(
-            "BatchDeployment {ns}/{deployment} belongs to endpoint {:?}, not {:?}",
-            d.spec.endpoint_name,
-            args.endpoint
-        ),
-        Some(_) => {}
-    }
-    if args.output.is_none() && endpoint.spec.defaults.output_path.is_none() {
-        bail!(
-            "BatchEndpoint {ns}/{} has no defaults.outputPath; give --output pvc://<claim>/<path>",
-            args.endpoint
-        );
-    }
     let request = InvokeRequest {
         input: invoke::input(&args.input, args.input_type == "uri_file"),
         deployment_name: args.deployment.clone(),
         output_path: args.output.clone(),
         overrides,
     };
-    let job = invoke::batch_job(
-        &args.endpoint,
-        &invoke::generated_name(&args.endpoint),
-        request,
-    );
-    let jobs: Api<BatchJob> = Api::namespaced(client, &ns);
-    let pp = PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..PostParams::default()
-    };
-    let created = jobs
-        .create(&pp, &job)
+    let created = submit::submit(&client, &ns, &args.endpoint, request, None)
         .await
         .map_err(|e| match e {
-            kube::Error::Api(s) => anyhow::anyhow!("{}", s.message),
-            other => anyhow::Error::new(other),
-        })
-        .context("creating the BatchJob")?;
+            // The reason alone: the CLI prints one line, not kube's Status dump.
+            e if e.is_caller_error() => anyhow::anyhow!("{e}"),
+            e => anyhow::Error::new(e),
+        })?;
     println!("{}", created.name_any());
     Ok(())
 }

@@ -61,6 +61,7 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
             mirror_workers: args.mirror_workers,
             max_body_bytes: args.max_body_bytes,
         },
+        batch_invoke: None,
     };
     match (&args.static_table, args.cluster) {
         (Some(path), false) => {
@@ -71,7 +72,15 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
             let config = crate::operator::client::config(args.kubeconfig.as_deref()).await?;
             let client =
                 kube::Client::try_from(config).context("building the Kubernetes client")?;
-            let source = router::cluster_source::ClusterSource::new(client, &args.namespaces);
+            let source =
+                router::cluster_source::ClusterSource::new(client.clone(), &args.namespaces);
+            let options = RouterOptions {
+                batch_invoke: Some(router::batch_invoke::ClusterAccess {
+                    client,
+                    namespaces: args.namespaces.clone(),
+                }),
+                ..options
+            };
             router::run(options, source).await.context("router")
         }
     }

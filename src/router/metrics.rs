@@ -44,6 +44,7 @@ pub struct Metrics {
     mirror_sent: IntCounterVec,
     mirror_dropped: IntCounterVec,
     reloads: IntCounterVec,
+    batch_invokes: IntCounterVec,
 }
 
 /// Pre-resolved handles for one (endpoint, deployment) pair.
@@ -134,7 +135,21 @@ impl Metrics {
             &["result"],
         )
         .map_err(MetricsError)?;
-        for collector in [&requests, &mirror_sent, &mirror_dropped, &reloads] {
+        let batch_invokes = IntCounterVec::new(
+            Opts::new(
+                "mlcompute_router_batch_invokes_total",
+                "Batch endpoint invocations over HTTP, by result",
+            ),
+            &["result"],
+        )
+        .map_err(MetricsError)?;
+        for collector in [
+            &requests,
+            &mirror_sent,
+            &mirror_dropped,
+            &reloads,
+            &batch_invokes,
+        ] {
             registry
                 .register(Box::new(collector.clone()))
                 .map_err(MetricsError)?;
@@ -149,6 +164,7 @@ impl Metrics {
             mirror_sent,
             mirror_dropped,
             reloads,
+            batch_invokes,
         })
     }
 
@@ -182,6 +198,11 @@ impl Metrics {
     pub fn reload(&self, applied: bool) {
         let result = if applied { "applied" } else { "rejected" };
         self.reloads.with_label_values(&[result]).inc();
+    }
+
+    /// Counts a batch invocation by its result (a bounded category).
+    pub fn batch_invoke(&self, result: &'static str) {
+        self.batch_invokes.with_label_values(&[result]).inc();
     }
 
     /// The text exposition format.

@@ -10,6 +10,7 @@
 //! (the router's own answers) and `server` (listener, routes, drain).
 
 pub mod auth;
+pub mod batch_invoke;
 pub mod cluster_source;
 pub mod cluster_table;
 pub mod limit;
@@ -28,6 +29,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use tokio::signal::unix::SignalKind;
 
+pub use batch_invoke::BatchInvoker;
 pub use server::{Router, ServerOptions};
 pub use source::{RoutingSource, SourceError, StaticFile, TableSink};
 pub use table::RoutingTable;
@@ -47,6 +49,9 @@ pub struct RouterOptions {
     pub threads: usize,
     /// HTTP-side tunables.
     pub server: ServerOptions,
+    /// With a cluster: serve `POST /api/v1/batch/{endpoint}/invoke` with this client over these
+    /// namespaces (empty: all).
+    pub batch_invoke: Option<batch_invoke::ClusterAccess>,
 }
 
 /// The router could not run.
@@ -90,7 +95,11 @@ pub async fn run(options: RouterOptions, source: impl RoutingSource) -> Result<(
         tokio::signal::unix::signal(SignalKind::terminate()).map_err(RouterError::Signal)?;
     let threads = options.threads.max(1);
     proxy::set_pool_shards(threads);
-    let router = Router::new(metrics::Metrics::new()?, &options.server);
+    let metrics = metrics::Metrics::new()?;
+    let batch = options
+        .batch_invoke
+        .map(|access| BatchInvoker::new(access, metrics.clone()));
+    let router = Router::new(metrics, &options.server, batch);
     let sink = TableSink::new(router.clone());
     let shutdown = async move {
         tokio::select! {

@@ -3,6 +3,8 @@
 //! Routes:
 //! - `POST /api/v1/endpoint/{endpoint}/score`: the scoring URI (the shape of Azure ML's
 //!   Kubernetes router); optional `azureml-model-deployment` header pins a deployment.
+//! - `POST /api/v1/batch/{endpoint}/invoke`: creates a BatchJob ([`super::batch_invoke`]; with
+//!   `--cluster` only).
 //! - `GET /healthz`: the process is up. `GET /readyz`: a table is loaded and we are not
 //!   draining. `GET /metrics`: Prometheus text format.
 
@@ -32,6 +34,7 @@ use tokio::{
 
 use super::{
     auth::Authenticator,
+    batch_invoke::{self, BatchInvoker},
     metrics::{Metrics, NONE, RouteMetrics},
     mirror::{self, MirrorJob},
     pick::percent_roll,
@@ -80,11 +83,17 @@ pub struct Router {
     loaded: AtomicBool,
     draining: AtomicBool,
     max_body_bytes: usize,
+    batch: Option<Arc<BatchInvoker>>,
 }
 
 impl Router {
-    /// A router with an empty table (not ready until a table is applied). Needs a Tokio runtime.
-    pub fn new(metrics: Metrics, options: &ServerOptions) -> Arc<Self> {
+    /// A router with an empty table (not ready until a table is applied), serving batch invokes
+    /// when given an invoker. Needs a Tokio runtime.
+    pub fn new(
+        metrics: Metrics,
+        options: &ServerOptions,
+        batch: Option<Arc<BatchInvoker>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             routes: ArcSwap::from_pointee(Routes::default()),
             compiler: Compiler::new(metrics.clone()),
@@ -95,6 +104,7 @@ impl Router {
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             max_body_bytes: options.max_body_bytes,
+            batch,
         })
     }
 
@@ -140,6 +150,9 @@ impl Router {
             drop(routes);
             return self.score(endpoint, request).await;
         }
+        if let Some(name) = batch_invoke::invoke_endpoint(path) {
+            return self.batch_invoke(name.to_owned(), request).await;
+        }
         match (request.method(), path) {
             (&Method::GET, "/healthz") => reply::text(StatusCode::OK, "ok\n"),
             (&Method::GET, "/readyz") if self.ready() => reply::text(StatusCode::OK, "ready\n"),
@@ -161,6 +174,59 @@ impl Router {
                     endpoint: None,
                     deployment: None,
                     reason: "no_route",
+                },
+            ),
+        }
+    }
+
+    async fn batch_invoke(
+        &self,
+        endpoint: String,
+        request: Request<Incoming>,
+    ) -> Response<Full<Bytes>> {
+        let Some(invoker) = &self.batch else {
+            return reply::error(
+                StatusCode::NOT_FOUND,
+                &ErrorBody {
+                    error: "batch invoke needs a router that reads the cluster (mlcompute router --cluster)",
+                    endpoint: None,
+                    deployment: None,
+                    reason: "no_route",
+                },
+            );
+        };
+        if request.method() != Method::POST {
+            let mut response = reply::error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &ErrorBody {
+                    error: "batch invoke takes POST",
+                    endpoint: None,
+                    deployment: None,
+                    reason: "method_not_allowed",
+                },
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+        let (parts, body) = request.into_parts();
+        match Limited::new(body, batch_invoke::MAX_BODY_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => {
+                invoker
+                    .handle(&endpoint, &parts.headers, body.to_bytes())
+                    .await
+            }
+            Err(_) => reply::error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &ErrorBody {
+                    error: "batch invoke body too large or unreadable (a job spec, at most 1 MiB)",
+                    endpoint: None,
+                    deployment: None,
+                    reason: "body_too_large",
                 },
             ),
         }
