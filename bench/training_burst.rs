@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -16,9 +16,11 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::{
     Api, Client, Config,
-    api::{ListParams, PostParams},
+    api::PostParams,
     config::{KubeConfigOptions, Kubeconfig},
+    runtime::{WatchStreamExt, watcher},
 };
+use mlcompute::api::training_job::TrainingJob;
 use serde_json::json;
 
 fn arg(name: &str, default: &str) -> String {
@@ -84,19 +86,55 @@ async fn new_namespace(client: &Client, name: &str) {
         .unwrap();
 }
 
-async fn wait_running(pods: &Api<Pod>, n: usize, start: Instant) -> Duration {
-    loop {
-        let list = pods.list(&ListParams::default()).await.unwrap();
-        let running = list
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count();
-        if running >= n {
-            return start.elapsed();
+/// Watches `api` from before a burst (a watch, not repeated LISTs of N objects, so measuring
+/// loads the API server as little as possible): returns when `n` objects exist and when `n` of
+/// them satisfy `done`, both measured from `start`.
+fn watch_until<K>(
+    api: Api<K>,
+    n: usize,
+    start: Instant,
+    done: fn(&K) -> bool,
+) -> tokio::task::JoinHandle<(Duration, Duration)>
+where
+    K: kube::Resource
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    tokio::spawn(async move {
+        let mut seen: HashMap<String, bool> = HashMap::new();
+        let (mut all_exist, mut finished) = (None, 0usize);
+        let stream = watcher(api, watcher::Config::default()).applied_objects();
+        futures::pin_mut!(stream);
+        while let Some(event) = stream.next().await {
+            let Ok(object) = event else { continue };
+            let name = object.meta().name.clone().unwrap_or_default();
+            let now_done = done(&object);
+            match seen.insert(name, now_done) {
+                Some(false) | None if now_done => finished += 1,
+                Some(true) if !now_done => finished -= 1,
+                _ => {}
+            }
+            if all_exist.is_none() && seen.len() >= n {
+                all_exist = Some(start.elapsed());
+            }
+            if finished >= n {
+                return (all_exist.unwrap_or_default(), start.elapsed());
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        panic!("watch ended");
+    })
+}
+
+fn pod_running(pod: &Pod) -> bool {
+    pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+}
+
+fn job_running(job: &TrainingJob) -> bool {
+    job.status.as_ref().and_then(|s| s.phase) == Some(mlcompute::api::common::JobPhase::Running)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -159,6 +197,7 @@ async fn main() {
     new_namespace(&client, &floor_ns).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &floor_ns);
     let start = Instant::now();
+    let floor_watch = watch_until(pods.clone(), n, start, pod_running);
     stream::iter(0..n)
         .for_each_concurrent(concurrency, |i| {
             let pods = pods.clone();
@@ -174,7 +213,7 @@ async fn main() {
             }
         })
         .await;
-    let floor = wait_running(&pods, n, start).await;
+    let (floor_created, floor) = floor_watch.await.unwrap();
 
     // mlcompute: N TrainingJobs created the same way; the operator makes the Pods.
     let ns = format!("bench-jobs-{run}");
@@ -182,9 +221,12 @@ async fn main() {
     let mut op = start_operator(&bin, &kubeconfig, &ns, &qps, &burst, &op_concurrency);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_kib(op.id());
-    let jobs: Api<mlcompute::api::training_job::TrainingJob> = Api::namespaced(client.clone(), &ns);
+    let jobs: Api<TrainingJob> = Api::namespaced(client.clone(), &ns);
+    let job_pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let before = writes(&client).await;
     let start = Instant::now();
+    let pods_watch = watch_until(job_pods, n, start, pod_running);
+    let jobs_watch = watch_until(jobs.clone(), n, start, job_running);
     stream::iter(0..n)
         .for_each_concurrent(concurrency, |i| {
             let jobs = jobs.clone();
@@ -199,24 +241,9 @@ async fn main() {
             }
         })
         .await;
-    let job_pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-    let operator_time = wait_running(&job_pods, n, start).await;
+    let (operator_pods_created, operator_time) = pods_watch.await.unwrap();
     // Let the last status transitions land before counting.
-    let jobs_running = loop {
-        let list = jobs.list(&ListParams::default()).await.unwrap();
-        let running = list
-            .items
-            .iter()
-            .filter(|j| {
-                j.status.as_ref().and_then(|s| s.phase)
-                    == Some(mlcompute::api::common::JobPhase::Running)
-            })
-            .count();
-        if running >= n {
-            break start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let (_, jobs_running) = jobs_watch.await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_loaded = rss_kib(op.id());
     let burst_writes = delta(&writes(&client).await, &before);
@@ -250,6 +277,8 @@ async fn main() {
         "operator_seconds": operator_time.as_secs_f64(),
         "ratio": operator_time.as_secs_f64() / floor.as_secs_f64(),
         "all_jobs_running_seconds": jobs_running.as_secs_f64(),
+        "floor_all_pods_created_seconds": floor_created.as_secs_f64(),
+        "operator_all_pods_created_seconds": operator_pods_created.as_secs_f64(),
         "writes_by_resource": burst_writes,
         "job_creates": jobs_created,
         "operator_writes_per_job": operator_writes / n as f64,

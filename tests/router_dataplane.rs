@@ -487,6 +487,77 @@ async fn a_50_percent_mirror_gets_half_the_copies_and_live_answers_stay_unchange
     assert!(b < a * 3 + Duration::from_millis(2), "{a:?} → {b:?}");
 }
 
+/// The sum of a router counter's samples whose line contains every one of `having`.
+fn counter_sum(metrics: &str, name: &str, having: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && having.iter().all(|h| l.contains(h)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_that_pile_up_go_out_together_and_every_one_is_accounted_for() {
+    // 64 connections and a full mirror: copies queue faster than one at a time would drain
+    // them, so the router pipelines them to the shadow. Every copy is either delivered (and
+    // the shadow saw exactly those) or counted as dropped.
+    let blue = Backend::start(Behaviour::default()).await;
+    let shadow = Backend::start(Behaviour::default()).await;
+    let router = RouterProcess::start(
+        &table(
+            "iris",
+            &[
+                deployment("blue", 100, 0, &[&blue], ROOMY),
+                deployment("shadow", 0, 100, &[&shadow], ROOMY),
+            ],
+        ),
+        &["--threads", "1"],
+    )
+    .await;
+    let result = load(router.addr, "iris", 20_000, 64).await;
+    assert_eq!(result.ok(), 20_000, "{:?}", result.statuses);
+    let mut conn = Conn::open(router.addr).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, _, metrics) = conn.get("/metrics").await.unwrap();
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        let shadow_label = "deployment=\"shadow\"";
+        let sent = counter_sum(
+            &metrics,
+            "mlcompute_router_mirror_sent_total",
+            &[shadow_label],
+        );
+        let dropped = counter_sum(
+            &metrics,
+            "mlcompute_router_mirror_dropped_total",
+            &[shadow_label],
+        );
+        if sent + dropped >= 20_000.0 || Instant::now() > deadline {
+            eprintln!(
+                "copies: {sent} delivered, {dropped} dropped; the shadow saw {}",
+                shadow.mirrored()
+            );
+            assert_eq!(
+                sent + dropped,
+                20_000.0,
+                "every copy is delivered or counted as dropped"
+            );
+            assert_eq!(
+                shadow.mirrored() as f64,
+                sent,
+                "the shadow saw exactly the delivered copies"
+            );
+            assert!(
+                sent >= 19_000.0,
+                "a healthy shadow gets nearly every copy: {sent}"
+            );
+            assert_eq!(shadow.served(), 0);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_or_dead_mirror_neither_fails_nor_blocks_live_requests() {
     let blue = Backend::start(Behaviour::default()).await;

@@ -15,7 +15,7 @@ use std::{
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Method, Response, header};
-use tokio::time::Instant;
+use tokio::time::{Duration, Instant};
 
 use super::{
     limit::{Busy, acquire_any},
@@ -76,7 +76,7 @@ impl Outgoing {
         )
     }
 
-    fn is_head(&self) -> bool {
+    pub(super) fn is_head(&self) -> bool {
         self.method == Method::HEAD
     }
 }
@@ -259,6 +259,63 @@ pub async fn send(
             Err(ExchangeError::NothingReceived(error)) => return Err(Failure::Connect(error)),
             Err(error) => return Err(Failure::Upstream(error)),
         }
+    }
+}
+
+/// Sends `count` complete requests, back to back in `message`, on one connection to `instance`
+/// (HTTP/1.1 pipelining) and reads their answers in order, each within `per_answer` of the one
+/// before. Returns how many were answered; the rest count as failed. A pooled connection found
+/// closed before any answer is dropped and the lot goes out once more on a new connection. Only
+/// for copies whose answers are discarded: nothing is retried after the first answer.
+pub async fn send_pipelined(
+    instance: &Instance,
+    message: &[u8],
+    count: usize,
+    head_request: bool,
+    per_answer: Duration,
+) -> usize {
+    loop {
+        let (mut connection, reused) = match instance.pool.take() {
+            Some(connection) => (connection, true),
+            None => match Connection::open(instance.addr).await {
+                Ok(connection) => (connection, false),
+                Err(_) => return 0,
+            },
+        };
+        if connection.send_pipelined(message).await.is_err() {
+            if reused {
+                instance.pool.clear();
+                continue;
+            }
+            return 0;
+        }
+        let mut answered = 0;
+        let mut reusable = true;
+        while answered < count {
+            match tokio::time::timeout(per_answer, connection.read_response(head_request)).await {
+                Ok(Ok((_, keep))) => {
+                    answered += 1;
+                    reusable = keep;
+                    if !keep && answered < count {
+                        break; // the instance closes: the rest went unanswered
+                    }
+                }
+                Ok(Err(ExchangeError::NothingReceived(_))) if reused && answered == 0 => break,
+                Ok(Err(_)) | Err(_) => {
+                    reusable = false;
+                    break;
+                }
+            }
+        }
+        if answered == 0 && reused && reusable {
+            // The keep-alive race: the instance closed the idle connection before our write.
+            instance.pool.clear();
+            continue;
+        }
+        if reusable && answered == count && connection.is_drained() {
+            instance.pool.put(connection);
+        }
+        return answered;
     }
 }
 

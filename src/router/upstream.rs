@@ -90,6 +90,28 @@ impl Connection {
             }
         };
         write.map_err(ExchangeError::NothingReceived)?;
+        let (response, reusable) = self.read_response(head_request).await?;
+        Ok((response, reusable && self.buf.is_empty()))
+    }
+
+    /// Whether no unread answer bytes are buffered (the connection is between exchanges).
+    pub fn is_drained(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// Sends several complete requests back to back in one write (HTTP/1.1 pipelining); their
+    /// answers follow in order, read with [`Self::read_response`].
+    pub async fn send_pipelined(&mut self, message: &[u8]) -> io::Result<()> {
+        self.buf.clear();
+        self.stream.write_all(message).await
+    }
+
+    /// Reads the next answer. Returns it and whether it left the connection usable (delimited,
+    /// no `Connection: close`); bytes of a following pipelined answer stay buffered.
+    pub async fn read_response(
+        &mut self,
+        head_request: bool,
+    ) -> Result<(Response<Bytes>, bool), ExchangeError> {
         loop {
             let (status, headers, consumed) = self.read_head().await?;
             self.buf.advance(consumed);
@@ -112,7 +134,7 @@ impl Connection {
             let mut response = Response::new(body);
             *response.status_mut() = status;
             *response.headers_mut() = headers;
-            return Ok((response, delimited && !close && self.buf.is_empty()));
+            return Ok((response, delimited && !close));
         }
     }
 
@@ -378,6 +400,37 @@ mod tests {
             (fourth.status(), reuse),
             (StatusCode::INTERNAL_SERVER_ERROR, false)
         );
+    }
+
+    #[tokio::test]
+    async fn pipelined_answers_are_read_in_order_and_a_close_ends_the_run() {
+        // Three requests in one write; the instance answers the first two in one write (the
+        // second with `connection: close`), so the third goes unanswered.
+        let addr = canned(vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\naHTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\nb",
+        ])
+        .await;
+        let head = request_head(
+            &http::Method::POST,
+            "/score",
+            &HeaderValue::from_static("x"),
+            &HeaderMap::new(),
+            None,
+            2,
+        );
+        let mut message = Vec::new();
+        for _ in 0..3 {
+            message.extend_from_slice(&head);
+            message.extend_from_slice(b"{}");
+        }
+        let mut conn = Connection::open(addr).await.unwrap();
+        conn.send_pipelined(&message).await.unwrap();
+        let (first, keep) = conn.read_response(false).await.unwrap();
+        assert_eq!((first.body().as_ref(), keep), (&b"a"[..], true));
+        assert!(!conn.is_drained(), "the second answer is already buffered");
+        let (second, keep) = conn.read_response(false).await.unwrap();
+        assert_eq!((second.body().as_ref(), keep), (&b"b"[..], false));
+        assert!(conn.is_drained());
     }
 
     #[tokio::test]
