@@ -123,6 +123,22 @@ async fn single_instance_job_completes_with_its_environment_image_recorded() {
             .iter()
             .any(|c| c.type_ == "Succeeded" && c.status == "True")
     );
+    // Each transition is an Event on the job (written off the reconcile path, so eventually).
+    let events: Api<k8s_openapi::api::events::v1::Event> = ns.api();
+    eventually("Events for Running and Succeeded", T, || async {
+        let reasons: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("hello"))
+            .filter_map(|e| e.reason)
+            .collect();
+        (reasons.iter().any(|r| r == "Running") && reasons.iter().any(|r| r == "Succeeded"))
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,7 +16,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::Recorder,
         reflector::{self, ObjectRef, Store, reflector},
         watcher,
     },
@@ -34,6 +33,7 @@ use crate::{
         online_endpoint::ProvisioningState,
     },
     batch_job::kube_io,
+    operator::events::Events,
     operator::{conditions, error_backoff, error_category, metrics::Metrics},
 };
 
@@ -62,7 +62,7 @@ pub struct Ctx {
     pub environments: Store<Environment>,
     pub instance_types: Store<InstanceType>,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub events: Events,
 }
 
 /// Looks `d`'s references up in the caches and resolves them.
@@ -176,10 +176,10 @@ pub async fn reconcile(d: Arc<BatchDeployment>, ctx: Arc<Ctx>) -> Result<Action,
         .map_err(Error::PatchStatus)?;
     match &resolution {
         Err(m) if was_resolved != Some(false) => {
-            kube_io::publish(&ctx.recorder, &*d, true, m.reason, &m.message).await;
+            ctx.events.publish(&*d, true, m.reason, &m.message);
         }
         Ok(r) if was_resolved != Some(true) => {
-            kube_io::publish(&ctx.recorder, &*d, false, "Resolved", &r.summary()).await;
+            ctx.events.publish(&*d, false, "Resolved", &r.summary());
         }
         _ => {}
     }
@@ -200,7 +200,7 @@ fn error_policy(_d: Arc<BatchDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action 
 pub async fn run(
     client: Client,
     metrics: Metrics,
-    recorder: Recorder,
+    events: Events,
     namespace: Option<String>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -241,7 +241,7 @@ pub async fn run(
         environments,
         instance_types,
         metrics,
-        recorder,
+        events,
     });
     info!(
         namespace = namespace.as_deref().unwrap_or("*"),

@@ -13,7 +13,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::Recorder,
         reflector::{self, ObjectRef, Store, reflector},
         watcher,
     },
@@ -28,6 +27,7 @@ use crate::{
         online_endpoint::ProvisioningState,
     },
     batch_job::kube_io,
+    operator::events::Events,
     operator::{conditions, error_backoff, error_category, metrics::Metrics},
 };
 
@@ -141,7 +141,7 @@ pub struct Ctx {
     pub client: Client,
     pub deployments: Store<BatchDeployment>,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub events: Events,
     pub router_url: String,
 }
 
@@ -181,14 +181,8 @@ pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, E
     if let Some(c) = new.conditions.iter().find(|c| c.type_ == READY)
         && before.as_ref() != Some(&(c.status.clone(), c.reason.clone()))
     {
-        kube_io::publish(
-            &ctx.recorder,
-            &*e,
-            c.status != "True",
-            &c.reason,
-            &c.message,
-        )
-        .await;
+        ctx.events
+            .publish(&*e, c.status != "True", &c.reason, &c.message);
     }
     Ok(Action::await_change())
 }
@@ -207,7 +201,7 @@ fn error_policy(_e: Arc<BatchEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
 pub async fn run(
     client: Client,
     metrics: Metrics,
-    recorder: Recorder,
+    events: Events,
     namespace: Option<String>,
     concurrency: u16,
     router_url: String,
@@ -232,7 +226,7 @@ pub async fn run(
         client: client.clone(),
         deployments,
         metrics,
-        recorder,
+        events,
         router_url,
     });
     info!(

@@ -4,7 +4,6 @@
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::events::{Event, EventType, Recorder},
 };
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::json;
@@ -34,28 +33,4 @@ where
     )
     .await
     .map(|_| ())
-}
-
-/// Publishes an Event on `obj`; a failure is logged, never fatal.
-pub async fn publish<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
-    obj: &K,
-    warning: bool,
-    reason: &str,
-    message: &str,
-) {
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.to_string(),
-        note: Some(message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(%err, "publishing event failed");
-    }
 }

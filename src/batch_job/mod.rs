@@ -39,7 +39,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::Recorder,
         reflector::{self, ObjectRef, Store, reflector},
         watcher,
     },
@@ -56,6 +55,7 @@ use crate::{
         environment::Environment, instance_type::InstanceType,
     },
     batch_deployment::resolve_from_stores,
+    operator::events::Events,
     operator::{
         children::MANAGER, error_backoff, is_already_exists, is_not_found, metrics::Metrics,
     },
@@ -85,7 +85,7 @@ pub struct Ctx {
     pub jobs: Store<Job>,
     pub pods: Store<Pod>,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub events: Events,
     pub driver_image: String,
 }
 
@@ -124,7 +124,7 @@ pub async fn reconcile(bj: Arc<BatchJob>, ctx: Arc<Ctx>) -> Result<Action, Error
     }
     apply(&bj, &ctx, &ns, &resolution, &plan).await?;
     if let Some(t) = &plan.transition {
-        kube_io::publish(&ctx.recorder, &*bj, t.warning, &t.reason, &t.message).await;
+        ctx.events.publish(&*bj, t.warning, &t.reason, &t.message);
     }
     Ok(Action::await_change())
 }
@@ -259,7 +259,7 @@ where
 pub async fn run(
     client: Client,
     metrics: Metrics,
-    recorder: Recorder,
+    events: Events,
     namespace: Option<String>,
     concurrency: u16,
     driver_image: String,
@@ -329,7 +329,7 @@ pub async fn run(
         jobs,
         pods,
         metrics,
-        recorder,
+        events,
         driver_image,
     });
     info!(

@@ -164,28 +164,14 @@ pub fn transitions(
 }
 
 /// Publishes a transition as an Event on `obj` (Warning when the condition is False).
-pub(crate) async fn publish<K>(recorder: &kube::runtime::events::Recorder, obj: &K, t: &Transition)
+pub(crate) fn publish<K>(events: &crate::operator::events::Events, obj: &K, t: &Transition)
 where
     K: Resource<DynamicType = ()>,
 {
-    use kube::runtime::events::{Event, EventType};
-    let event = Event {
-        type_: if t.ok {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason: t.reason.clone(),
-        note: Some(
-            format!("{}: {}", t.type_, t.message)
-                .chars()
-                .take(1000)
-                .collect(),
-        ),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(err) = recorder.publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(%err, "publishing event failed");
-    }
+    events.publish(
+        obj,
+        !t.ok,
+        &t.reason,
+        &format!("{}: {}", t.type_, t.message),
+    );
 }

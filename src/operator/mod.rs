@@ -4,6 +4,7 @@
 pub mod children;
 pub mod client;
 pub mod conditions;
+pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -2,11 +2,12 @@
 //! SIGTERM or Ctrl-C.
 
 use futures::future::join_all;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use tracing::{error, info};
 
 use super::{
     client,
+    events::Events,
     http::{self, Readiness},
     leader,
     metrics::Metrics,
@@ -70,7 +71,13 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         controller: "mlcompute".into(),
         instance: std::env::var("POD_NAME").ok().or_else(hostname),
     };
-    let recorder = Recorder::new(client.clone(), reporter);
+    // Events have a client and a budget of their own, so they never delay Pods and status.
+    let events_client = client::rate_limited(
+        settings.kubeconfig.as_deref(),
+        super::events::events_rate(limit),
+    )
+    .await?;
+    let events = Events::start(events_client, reporter, &metrics.registry)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -108,7 +115,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         controllers.push(tokio::spawn(crate::training::run(
             client.clone(),
             metrics.clone(),
-            recorder.clone(),
+            events.clone(),
             ns.clone(),
             settings.concurrency,
             settings.debounce,
@@ -117,7 +124,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         controllers.push(tokio::spawn(crate::online::deployment::run(
             client.clone(),
             metrics.clone(),
-            recorder.clone(),
+            events.clone(),
             ns.clone(),
             settings.concurrency,
             stopped(),
@@ -125,7 +132,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         controllers.push(tokio::spawn(crate::online::endpoint::run(
             client.clone(),
             metrics.clone(),
-            recorder.clone(),
+            events.clone(),
             ns.clone(),
             settings.concurrency,
             crate::online::endpoint::Options {
@@ -137,7 +144,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         controllers.push(tokio::spawn(crate::batch_endpoint::run(
             client.clone(),
             metrics.clone(),
-            recorder.clone(),
+            events.clone(),
             ns.clone(),
             settings.concurrency,
             settings.batch.router_url.clone(),
@@ -146,7 +153,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         controllers.push(tokio::spawn(crate::batch_deployment::run(
             client.clone(),
             metrics.clone(),
-            recorder.clone(),
+            events.clone(),
             ns.clone(),
             settings.concurrency,
             stopped(),
@@ -154,7 +161,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         controllers.push(tokio::spawn(crate::batch_job::run(
             client.clone(),
             metrics.clone(),
-            recorder.clone(),
+            events.clone(),
             ns.clone(),
             settings.concurrency,
             settings.batch.driver_image.clone(),

@@ -27,7 +27,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Event, EventType, Recorder},
         reflector::{self, ObjectRef, Store, reflector},
         watcher,
     },
@@ -41,6 +40,7 @@ pub use error::Error;
 use self::{lifecycle::Plan, resolve::Resolution, topology::Instance};
 use crate::{
     api::{environment::Environment, instance_type::InstanceType, training_job::TrainingJob},
+    operator::events::Events,
     operator::{
         children::MANAGER, error_backoff, is_already_exists, is_not_found, metrics::Metrics,
     },
@@ -55,7 +55,7 @@ pub struct Ctx {
     pub environments: Store<Environment>,
     pub instance_types: Store<InstanceType>,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub events: Events,
     /// True once the Pod, Environment and InstanceType caches have synced.
     pub synced: watch::Receiver<bool>,
 }
@@ -99,7 +99,7 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
         apply(&job, &ctx, &ns, &resolution, &plan).await?;
     }
     if let Some(t) = &plan.transition {
-        publish(&ctx, &job, t).await;
+        ctx.events.publish(&*job, t.warning, &t.reason, &t.message);
     }
     timer.observe_duration();
     Ok(plan
@@ -310,23 +310,6 @@ fn ssh_keypair() -> Result<(String, String), Error> {
     Ok((private.to_string(), public))
 }
 
-async fn publish(ctx: &Ctx, job: &TrainingJob, t: &lifecycle::Transition) {
-    let event = Event {
-        type_: if t.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: t.reason.clone(),
-        note: Some(t.message.chars().take(1000).collect()),
-        action: "Reconcile".into(),
-        secondary: None,
-    };
-    if let Err(err) = ctx.recorder.publish(&event, &job.object_ref(&())).await {
-        warn!(%err, "publishing event failed");
-    }
-}
-
 fn error_policy(_job: Arc<TrainingJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
     let category = err.category();
     ctx.metrics
@@ -341,7 +324,7 @@ fn error_policy(_job: Arc<TrainingJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
 pub async fn run(
     client: Client,
     metrics: Metrics,
-    recorder: Recorder,
+    events: Events,
     namespace: Option<String>,
     concurrency: u16,
     debounce: Duration,
@@ -404,7 +387,7 @@ pub async fn run(
         environments,
         instance_types,
         metrics,
-        recorder,
+        events,
         synced,
     });
     info!(

@@ -28,7 +28,6 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        events::Recorder,
         reflector::{ObjectRef, Store},
         watcher,
     },
@@ -45,6 +44,7 @@ use crate::{
         environment::Environment, instance_type::InstanceType, online_deployment::OnlineDeployment,
         online_endpoint::OnlineEndpoint,
     },
+    operator::events::Events,
     operator::{children::MANAGER, error_backoff, is_not_found, metrics::Metrics},
 };
 
@@ -63,7 +63,7 @@ pub struct Ctx {
     pub instance_types: Store<InstanceType>,
     pub endpoints: Store<OnlineEndpoint>,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub events: Events,
 }
 
 /// Reconciles one OnlineDeployment.
@@ -111,7 +111,7 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
         .await
         .map_err(Error::PatchStatus)?;
         for t in status::transitions(od.status.as_ref(), &new) {
-            super::publish(&ctx.recorder, &*od, &t).await;
+            super::publish(&ctx.events, &*od, &t);
         }
     }
     Ok(Action::await_change())
@@ -209,7 +209,7 @@ fn error_policy(_od: Arc<OnlineDeployment>, err: &Error, ctx: Arc<Ctx>) -> Actio
 pub async fn run(
     client: Client,
     metrics: Metrics,
-    recorder: Recorder,
+    events: Events,
     namespace: Option<String>,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
@@ -270,7 +270,7 @@ pub async fn run(
         instance_types,
         endpoints,
         metrics,
-        recorder,
+        events,
     });
     info!(
         namespace = ns.unwrap_or("*"),

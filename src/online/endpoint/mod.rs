@@ -31,7 +31,6 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::Recorder,
         reflector::{self, ObjectRef, Store, reflector},
         watcher,
     },
@@ -58,6 +57,7 @@ use crate::{
         environment::Environment, online_deployment::OnlineDeployment,
         online_endpoint::OnlineEndpoint,
     },
+    operator::events::Events,
     operator::{
         children::{MANAGER, child_meta},
         error_backoff, is_already_exists, is_not_found,
@@ -87,7 +87,7 @@ pub struct Ctx {
     pub secrets: Store<Secret>,
     pub config_maps: Store<ConfigMap>,
     pub metrics: Metrics,
-    pub recorder: Recorder,
+    pub events: Events,
     pub options: Options,
     /// Whether every cache above holds its first list.
     pub synced: super::Synced,
@@ -223,7 +223,7 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
             .map(|s| s.conditions.as_slice())
             .unwrap_or_default();
         for t in super::transitions(old, &new.conditions, &[]) {
-            super::publish(&ctx.recorder, &*ep, &t).await;
+            super::publish(&ctx.events, &*ep, &t);
         }
     }
     Ok(Action::await_change())
@@ -365,7 +365,7 @@ fn error_policy(_ep: Arc<OnlineEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action 
 pub async fn run(
     client: Client,
     metrics: Metrics,
-    recorder: Recorder,
+    events: Events,
     namespace: Option<String>,
     concurrency: u16,
     options: Options,
@@ -444,7 +444,7 @@ pub async fn run(
         secrets,
         config_maps,
         metrics,
-        recorder,
+        events,
         options,
         http_routes,
         applied_routes: Mutex::new(HashMap::new()),
