@@ -935,6 +935,176 @@ async fn router_cluster_source_serves_routes_and_follows_key_rotation() {
     assert_eq!(with(primary).await, Some(401));
 }
 
+/// Runs `mlcompute endpoint ARGS… -n NS` and returns its stdout; panics with stderr on failure.
+fn endpoint_cli(ns: &str, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+        .arg("endpoint")
+        .args(args)
+        .args(["-n", ns, "--kubeconfig", &support::kubeconfig_path()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Issue 5, auth mode aml_token: the operator keeps a signing key in the endpoint's Secret,
+/// `get-credentials` mints a token with Azure ML's fields, the router accepts it (and not a
+/// forged or foreign one), and rotating the signing key revokes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn aml_tokens_are_minted_checked_by_the_router_and_revoked_by_rotation() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "online-token").await;
+    let _op = Operator::start(ns.name());
+    create(
+        &ns.api::<OnlineEndpoint>(),
+        endpoint(
+            "fraud",
+            json!({ "authMode": "aml_token", "traffic": { "blue": 100 } }),
+        ),
+    )
+    .await;
+    // No instances (an unknown instance type): the router answers by itself, never dials.
+    let mut blue = scoring_deployment("blue", "fraud");
+    blue["spec"]["instanceType"] = json!("no-such-type");
+    create(&ns.api::<OnlineDeployment>(), blue).await;
+    let secrets: Api<Secret> = ns.api();
+    let keys = wait_for(&secrets, "fraud-keys", T, |s: Option<&Secret>| s.is_some()).await;
+    let signing = key(&keys, "tokenSigningKey");
+    assert_eq!(signing.len(), 64);
+
+    let credentials: Value = serde_json::from_str(&endpoint_cli(
+        ns.name(),
+        &["get-credentials", "fraud", "--ttl", "10m"],
+    ))
+    .unwrap();
+    assert_eq!(credentials["tokenType"], "Bearer");
+    let token = credentials["accessToken"].as_str().unwrap().to_owned();
+    let expiry = credentials["expiryTimeUtc"].as_str().unwrap();
+    let expiry: k8s_openapi::jiff::Timestamp = expiry.parse().unwrap();
+    let in_ten = k8s_openapi::jiff::Timestamp::now().as_second() + 600;
+    assert!((expiry.as_second() - in_ten).abs() <= 5, "{credentials}");
+    assert!(credentials["refreshAfterTimeUtc"].is_string());
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let _router = RouterProcess(
+        Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+            .args([
+                "router",
+                "--cluster",
+                "--namespaces",
+                ns.name(),
+                "--threads",
+                "1",
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--kubeconfig", &support::kubeconfig_path()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let with = |t: String| async move {
+        let auth = format!("Bearer {t}");
+        post(
+            port,
+            "/api/v1/endpoint/fraud/score",
+            &[
+                ("authorization", auth.as_str()),
+                ("azureml-model-deployment", "blue"),
+            ],
+        )
+        .await
+    };
+    eventually("the router accepts the token (503: no instance)", T, || {
+        let t = token.clone();
+        async move { (with(t).await == Some(503)).then_some(()) }
+    })
+    .await;
+    // A token for another endpoint, an expired one, a forged one and the signing key itself: 401.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let foreign = mlcompute::router::token::mint(signing.as_bytes(), "iris", now + 600);
+    let expired = mlcompute::router::token::mint(signing.as_bytes(), "fraud", now - 1);
+    let forged = mlcompute::router::token::mint(b"guess", "fraud", now + 600);
+    for (what, t) in [
+        ("foreign", foreign),
+        ("expired", expired),
+        ("forged", forged),
+        ("signing key", signing.clone()),
+    ] {
+        assert_eq!(with(t).await, Some(401), "{what}");
+    }
+
+    // Rotating the signing key revokes every token issued so far; new ones work.
+    endpoint_cli(
+        ns.name(),
+        &["regenerate-keys", "fraud", "--key", "token-signing"],
+    );
+    let started = Instant::now();
+    eventually("the old token stops working", T, || {
+        let t = token.clone();
+        async move { (with(t).await == Some(401)).then_some(()) }
+    })
+    .await;
+    eprintln!(
+        "signing key rotation reached the router in {:?}",
+        started.elapsed()
+    );
+    let fresh: Value =
+        serde_json::from_str(&endpoint_cli(ns.name(), &["get-credentials", "fraud"])).unwrap();
+    assert_eq!(
+        with(fresh["accessToken"].as_str().unwrap().to_owned()).await,
+        Some(503)
+    );
+
+    // A Secret without a signing key (made for key mode by an older operator) gets one when
+    // the endpoint switches to aml_token; its keys stay as they were.
+    create(&ns.api::<OnlineEndpoint>(), endpoint("legacy", json!({}))).await;
+    let old = wait_for(&secrets, "legacy-keys", T, |s: Option<&Secret>| s.is_some()).await;
+    secrets
+        .patch(
+            "legacy-keys",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Json::<()>(
+                serde_json::from_value(
+                    json!([{ "op": "remove", "path": "/data/tokenSigningKey" }]),
+                )
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    ns.api::<OnlineEndpoint>()
+        .patch(
+            "legacy",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({ "spec": { "authMode": "aml_token" } })),
+        )
+        .await
+        .unwrap();
+    let upgraded = wait_for(&secrets, "legacy-keys", T, |s: Option<&Secret>| {
+        s.and_then(|s| s.data.as_ref()?.get("tokenSigningKey"))
+            .is_some()
+    })
+    .await;
+    assert_ne!(
+        key(&upgraded, "tokenSigningKey"),
+        key(&old, "tokenSigningKey")
+    );
+    assert_eq!(key(&upgraded, "primaryKey"), key(&old, "primaryKey"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane"]
 async fn a_restarted_operator_writes_nothing() {

@@ -43,7 +43,8 @@ pub struct OnlineEndpointSpec {
     #[schemars(length(max = 1024))]
     pub description: Option<String>,
     /// How callers authenticate: `key` (default; keys in a Secret the operator owns and can
-    /// regenerate), `aml_token` (short-lived tokens signed by the operator) or `none`.
+    /// regenerate), `aml_token` (expiring tokens signed with a key the operator keeps in that
+    /// Secret; `mlcompute endpoint get-credentials` mints them) or `none`.
     #[serde(default)]
     pub auth_mode: AuthMode,
     /// Percent of live requests per deployment (0–100 each, adding up to 0 or 100). A request with
@@ -70,7 +71,7 @@ pub enum AuthMode {
     // `Authorization: Bearer <primary or secondary key>`.
     #[default]
     Key,
-    // `Authorization: Bearer <token>`, tokens issued by the operator and expiring.
+    // `Authorization: Bearer <token>`, expiring tokens signed with the endpoint's signing key.
     AmlToken,
     // No authentication; for development clusters.
     None,

@@ -14,7 +14,7 @@ use serde_json::json;
 use super::job::Target;
 use crate::{
     online::endpoint::{keys::new_key, routing::keys_secret_name},
-    router::cluster_table::{PRIMARY_KEY, SECONDARY_KEY},
+    router::cluster_table::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY},
 };
 
 /// Which key to replace.
@@ -22,6 +22,8 @@ use crate::{
 pub enum KeyType {
     Primary,
     Secondary,
+    /// The key `aml_token` tokens are signed with: every token issued so far stops working.
+    TokenSigning,
 }
 
 /// Arguments of `mlcompute endpoint regenerate-keys`.
@@ -55,6 +57,7 @@ pub async fn run(args: RegenerateKeysArgs) -> anyhow::Result<()> {
     let field = match args.key {
         KeyType::Primary => PRIMARY_KEY,
         KeyType::Secondary => SECONDARY_KEY,
+        KeyType::TokenSigning => TOKEN_SIGNING_KEY,
     };
     let patch = json!({ "stringData": { field: new_key() } });
     secrets

@@ -7,6 +7,7 @@ pub mod batch_driver;
 pub mod batch_logs;
 pub mod crd;
 pub mod endpoint;
+pub mod endpoint_credentials;
 pub mod endpoint_invoke;
 pub mod endpoint_keys;
 pub mod job;

@@ -4,62 +4,83 @@
 //! every request (no early exit), and an unknown endpoint runs the same comparison against a
 //! dummy secret, so neither the answer nor its timing tells a caller which endpoints exist.
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use http::{HeaderMap, header::AUTHORIZATION};
-use subtle::ConstantTimeEq;
+use subtle::{Choice, ConstantTimeEq};
 
-use super::table::Auth;
+use super::{table::Auth, token};
 
-/// Checks `Authorization: Bearer <secret>` for one endpoint.
+/// Checks `Authorization: Bearer <key or token>` for one endpoint.
 #[derive(Clone, Debug)]
 pub struct Authenticator {
-    /// `None` when the endpoint is open.
-    secrets: Option<Vec<Vec<u8>>>,
+    check: Check,
+}
+
+#[derive(Clone, Debug)]
+enum Check {
+    Open,
+    Keys(Vec<Vec<u8>>),
+    Signed { key: Vec<u8>, endpoint: String },
 }
 
 impl Authenticator {
-    /// Builds the check for an endpoint's auth mode.
-    pub fn new(auth: &Auth) -> Self {
-        let secrets = match auth {
-            Auth::None => None,
+    /// Builds the check for endpoint `endpoint`'s auth mode.
+    pub fn new(endpoint: &str, auth: &Auth) -> Self {
+        let check = match auth {
+            Auth::None => Check::Open,
             Auth::Key {
                 primary_key,
                 secondary_key,
-            } => Some(
+            } => Check::Keys(
                 [primary_key, secondary_key]
                     .into_iter()
                     .filter(|key| !key.is_empty())
                     .map(|key| key.as_bytes().to_vec())
                     .collect(),
             ),
-            Auth::Token { tokens } => Some(
-                tokens
-                    .iter()
-                    .filter(|token| !token.is_empty())
-                    .map(|token| token.as_bytes().to_vec())
-                    .collect(),
-            ),
+            // An empty signing key would still sign; refuse everything instead.
+            Auth::Token { signing_key } if signing_key.is_empty() => Check::Keys(Vec::new()),
+            Auth::Token { signing_key } => Check::Signed {
+                key: signing_key.as_bytes().to_vec(),
+                endpoint: endpoint.to_owned(),
+            },
         };
-        Self { secrets }
+        Self { check }
     }
 
     /// Stands in for an endpoint that does not exist: never accepts, costs the same.
     pub fn unknown_endpoint() -> Self {
         Self {
-            secrets: Some(Vec::new()),
+            check: Check::Keys(Vec::new()),
         }
     }
 
-    /// Whether the request's headers carry an accepted secret.
+    /// Whether the request's headers carry an accepted key or token.
     pub fn allows(&self, headers: &HeaderMap) -> bool {
-        let Some(secrets) = &self.secrets else {
-            return true;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.allows_at(headers, now)
+    }
+
+    /// [`Self::allows`] at Unix time `now`. Every mode does the same work for a given
+    /// credential (a dummy key compare and one token check), so timing does not tell which
+    /// endpoints exist or how they authenticate.
+    pub fn allows_at(&self, headers: &HeaderMap, now: u64) -> bool {
+        let (keys, signing, endpoint): (&[Vec<u8>], &[u8], &str) = match &self.check {
+            Check::Open => return true,
+            Check::Keys(keys) => (keys, DUMMY, ""),
+            Check::Signed { key, endpoint } => (&[], key, endpoint),
         };
         let presented = bearer(headers).unwrap_or_default();
-        // Compare against a fixed dummy too, so the work does not depend on the secret count.
         let mut accepted = presented.ct_eq(DUMMY) & 0u8.ct_eq(&1);
-        for secret in secrets {
-            accepted |= presented.ct_eq(secret.as_slice());
+        for key in keys {
+            accepted |= presented.ct_eq(key.as_slice());
         }
+        let signed = token::verify(signing, endpoint, presented, now);
+        let is_signed = matches!(self.check, Check::Signed { .. });
+        accepted |= Choice::from(u8::from(signed && is_signed));
         bool::from(accepted)
     }
 }
@@ -87,10 +108,13 @@ mod tests {
     }
 
     fn key_auth() -> Authenticator {
-        Authenticator::new(&Auth::Key {
-            primary_key: "primary".into(),
-            secondary_key: "secondary".into(),
-        })
+        Authenticator::new(
+            "iris",
+            &Auth::Key {
+                primary_key: "primary".into(),
+                secondary_key: "secondary".into(),
+            },
+        )
     }
 
     #[test]
@@ -119,26 +143,50 @@ mod tests {
 
     #[test]
     fn empty_keys_never_match() {
-        let auth = Authenticator::new(&Auth::Key {
-            primary_key: String::new(),
-            secondary_key: "s".into(),
-        });
+        let auth = Authenticator::new(
+            "iris",
+            &Auth::Key {
+                primary_key: String::new(),
+                secondary_key: "s".into(),
+            },
+        );
         assert!(!auth.allows(&headers("Bearer ")));
         assert!(auth.allows(&headers("Bearer s")));
     }
 
     #[test]
-    fn tokens_open_endpoints_and_unknown_endpoints() {
-        let tokens = Authenticator::new(&Auth::Token {
-            tokens: vec!["t1".into(), "t2".into()],
-        });
-        assert!(tokens.allows(&headers("Bearer t2")));
-        assert!(!tokens.allows(&headers("Bearer t3")));
-        assert!(Authenticator::new(&Auth::None).allows(&HeaderMap::new()));
+    fn signed_tokens_open_endpoints_and_unknown_endpoints() {
+        let key = "k".repeat(64);
+        let tokens = Authenticator::new(
+            "iris",
+            &Auth::Token {
+                signing_key: key.clone(),
+            },
+        );
+        let good = token::mint(key.as_bytes(), "iris", 2_000);
+        assert!(tokens.allows_at(&headers(&format!("Bearer {good}")), 1_000));
+        assert!(
+            !tokens.allows_at(&headers(&format!("Bearer {good}")), 2_000),
+            "expired"
+        );
+        let elsewhere = token::mint(key.as_bytes(), "fraud", 2_000);
+        assert!(!tokens.allows_at(&headers(&format!("Bearer {elsewhere}")), 1_000));
+        // The signing key itself is not a credential.
+        assert!(!tokens.allows_at(&headers(&format!("Bearer {key}")), 1_000));
+        let empty = Authenticator::new(
+            "iris",
+            &Auth::Token {
+                signing_key: String::new(),
+            },
+        );
+        let unsigned = token::mint(b"", "iris", 2_000);
+        assert!(!empty.allows_at(&headers(&format!("Bearer {unsigned}")), 1_000));
+        assert!(Authenticator::new("iris", &Auth::None).allows(&HeaderMap::new()));
         let unknown = Authenticator::unknown_endpoint();
         assert!(!unknown.allows(&headers(&format!(
             "Bearer {}",
             String::from_utf8_lossy(DUMMY)
         ))));
+        assert!(!unknown.allows_at(&headers(&format!("Bearer {unsigned}")), 1_000));
     }
 }

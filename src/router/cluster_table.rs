@@ -27,8 +27,8 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Keys in the keys Secret.
 pub const PRIMARY_KEY: &str = "primaryKey";
 pub const SECONDARY_KEY: &str = "secondaryKey";
-/// Key in the keys Secret listing valid tokens (aml_token mode), one per line.
-pub const TOKENS_KEY: &str = "tokens";
+/// Key in the keys Secret holding the key tokens are signed with (aml_token mode).
+pub const TOKEN_SIGNING_KEY: &str = "tokenSigningKey";
 
 /// One endpoint's route with backends by Service.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +79,8 @@ pub struct ClusterDeployment {
 /// Why an endpoint was left out of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Skipped {
-    /// Key or token auth and the Secret is not (yet) seen: failing closed, the endpoint is absent.
+    /// Key or token auth and the Secret (or its key) is not (yet) seen: failing closed, the
+    /// endpoint is absent.
     NoKeys,
 }
 
@@ -108,14 +109,9 @@ pub fn endpoint_route(
             }
             _ => return Err(Skipped::NoKeys),
         },
-        ClusterAuth::Token { .. } => Auth::Token {
-            tokens: field(TOKENS_KEY)
-                .unwrap_or_default()
-                .lines()
-                .map(str::trim)
-                .filter(|t| !t.is_empty())
-                .map(String::from)
-                .collect(),
+        ClusterAuth::Token { .. } => match field(TOKEN_SIGNING_KEY) {
+            Some(signing_key) if !signing_key.is_empty() => Auth::Token { signing_key },
+            _ => return Err(Skipped::NoKeys),
         },
     };
     let deployments = route

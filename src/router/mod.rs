@@ -23,6 +23,7 @@ pub mod routes;
 pub mod server;
 pub mod source;
 pub mod table;
+pub mod token;
 pub mod upstream;
 
 use std::{net::SocketAddr, time::Duration};

@@ -166,7 +166,7 @@ impl Compiler {
             .map(|(d, compiled)| (compiled.clone(), d.mirror));
         Endpoint {
             name: route.name.clone(),
-            auth: Authenticator::new(&route.auth),
+            auth: Authenticator::new(&route.name, &route.auth),
             deployments,
             split,
             mirror,

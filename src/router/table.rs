@@ -65,11 +65,12 @@ pub enum Auth {
         /// The secondary key.
         secondary_key: String,
     },
-    /// Azure ML `aml_token` mode: any of the currently valid tokens the operator issued.
+    /// Azure ML `aml_token` mode: an unexpired token signed with this key for this endpoint
+    /// (see [`super::token`]; `mlcompute endpoint get-credentials` mints them).
     #[serde(rename_all = "camelCase")]
     Token {
-        /// Tokens that are valid now; the source removes expired ones.
-        tokens: Vec<String>,
+        /// The HMAC-SHA256 signing key.
+        signing_key: String,
     },
 }
 

@@ -1,6 +1,7 @@
-//! The endpoint's keys Secret: two random keys, created once and never rewritten by the
-//! controller; `mlcompute endpoint regenerate-keys` replaces one at a time, so callers can
-//! rotate without downtime (the router accepts either).
+//! The endpoint's keys Secret: two random keys and a token signing key, created once and never
+//! rewritten by the controller (it only adds a signing key an older Secret lacks);
+//! `mlcompute endpoint regenerate-keys` replaces one at a time, so callers can rotate without
+//! downtime (the router accepts either key).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use super::routing::keys_secret_name;
 use crate::{
     api::online_endpoint::OnlineEndpoint,
     operator::children::child_meta,
-    router::cluster_table::{PRIMARY_KEY, SECONDARY_KEY},
+    router::cluster_table::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY},
 };
 
 /// The Secret's component label (the router selects keys Secrets by it).
@@ -36,9 +37,22 @@ pub fn secret(endpoint: &OnlineEndpoint) -> Secret {
                 SECONDARY_KEY.to_string(),
                 ByteString(new_key().into_bytes()),
             ),
+            (
+                TOKEN_SIGNING_KEY.to_string(),
+                ByteString(new_key().into_bytes()),
+            ),
         ])),
         ..Secret::default()
     }
+}
+
+/// Whether `secret` holds a non-empty token signing key.
+pub fn has_signing_key(secret: &Secret) -> bool {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(TOKEN_SIGNING_KEY))
+        .is_some_and(|v| !v.0.is_empty())
 }
 
 #[cfg(test)]

@@ -237,10 +237,21 @@ async fn ensure_keys(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<bool, E
         return Ok(false);
     }
     let name = routing::keys_secret_name(&ep.name_any());
-    if cached(&ctx.secrets, ns, &name).is_some() {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    if let Some(existing) = cached(&ctx.secrets, ns, &name) {
+        // A Secret made before token signing (or for key mode, then switched): add the key.
+        if ep.spec.auth_mode == AuthMode::AmlToken && !keys::has_signing_key(&existing) {
+            let patch = serde_json::json!({ "stringData": {
+                crate::router::cluster_table::TOKEN_SIGNING_KEY: keys::new_key()
+            } });
+            secrets
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::CreateKeys)?;
+            info!(secret = %name, "token signing key added");
+        }
         return Ok(true);
     }
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let pp = PostParams {
         field_manager: Some(MANAGER.into()),
         ..PostParams::default()
