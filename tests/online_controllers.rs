@@ -794,6 +794,27 @@ async fn kubectl_scale_changes_the_deployment_replicas() {
 /// An `mlcompute router --cluster` process, killed when dropped.
 struct RouterProcess(std::process::Child);
 
+impl RouterProcess {
+    /// A router for namespace `ns` on a free port of 127.0.0.1 (log in the temp dir); the port.
+    fn start(ns: &str) -> (Self, u16) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = std::env::temp_dir().join(format!("mlcompute-router-{ns}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+            .args(["router", "--cluster", "--namespaces", ns, "--threads", "1"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--kubeconfig", &support::kubeconfig_path()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap();
+        (Self(child), port)
+    }
+}
+
 impl Drop for RouterProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -844,33 +865,7 @@ async fn router_cluster_source_serves_routes_and_follows_key_rotation() {
     let keys = wait_for(&secrets, "fraud-keys", T, |s: Option<&Secret>| s.is_some()).await;
     let primary = key(&keys, "primaryKey");
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _router = RouterProcess(
-        Command::new(env!("CARGO_BIN_EXE_mlcompute"))
-            .args([
-                "router",
-                "--cluster",
-                "--namespaces",
-                ns.name(),
-                "--threads",
-                "1",
-            ])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--kubeconfig", &support::kubeconfig_path()])
-            .stdout(std::process::Stdio::null())
-            .stderr(
-                std::fs::File::create(
-                    std::env::temp_dir().join(format!("mlcompute-router-{}.log", ns.name())),
-                )
-                .unwrap(),
-            )
-            .spawn()
-            .unwrap(),
-    );
+    let (_router, port) = RouterProcess::start(ns.name());
     let path = "/api/v1/endpoint/fraud/score";
     let bearer = |k: &str| format!("Bearer {k}");
     // The right key passes auth and finds no instance: 503, never a connection.
@@ -990,28 +985,7 @@ async fn aml_tokens_are_minted_checked_by_the_router_and_revoked_by_rotation() {
     assert!((expiry.as_second() - in_ten).abs() <= 5, "{credentials}");
     assert!(credentials["refreshAfterTimeUtc"].is_string());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let _router = RouterProcess(
-        Command::new(env!("CARGO_BIN_EXE_mlcompute"))
-            .args([
-                "router",
-                "--cluster",
-                "--namespaces",
-                ns.name(),
-                "--threads",
-                "1",
-            ])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--kubeconfig", &support::kubeconfig_path()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_router, port) = RouterProcess::start(ns.name());
     let with = |t: String| async move {
         let auth = format!("Bearer {t}");
         post(

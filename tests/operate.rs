@@ -423,6 +423,44 @@ fn scoring_deployment(name: &str, endpoint: &str) -> serde_json::Value {
     })
 }
 
+/// Claims (models, data, results), BatchEndpoint `scorer` (default deployment `blue`, output
+/// under pvc://results/batch) and BatchDeployment `blue` (2 instances, `settings`).
+async fn batch_scorer(ns: &TestNamespace, settings: serde_json::Value) {
+    let claims: Api<PersistentVolumeClaim> = ns.api();
+    for name in ["models", "data", "results"] {
+        create(
+            &claims,
+            json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": { "name": name },
+                "spec": { "accessModes": ["ReadWriteMany"], "resources": { "requests": { "storage": "1Gi" } } }
+            }),
+        )
+        .await;
+    }
+    create(
+        &ns.api::<BatchEndpoint>(),
+        json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",
+            "metadata": { "name": "scorer" },
+            "spec": { "defaults": { "deploymentName": "blue", "outputPath": "pvc://results/batch" } }
+        }),
+    )
+    .await;
+    create(
+        &ns.api::<BatchDeployment>(),
+        json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchDeployment",
+            "metadata": { "name": "blue" },
+            "spec": { "endpointName": "scorer", "model": "pvc://models/m1", "image": "python:3.12-slim",
+                      "resources": { "instanceCount": 2 },
+                      "settings": settings,
+                      "codeConfiguration": { "code": "configmap://score", "scoringScript": "score.py" } }
+        }),
+    )
+    .await;
+}
+
 /// Issue 7: the endpoint flows under the chart's ServiceAccount token alone: an OnlineEndpoint
 /// with blue/green traffic and a mirror (Deployments, Services, keys, routing ConfigMap,
 /// HTTPRoute, applied traffic in status) and a BatchJob run to completion, with nothing forbidden.
@@ -510,41 +548,7 @@ async fn endpoints_work_with_only_the_charts_rbac() {
     .await;
 
     // Batch: claims, an endpoint, a deployment, a BatchJob; KWOK completes the Job's Pods.
-    let claims: Api<PersistentVolumeClaim> = ns.api();
-    for name in ["models", "data", "results"] {
-        create(
-            &claims,
-            json!({
-                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": { "name": name },
-                "spec": { "accessModes": ["ReadWriteMany"], "resources": { "requests": { "storage": "1Gi" } } }
-            }),
-        )
-        .await;
-    }
-    let bes: Api<BatchEndpoint> = ns.api();
-    create(
-        &bes,
-        json!({
-            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",
-            "metadata": { "name": "scorer" },
-            "spec": { "defaults": { "deploymentName": "blue", "outputPath": "pvc://results/batch" } }
-        }),
-    )
-    .await;
-    let bds: Api<BatchDeployment> = ns.api();
-    create(
-        &bds,
-        json!({
-            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchDeployment",
-            "metadata": { "name": "blue" },
-            "spec": { "endpointName": "scorer", "model": "pvc://models/m1", "image": "python:3.12-slim",
-                      "resources": { "instanceCount": 2 },
-                      "settings": { "miniBatchSize": 4, "errorThreshold": 5 },
-                      "codeConfiguration": { "code": "configmap://score", "scoringScript": "score.py" } }
-        }),
-    )
-    .await;
+    batch_scorer(&ns, json!({ "miniBatchSize": 4, "errorThreshold": 5 })).await;
     let bjs: Api<BatchJob> = ns.api();
     create(
         &bjs,
@@ -636,45 +640,12 @@ async fn batch_invoke_over_http_uses_kubernetes_identities() {
     let caller = service_account_token(ns.name(), "caller");
     let stranger = service_account_token(ns.name(), "stranger");
 
-    let claims: Api<PersistentVolumeClaim> = ns.api();
-    for name in ["models", "data", "results"] {
-        create(
-            &claims,
-            json!({
-                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                "metadata": { "name": name },
-                "spec": { "accessModes": ["ReadWriteMany"], "resources": { "requests": { "storage": "1Gi" } } }
-            }),
-        )
-        .await;
-    }
-    let bes: Api<BatchEndpoint> = ns.api();
+    batch_scorer(&ns, json!({})).await;
     create(
-        &bes,
-        json!({
-            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",
-            "metadata": { "name": "scorer" },
-            "spec": { "defaults": { "deploymentName": "blue", "outputPath": "pvc://results/batch" } }
-        }),
-    )
-    .await;
-    create(
-        &bes,
+        &ns.api::<BatchEndpoint>(),
         json!({
             "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",
             "metadata": { "name": "bare" }, "spec": {}
-        }),
-    )
-    .await;
-    let bds: Api<BatchDeployment> = ns.api();
-    create(
-        &bds,
-        json!({
-            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchDeployment",
-            "metadata": { "name": "blue" },
-            "spec": { "endpointName": "scorer", "model": "pvc://models/m1", "image": "python:3.12-slim",
-                      "resources": { "instanceCount": 2 },
-                      "codeConfiguration": { "code": "configmap://score", "scoringScript": "score.py" } }
         }),
     )
     .await;

@@ -48,6 +48,23 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>>
     response
 }
 
+/// 405 for a route that only takes POST, with `Allow: POST`.
+pub fn post_only(message: &str) -> Response<Full<Bytes>> {
+    let mut response = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &ErrorBody {
+            error: message,
+            endpoint: None,
+            deployment: None,
+            reason: "method_not_allowed",
+        },
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
 /// The one 401 answer, for a wrong key and for an endpoint that does not exist alike.
 pub fn unauthorized() -> Response<Full<Bytes>> {
     let mut response = json(StatusCode::UNAUTHORIZED, Bytes::from_static(UNAUTHORIZED));

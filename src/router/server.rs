@@ -131,19 +131,7 @@ impl Router {
         let path = request.uri().path();
         if let Some(name) = scoring_endpoint(path) {
             if request.method() != Method::POST {
-                let mut response = reply::error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &ErrorBody {
-                        error: "the scoring URI takes POST",
-                        endpoint: None,
-                        deployment: None,
-                        reason: "method_not_allowed",
-                    },
-                );
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
-                return response;
+                return reply::post_only("the scoring URI takes POST");
             }
             let routes = self.routes.load();
             let endpoint = routes.endpoint(name).cloned();
@@ -196,19 +184,7 @@ impl Router {
             );
         };
         if request.method() != Method::POST {
-            let mut response = reply::error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &ErrorBody {
-                    error: "batch invoke takes POST",
-                    endpoint: None,
-                    deployment: None,
-                    reason: "method_not_allowed",
-                },
-            );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return response;
+            return reply::post_only("batch invoke takes POST");
         }
         let (parts, body) = request.into_parts();
         match Limited::new(body, batch_invoke::MAX_BODY_BYTES)

@@ -358,16 +358,20 @@ mod tests {
         addr
     }
 
-    async fn exchange(conn: &mut Connection) -> Result<(Response<Bytes>, bool), ExchangeError> {
-        let head = request_head(
+    /// The head of `POST /score` with a 2-byte body.
+    fn score_head() -> Vec<u8> {
+        request_head(
             &http::Method::POST,
             "/score",
             &HeaderValue::from_static("x"),
             &HeaderMap::new(),
             None,
             2,
-        );
-        conn.exchange(&head, b"{}", false).await
+        )
+    }
+
+    async fn exchange(conn: &mut Connection) -> Result<(Response<Bytes>, bool), ExchangeError> {
+        conn.exchange(&score_head(), b"{}", false).await
     }
 
     #[tokio::test]
@@ -410,14 +414,7 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\naHTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\nb",
         ])
         .await;
-        let head = request_head(
-            &http::Method::POST,
-            "/score",
-            &HeaderValue::from_static("x"),
-            &HeaderMap::new(),
-            None,
-            2,
-        );
+        let head = score_head();
         let mut message = Vec::new();
         for _ in 0..3 {
             message.extend_from_slice(&head);
