@@ -2,55 +2,17 @@
 //! the caller looks the objects up (in its caches) and passes what it found. Used by the
 //! BatchDeployment controller for its status and by the BatchJob controller to build the Job.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::Toleration;
-
-use crate::api::{
-    batch_deployment::BatchDeploymentSpec,
-    common::{EnvironmentRef, EnvironmentVersion, ResourceRequirements},
-    environment::Environment,
-    instance_type::{DEFAULT_INSTANCE_TYPE, InstanceTypeSpec},
+pub use crate::operator::resolve::{Missing, Resolved as ResolvedDeployment};
+use crate::{
+    api::{
+        batch_deployment::BatchDeploymentSpec, environment::Environment,
+        instance_type::InstanceTypeSpec,
+    },
+    operator::resolve::{self as shared, Refs, Waiter},
 };
-
-/// What a deployment's Pods need from other objects.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResolvedDeployment {
-    pub image: String,
-    pub environment_name: Option<String>,
-    pub environment_version: Option<String>,
-    pub image_pull_secrets: Vec<String>,
-    /// The Environment's variables (the deployment's `settings.environmentVariables` win over them).
-    pub environment_variables: BTreeMap<String, String>,
-    pub instance_type_name: String,
-    pub resources: ResourceRequirements,
-    pub node_selector: BTreeMap<String, String>,
-    pub tolerations: Vec<Toleration>,
-}
-
-impl ResolvedDeployment {
-    /// One line for a `Resolved` condition.
-    pub fn summary(&self) -> String {
-        match (&self.environment_name, &self.environment_version) {
-            (Some(n), Some(v)) => format!(
-                "environment {n}:{v} (image {}), instance type {}",
-                self.image, self.instance_type_name
-            ),
-            _ => format!(
-                "image {}, instance type {}",
-                self.image, self.instance_type_name
-            ),
-        }
-    }
-}
-
-/// Something the deployment references that is not there (yet).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Missing {
-    /// PascalCase, for condition reasons and Events.
-    pub reason: &'static str,
-    pub message: String,
-}
+// The tests below name the default instance type through `use super::*`.
+#[cfg(test)]
+use crate::api::instance_type::DEFAULT_INSTANCE_TYPE;
 
 /// The objects the caller found for `spec`'s references.
 #[derive(Clone, Copy, Debug, Default)]
@@ -60,7 +22,8 @@ pub struct Found<'a> {
     pub instance_type: Option<&'a InstanceTypeSpec>,
 }
 
-/// Resolves `spec` against what was found.
+/// Resolves `spec` against what was found: its endpoint first, then the shared Environment and
+/// InstanceType rules. Its messages carry no "… starts once it is created" tail.
 pub fn resolve(
     spec: &BatchDeploymentSpec,
     found: Found<'_>,
@@ -74,77 +37,19 @@ pub fn resolve(
             ),
         });
     }
-    let (image, environment_name, environment_version, image_pull_secrets, environment_variables) =
-        match (&spec.image, &spec.environment) {
-            (Some(image), _) => (image.clone(), None, None, Vec::new(), BTreeMap::new()),
-            (None, Some(reference)) => {
-                let r = EnvironmentRef::parse(reference).ok_or_else(|| Missing {
-                    reason: "InvalidEnvironmentReference",
-                    message: format!(
-                        "environment {reference:?} is not <name>, <name>:<version> or <name>@latest"
-                    ),
-                })?;
-                let env = found.environment.ok_or_else(|| Missing {
-                    reason: "EnvironmentNotFound",
-                    message: format!("Environment {:?} does not exist in this namespace", r.name),
-                })?;
-                if let EnvironmentVersion::Exact(want) = &r.version
-                    && *want != env.spec.version
-                {
-                    return Err(Missing {
-                        reason: "EnvironmentVersionNotFound",
-                        message: format!(
-                            "Environment {:?} is at version {:?}, not the requested {want:?}",
-                            r.name, env.spec.version
-                        ),
-                    });
-                }
-                (
-                    env.spec.image.clone(),
-                    Some(r.name),
-                    Some(env.spec.version.clone()),
-                    env.spec.image_pull_secrets.clone(),
-                    env.spec.environment_variables.clone(),
-                )
-            }
-            (None, None) => {
-                return Err(Missing {
-                    reason: "NoImage",
-                    message: "neither environment nor image is set".into(),
-                });
-            }
-        };
-    let named = spec.resources.instance_type.as_deref();
-    let it = match (named, found.instance_type) {
-        (_, Some(it)) => it.clone(),
-        // As Azure ML: without any InstanceType objects the built-in default applies.
-        (None, None) => InstanceTypeSpec::builtin_default(),
-        (Some(name), None) => {
-            return Err(Missing {
-                reason: "InstanceTypeNotFound",
-                message: format!("InstanceType {name:?} does not exist"),
-            });
-        }
+    let refs = Refs {
+        image: spec.image.as_deref(),
+        environment: spec.environment.as_deref(),
+        instance_type: spec.resources.instance_type.as_deref(),
+        resources: None,
+        recorded: None,
+        waiter: Waiter::Nothing,
     };
-    let mut resources = it.resources.clone();
-    // Requests left out default to the limit, as Kubernetes does for a container.
-    for (k, v) in &it.resources.limits {
-        resources
-            .requests
-            .entry(k.clone())
-            .or_insert_with(|| v.clone());
-    }
-    Ok(ResolvedDeployment {
-        image,
-        environment_name,
-        environment_version,
-        image_pull_secrets,
-        environment_variables,
-        instance_type_name: named.unwrap_or(DEFAULT_INSTANCE_TYPE).to_string(),
-        resources,
-        node_selector: it.node_selector,
-        tolerations: it.tolerations,
-    })
+    let found = shared::Found {
+        environment: found.environment,
+        instance_type: found.instance_type,
+    };
+    shared::resolve(&refs, found)
 }
 
 /// The Environment name `spec` refers to, if any (for cache lookups).
@@ -152,18 +57,12 @@ pub fn environment_name(spec: &BatchDeploymentSpec) -> Option<String> {
     if spec.image.is_some() {
         return None;
     }
-    spec.environment
-        .as_deref()
-        .and_then(EnvironmentRef::parse)
-        .map(|r| r.name)
+    shared::environment_name(spec.environment.as_deref())
 }
 
 /// The InstanceType name to look up: the named one, else `defaultinstancetype`.
 pub fn instance_type_name(spec: &BatchDeploymentSpec) -> &str {
-    spec.resources
-        .instance_type
-        .as_deref()
-        .unwrap_or(DEFAULT_INSTANCE_TYPE)
+    shared::instance_type_name(spec.resources.instance_type.as_deref())
 }
 
 #[cfg(test)]

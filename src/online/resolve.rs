@@ -9,19 +9,28 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Toleration;
 use kube::{ResourceExt, runtime::reflector::Store};
 
-use crate::api::{
-    common::{EnvironmentRef, EnvironmentVersion, ResourceRequirements},
-    environment::{Environment, InferenceConfig},
-    instance_type::{DEFAULT_INSTANCE_TYPE, InstanceType, InstanceTypeSpec},
-    online_deployment::OnlineDeployment,
+pub use crate::operator::resolve::Missing;
+use crate::{
+    api::{
+        common::ResourceRequirements,
+        environment::{Environment, InferenceConfig},
+        instance_type::{InstanceType, InstanceTypeSpec},
+        online_deployment::OnlineDeployment,
+    },
+    operator::resolve::{self as shared, Found, Refs, Waiter},
 };
+
+// The tests below name the default instance type through `use super::*`.
+#[cfg(test)]
+use crate::api::instance_type::DEFAULT_INSTANCE_TYPE;
 
 /// Azure ML's inference server port, also the default port of a custom container.
 pub const SERVING_PORT: i32 = 5001;
 /// Azure ML's scoring path.
 pub const SCORING_PATH: &str = "/score";
 
-/// Everything a deployment's pods need from other objects.
+/// Everything a deployment's pods need from other objects: the shared [`shared::Resolved`] plus
+/// the environment's inference routes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resolved {
     pub image: String,
@@ -41,24 +50,13 @@ pub struct Resolved {
 impl Resolved {
     /// One line for the `Resolved` condition.
     pub fn summary(&self) -> String {
-        match (&self.environment_name, &self.environment_version) {
-            (Some(n), Some(v)) => format!(
-                "environment {n}:{v} (image {}), instance type {}",
-                self.image, self.instance_type_name
-            ),
-            _ => format!(
-                "image {}, instance type {}",
-                self.image, self.instance_type_name
-            ),
-        }
+        shared::summary(
+            &self.image,
+            self.environment_name.as_deref(),
+            self.environment_version.as_deref(),
+            &self.instance_type_name,
+        )
     }
-}
-
-/// Why a reference could not be followed: a condition reason and message.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Missing {
-    pub reason: &'static str,
-    pub message: String,
 }
 
 /// Where an instance serves: liveness, readiness and scoring routes.
@@ -106,12 +104,12 @@ pub fn routes(od: &OnlineDeployment, inference: Option<&InferenceConfig>) -> Rou
 
 /// The Environment `od` names, from the cache (any version; [`resolve_from`] checks it).
 pub fn find_environment(od: &OnlineDeployment, envs: &Store<Environment>) -> Option<Environment> {
-    let r = EnvironmentRef::parse(od.spec.environment.as_deref()?)?;
-    let ns = od.namespace();
-    envs.state()
-        .iter()
-        .find(|e| e.namespace() == ns && e.name_any() == r.name)
-        .map(|e| (**e).clone())
+    let found = shared::find_environment(
+        envs,
+        od.namespace().as_deref(),
+        od.spec.environment.as_deref(),
+    );
+    found.map(|e| (*e).clone())
 }
 
 /// Looks up what `od` references in the caches.
@@ -121,109 +119,47 @@ pub fn resolve(
     instance_types: &Store<InstanceType>,
 ) -> Result<Resolved, Missing> {
     let env = find_environment(od, envs);
-    let want = od
-        .spec
-        .instance_type
-        .as_deref()
-        .unwrap_or(DEFAULT_INSTANCE_TYPE);
-    let it = instance_types
-        .state()
-        .iter()
-        .find(|i| i.name_any() == want)
-        .map(|i| i.spec.clone());
-    resolve_from(od, env.as_ref(), it.as_ref())
+    let it = shared::find_instance_type(instance_types, od.spec.instance_type.as_deref());
+    resolve_from(od, env.as_ref(), it.as_deref().map(|i| &i.spec))
 }
 
-/// The pure part of [`resolve`]: given the objects found (or not).
+/// The pure part of [`resolve`]: given the objects found (or not). The deployment's own
+/// resources override the instance type's.
 pub fn resolve_from(
     od: &OnlineDeployment,
     environment: Option<&Environment>,
     instance_type: Option<&InstanceTypeSpec>,
 ) -> Result<Resolved, Missing> {
     let spec = &od.spec;
-    let (image, env_name, env_version, pull_secrets, env_vars, inference) = match (
-        &spec.image,
-        &spec.environment,
-    ) {
-        (Some(image), _) => (image.clone(), None, None, vec![], BTreeMap::new(), None),
-        (None, Some(reference)) => {
-            let r = EnvironmentRef::parse(reference).ok_or_else(|| Missing {
-                reason: "InvalidEnvironmentReference",
-                message: format!(
-                    "environment {reference:?} is not <name>, <name>:<version> or <name>@latest"
-                ),
-            })?;
-            let env = environment.ok_or_else(|| Missing {
-                    reason: "EnvironmentNotFound",
-                    message: format!(
-                        "Environment {:?} does not exist in this namespace; the deployment starts once it is created",
-                        r.name
-                    ),
-                })?;
-            if let EnvironmentVersion::Exact(want) = &r.version
-                && *want != env.spec.version
-            {
-                return Err(Missing {
-                    reason: "EnvironmentVersionNotFound",
-                    message: format!(
-                        "Environment {:?} is at version {:?}, not the requested {want:?}",
-                        r.name, env.spec.version
-                    ),
-                });
-            }
-            (
-                env.spec.image.clone(),
-                Some(r.name),
-                Some(env.spec.version.clone()),
-                env.spec.image_pull_secrets.clone(),
-                env.spec.environment_variables.clone(),
-                env.spec.inference_config.clone(),
-            )
-        }
-        (None, None) => {
-            return Err(Missing {
-                reason: "NoImage",
-                message: "neither environment nor image is set".into(),
-            });
-        }
+    let refs = Refs {
+        image: spec.image.as_deref(),
+        environment: spec.environment.as_deref(),
+        instance_type: spec.instance_type.as_deref(),
+        resources: spec.resources.as_ref(),
+        recorded: None,
+        waiter: Waiter::Deployment,
     };
-    let it_name = spec
-        .instance_type
-        .clone()
-        .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
-    let it = match (spec.instance_type.is_some(), instance_type) {
-        (_, Some(it)) => it.clone(),
-        // As in Azure ML, a cluster works without any InstanceType: the built-in default applies.
-        (false, None) => InstanceTypeSpec::builtin_default(),
-        (true, None) => {
-            return Err(Missing {
-                reason: "InstanceTypeNotFound",
-                message: format!(
-                    "InstanceType {it_name:?} does not exist; the deployment starts once it is created"
-                ),
-            });
-        }
+    let found = Found {
+        environment,
+        instance_type,
     };
-    let mut resources = it.resources.clone();
-    if let Some(own) = &spec.resources {
-        resources.requests.extend(own.requests.clone());
-        resources.limits.extend(own.limits.clone());
-    }
-    // Requests left out default to the limit, as Kubernetes does for a container.
-    for (k, v) in resources.limits.clone() {
-        resources.requests.entry(k).or_insert(v);
-    }
+    let r = shared::resolve(&refs, found)?;
+    // An inline image has no environment, so no routes of one.
+    let inference = match spec.image {
+        Some(_) => None,
+        None => environment.and_then(|e| e.spec.inference_config.clone()),
+    };
     Ok(Resolved {
-        image,
-        environment_name: env_name,
-        environment_version: env_version,
-        image_pull_secrets: pull_secrets,
-        environment_variables: env_vars,
+        image: r.image,
+        environment_name: r.environment_name,
+        environment_version: r.environment_version,
+        image_pull_secrets: r.image_pull_secrets,
+        environment_variables: r.environment_variables,
         inference,
-        instance_type_name: it_name,
-        resources,
-        node_selector: it.node_selector.clone(),
-        tolerations: it.tolerations.clone(),
+        instance_type_name: r.instance_type_name,
+        resources: r.resources,
+        node_selector: r.node_selector,
+        tolerations: r.tolerations,
     })
 }
 
