@@ -9,6 +9,7 @@ pub mod batch_deployment;
 pub mod batch_endpoint;
 pub mod batch_job;
 pub mod cli;
+pub mod environment;
 pub mod online;
 pub mod operator;
 pub mod router;

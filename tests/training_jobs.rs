@@ -442,6 +442,105 @@ async fn cancel_from_the_cli_deletes_pods_and_keeps_the_job() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
 
+/// Azure ML keeps every version of an environment: after `torch` moves from version 1 to 2, a job
+/// pinned to `torch:1` still runs version 1's image, `torch` runs version 2's, and a version it
+/// never held waits with a reason that lists the ones it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn a_pinned_environment_version_keeps_resolving_after_the_environment_moves_on() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "tj-envver").await;
+    let _op = Operator::start(ns.name());
+    let envs: Api<Environment> = ns.api();
+    envs.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "Environment",
+            "metadata": { "name": "torch" },
+            "spec": { "image": "pytorch/pytorch:2.4", "version": "1", "environmentVariables": { "ERA": "one" } }
+        }))
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let recorded = |n: usize| {
+        move |e: Option<&Environment>| {
+            e.and_then(|e| e.status.as_ref()).is_some_and(|s| {
+                s.versions.len() == n
+                    && s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        }
+    };
+    wait_for(&envs, "torch", T, recorded(1)).await;
+    envs.patch(
+        "torch",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({ "spec": { "image": "pytorch/pytorch:2.5", "version": "2", "environmentVariables": { "ERA": "two" } } })),
+    )
+    .await
+    .unwrap();
+    let env = wait_for(&envs, "torch", T, recorded(2)).await;
+    let versions: Vec<&str> = env
+        .status
+        .as_ref()
+        .unwrap()
+        .versions
+        .iter()
+        .map(|v| v.version.as_str())
+        .collect();
+    assert_eq!(versions, ["1", "2"]);
+
+    let jobs: Api<TrainingJob> = ns.api();
+    for (name, reference) in [
+        ("pinned", "torch:1"),
+        ("current", "torch"),
+        ("never", "torch:7"),
+    ] {
+        jobs.create(
+            &PostParams::default(),
+            &job(
+                name,
+                json!({ "command": "python t.py", "environment": reference }),
+            ),
+        )
+        .await
+        .unwrap();
+    }
+    let pods: Api<Pod> = ns.api();
+    for (name, image, era) in [
+        ("pinned", "pytorch/pytorch:2.4", "one"),
+        ("current", "pytorch/pytorch:2.5", "two"),
+    ] {
+        let pod = running_pods(&pods, name, 1).await.remove(0);
+        let main = &pod.spec.as_ref().unwrap().containers[0];
+        assert_eq!(main.image.as_deref(), Some(image), "{name}");
+        let vars = main.env.as_ref().unwrap();
+        assert!(
+            vars.iter()
+                .any(|v| v.name == "ERA" && v.value.as_deref() == Some(era)),
+            "{name}: {vars:?}"
+        );
+    }
+    let pinned = wait_for(&jobs, "pinned", T, |j: Option<&TrainingJob>| {
+        j.and_then(|j| j.status.as_ref()?.environment_version.clone())
+            .is_some()
+    })
+    .await;
+    assert_eq!(
+        pinned.status.unwrap().environment_version.as_deref(),
+        Some("1")
+    );
+    let never = wait_for(&jobs, "never", T, |j: Option<&TrainingJob>| {
+        j.and_then(|j| j.status.as_ref()?.reason.clone()).as_deref()
+            == Some("EnvironmentVersionNotFound")
+    })
+    .await;
+    let message = never.status.unwrap().message.unwrap_or_default();
+    assert!(message.contains("versions it has held: 1, 2"), "{message}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane"]
 async fn a_missing_environment_holds_the_job_until_it_is_created() {

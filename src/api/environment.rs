@@ -12,8 +12,9 @@ use super::common::{Condition, max_properties, rules};
 /// the inference server answers on.
 ///
 /// Referenced from jobs and deployments as `<name>` or `<name>@latest` (whatever this object holds
-/// now) or `<name>:<version>` (only while `spec.version` is that version). The image and version a
-/// child actually ran with are recorded in the child's status, so a run stays reproducible.
+/// now) or `<name>:<version>` (the current version, or any of the last 20 it held: the operator
+/// records each in `status.versions`). The image and version a child actually ran with are recorded
+/// in the child's status, so a run stays reproducible.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "mlcompute.io",
@@ -105,4 +106,87 @@ pub struct EnvironmentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
+    /// Versions this environment has held, oldest first (the last 20), recorded by the operator:
+    /// `<name>:<version>` keeps resolving to them after `spec.version` moves on, as Azure ML keeps
+    /// every version of an environment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub versions: Vec<EnvironmentVersionRecord>,
+}
+
+/// One version an environment has held: what a reference to it runs.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentVersionRecord {
+    /// The version label.
+    pub version: String,
+    /// The image of that version.
+    pub image: String,
+    /// Pull Secrets of that version.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<String>,
+    /// Variables of that version.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment_variables: BTreeMap<String, String>,
+    /// Serving routes of that version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_config: Option<InferenceConfig>,
+    /// When the operator first saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+}
+
+impl EnvironmentVersionRecord {
+    /// The record of `spec` (without a time).
+    pub fn of(spec: &EnvironmentSpec) -> Self {
+        Self {
+            version: spec.version.clone(),
+            image: spec.image.clone(),
+            image_pull_secrets: spec.image_pull_secrets.clone(),
+            environment_variables: spec.environment_variables.clone(),
+            inference_config: spec.inference_config.clone(),
+            registered_at: None,
+        }
+    }
+
+    /// Whether it says the same as `other`, ignoring when each was recorded.
+    pub fn same_content(&self, other: &Self) -> bool {
+        Self {
+            registered_at: None,
+            ..self.clone()
+        } == Self {
+            registered_at: None,
+            ..other.clone()
+        }
+    }
+}
+
+impl Environment {
+    /// What `<name>:<version>` runs: the current spec when it is at `version`, else the version
+    /// recorded in status, if this environment has held it.
+    pub fn held(&self, version: &str) -> Option<EnvironmentVersionRecord> {
+        if self.spec.version == version {
+            return Some(EnvironmentVersionRecord::of(&self.spec));
+        }
+        self.status
+            .as_ref()?
+            .versions
+            .iter()
+            .rev()
+            .find(|v| v.version == version)
+            .cloned()
+    }
+
+    /// The versions a reference can name now, for messages.
+    pub fn versions_held(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .status
+            .iter()
+            .flat_map(|s| s.versions.iter().map(|v| v.version.clone()))
+            .collect();
+        if !all.contains(&self.spec.version) {
+            all.push(self.spec.version.clone());
+        }
+        all
+    }
 }

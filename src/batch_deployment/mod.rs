@@ -32,7 +32,6 @@ use crate::{
         instance_type::InstanceType,
         online_endpoint::ProvisioningState,
     },
-    batch_job::kube_io,
     operator::events::Events,
     operator::{conditions, error_backoff, error_category, metrics::Metrics},
 };
@@ -171,7 +170,7 @@ pub async fn reconcile(d: Arc<BatchDeployment>, ctx: Arc<Ctx>) -> Result<Action,
         .status
         .as_ref()
         .map(|s| conditions::is_true(&s.conditions, RESOLVED));
-    kube_io::patch_status(&ctx.client, &*d, &new)
+    crate::operator::status::patch_status(&ctx.client, &*d, &new)
         .await
         .map_err(Error::PatchStatus)?;
     match &resolution {

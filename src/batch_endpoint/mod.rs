@@ -26,7 +26,6 @@ use crate::{
         common::condition_types::{READY, RESOLVED},
         online_endpoint::ProvisioningState,
     },
-    batch_job::kube_io,
     operator::events::Events,
     operator::{conditions, error_backoff, error_category, metrics::Metrics},
 };
@@ -175,7 +174,7 @@ pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, E
             .find(|c| c.type_ == READY)
             .map(|c| (c.status.clone(), c.reason.clone()))
     });
-    kube_io::patch_status(&ctx.client, &*e, &new)
+    crate::operator::status::patch_status(&ctx.client, &*e, &new)
         .await
         .map_err(Error::PatchStatus)?;
     if let Some(c) = new.conditions.iter().find(|c| c.type_ == READY)

@@ -20,7 +20,6 @@
 pub mod build;
 pub mod error;
 pub mod invoke;
-pub mod kube_io;
 pub mod resolve;
 pub mod status;
 pub mod submit;
@@ -118,7 +117,7 @@ pub async fn reconcile(bj: Arc<BatchJob>, ctx: Arc<Ctx>) -> Result<Action, Error
 
     // Status first: the deployment and output location are on record before the Job exists.
     if bj.status.as_ref() != Some(&plan.status) {
-        kube_io::patch_status(&ctx.client, &*bj, &plan.status)
+        crate::operator::status::patch_status(&ctx.client, &*bj, &plan.status)
             .await
             .map_err(Error::PatchStatus)?;
     }

@@ -145,9 +145,9 @@ pub fn resolve_from(
     };
     let r = shared::resolve(&refs, found)?;
     // An inline image has no environment, so no routes of one.
-    let inference = match spec.image {
-        Some(_) => None,
-        None => environment.and_then(|e| e.spec.inference_config.clone()),
+    let inference = match (&spec.image, environment, &r.environment_version) {
+        (None, Some(e), Some(version)) => e.held(version).and_then(|v| v.inference_config),
+        _ => None,
     };
     Ok(Resolved {
         image: r.image,

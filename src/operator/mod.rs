@@ -12,6 +12,7 @@ pub mod ratelimit;
 pub mod resolve;
 pub mod run;
 pub mod settings;
+pub mod status;
 
 use std::time::Duration;
 

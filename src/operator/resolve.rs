@@ -7,8 +7,9 @@
 //! Pure: the lookups read the operator's caches (reflector stores), never the API server.
 //!
 //! An Environment object holds one version at a time, so `<name>` and `<name>@latest` take
-//! whatever version the object holds now (the newest the cache has seen), and `<name>:<version>`
-//! only resolves while the object is at that version.
+//! whatever version the object holds now (the newest the cache has seen); `<name>:<version>`
+//! resolves to that version while the object holds it, and afterwards to the record of it the
+//! Environment controller keeps in `status.versions` (the last 20).
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -17,7 +18,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::api::{
     common::{EnvironmentRef, EnvironmentVersion, ResourceRequirements},
-    environment::Environment,
+    environment::{Environment, EnvironmentVersionRecord},
     instance_type::{DEFAULT_INSTANCE_TYPE, InstanceType, InstanceTypeSpec},
 };
 
@@ -233,23 +234,24 @@ fn image(refs: &Refs<'_>, environment: Option<&Environment>) -> Result<Image, Mi
             refs.waiter.tail()
         ),
     })?;
-    if let EnvironmentVersion::Exact(want) = &r.version
-        && *want != env.spec.version
-    {
-        return Err(Missing {
+    let held = match &r.version {
+        EnvironmentVersion::Exact(want) => env.held(want).ok_or_else(|| Missing {
             reason: "EnvironmentVersionNotFound",
             message: format!(
-                "Environment {:?} is at version {:?}, not the requested {want:?}",
-                r.name, env.spec.version
+                "Environment {:?} has no version {want:?} (it is at {:?}; versions it has held: {})",
+                r.name,
+                env.spec.version,
+                env.versions_held().join(", ")
             ),
-        });
-    }
+        })?,
+        _ => EnvironmentVersionRecord::of(&env.spec),
+    };
     Ok(Image {
-        image: env.spec.image.clone(),
+        image: held.image,
         environment_name: Some(r.name),
-        environment_version: Some(env.spec.version.clone()),
-        image_pull_secrets: env.spec.image_pull_secrets.clone(),
-        environment_variables: env.spec.environment_variables.clone(),
+        environment_version: Some(held.version),
+        image_pull_secrets: held.image_pull_secrets,
+        environment_variables: held.environment_variables,
     })
 }
 
@@ -397,11 +399,42 @@ spec:
             (r.image.as_str(), r.environment_version.as_deref()),
             ("pytorch:3", Some("3"))
         );
+        // The cache's object never recorded version 1 (no status): it cannot be named.
         let old = from_stores(&refs("torch:1"), &envs, &its).unwrap_err();
         assert_eq!(old.reason, "EnvironmentVersionNotFound");
         assert_eq!(
             old.message,
-            r#"Environment "torch" is at version "3", not the requested "1""#
+            r#"Environment "torch" has no version "1" (it is at "3"; versions it has held: 3)"#
+        );
+    }
+
+    #[test]
+    fn a_pinned_version_the_environment_held_before_still_resolves() {
+        let mut env = torch("3");
+        env.status = Some(crate::api::environment::EnvironmentStatus {
+            versions: vec![
+                EnvironmentVersionRecord {
+                    environment_variables: BTreeMap::from([("A".into(), "old".into())]),
+                    ..EnvironmentVersionRecord::of(&torch("1").spec)
+                },
+                EnvironmentVersionRecord::of(&env.spec),
+            ],
+            ..Default::default()
+        });
+        let (envs, its) = stores(&[env], &[]);
+        let old = from_stores(&refs("torch:1"), &envs, &its).unwrap();
+        assert_eq!(
+            (old.image.as_str(), old.environment_version.as_deref()),
+            ("pytorch:1", Some("1"))
+        );
+        assert_eq!(old.environment_variables["A"], "old");
+        let current = from_stores(&refs("torch"), &envs, &its).unwrap();
+        assert_eq!(current.image, "pytorch:3");
+        let missing = from_stores(&refs("torch:2"), &envs, &its).unwrap_err();
+        assert!(
+            missing.message.ends_with("versions it has held: 1, 3)"),
+            "{}",
+            missing.message
         );
     }
 

@@ -115,6 +115,14 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     };
     let mut controllers = Vec::new();
     for ns in namespaces {
+        controllers.push(tokio::spawn(crate::environment::run(
+            client.clone(),
+            metrics.clone(),
+            events.clone(),
+            ns.clone(),
+            settings.concurrency,
+            stopped(),
+        )));
         controllers.push(tokio::spawn(crate::training::run(
             client.clone(),
             metrics.clone(),

@@ -1,5 +1,5 @@
-//! The two writes every batch controller makes besides its children: a server-side-applied status,
-//! and an Event. Shared by the BatchEndpoint, BatchDeployment and BatchJob controllers.
+//! The status write the controllers share: server-side apply on the status subresource, field
+//! manager `mlcompute` (Environment, BatchEndpoint, BatchDeployment and BatchJob).
 
 use kube::{
     Api, Resource, ResourceExt,

@@ -1,0 +1,244 @@
+//! The Environment controller: records every version an Environment holds in its status, so
+//! `<name>:<version>` keeps resolving after `spec.version` moves on (Azure ML keeps every version
+//! of an environment), and reports `Ready`. No children.
+//!
+//! Stages: [`status`] (pure: the version history and the condition) → patch status when it changed
+//! → an Event when a version is registered.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, Client,
+    runtime::{Controller, controller::Action, watcher},
+};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::{
+    api::{
+        common::condition_types::READY,
+        environment::{Environment, EnvironmentStatus, EnvironmentVersionRecord},
+    },
+    operator::{conditions, error_backoff, error_category, events::Events, metrics::Metrics},
+};
+
+const CONTROLLER: &str = "environment";
+/// Versions kept in status: enough for the runs a team pins, small enough for any object.
+pub const MAX_VERSIONS: usize = 20;
+
+/// Errors of the Environment controller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("patching status")]
+    PatchStatus(#[source] kube::Error),
+}
+
+impl Error {
+    /// A bounded label for metrics.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::PatchStatus(e) => error_category(e),
+        }
+    }
+}
+
+/// The environment's status (pure): the current version appended to the history when it is new
+/// (or its record refreshed when its variables or routes changed under the same version), the
+/// oldest dropped past [`MAX_VERSIONS`], and `Ready`. Also returns the version registered now, if
+/// any.
+pub fn status(env: &Environment, now: &Time) -> (EnvironmentStatus, Option<String>) {
+    let mut s = env.status.clone().unwrap_or_default();
+    let current = EnvironmentVersionRecord::of(&env.spec);
+    let mut registered = None;
+    match s.versions.iter_mut().find(|v| v.version == current.version) {
+        Some(record) if record.same_content(&current) => {}
+        Some(record) => {
+            *record = EnvironmentVersionRecord {
+                registered_at: record.registered_at.clone(),
+                ..current
+            }
+        }
+        None => {
+            registered = Some(current.version.clone());
+            s.versions.push(EnvironmentVersionRecord {
+                registered_at: Some(now.clone()),
+                ..current
+            });
+        }
+    }
+    if s.versions.len() > MAX_VERSIONS {
+        let excess = s.versions.len() - MAX_VERSIONS;
+        s.versions.drain(..excess);
+    }
+    let generation = env.metadata.generation;
+    conditions::set(
+        &mut s.conditions,
+        READY,
+        true,
+        "Registered",
+        format!(
+            "version {} (image {}) is current; {} version(s) resolvable by <name>:<version>",
+            env.spec.version,
+            env.spec.image,
+            s.versions.len()
+        ),
+        generation,
+        now,
+    );
+    s.observed_generation = generation;
+    (s, registered)
+}
+
+/// Shared handles.
+pub struct Ctx {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub events: Events,
+}
+
+/// Reconciles one Environment.
+pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let _timer = ctx
+        .metrics
+        .reconcile_duration
+        .with_label_values(&[CONTROLLER])
+        .start_timer();
+    ctx.metrics
+        .reconciles
+        .with_label_values(&[CONTROLLER])
+        .inc();
+    let (new, registered) = status(&env, &Time(Timestamp::now()));
+    if env.status.as_ref() == Some(&new) {
+        return Ok(Action::await_change());
+    }
+    crate::operator::status::patch_status(&ctx.client, &*env, &new)
+        .await
+        .map_err(Error::PatchStatus)?;
+    if let Some(version) = registered {
+        ctx.events.publish(
+            &*env,
+            false,
+            "VersionRegistered",
+            &format!("version {version} (image {}) registered", env.spec.image),
+        );
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(_env: Arc<Environment>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let category = err.category();
+    ctx.metrics
+        .reconcile_errors
+        .with_label_values(&[CONTROLLER, category])
+        .inc();
+    warn!(error = %err, source = ?std::error::Error::source(err), category, "reconcile failed");
+    Action::requeue(error_backoff(category, 0))
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    metrics: Metrics,
+    events: Events,
+    namespace: Option<String>,
+    concurrency: u16,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<Environment> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let ctx = Arc::new(Ctx {
+        client,
+        metrics,
+        events,
+    });
+    info!(
+        namespace = namespace.as_deref().unwrap_or("*"),
+        "starting Environment controller"
+    );
+    Controller::new(api, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| {
+            async move {
+                if let Err(err) = res {
+                    tracing::debug!(%err, "reconcile loop");
+                }
+            }
+            .instrument(info_span!("environment"))
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(yaml: &str) -> Environment {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    const V1: &str = "apiVersion: mlcompute.io/v1alpha1\nkind: Environment\nmetadata: {name: torch, namespace: ns, generation: 1}\nspec: {image: 'pytorch/pytorch:2.4', version: '1'}\n";
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn each_new_version_is_recorded_once_and_old_ones_stay_resolvable() {
+        let mut e = env(V1);
+        let (s, registered) = status(&e, &at(1));
+        assert_eq!(registered.as_deref(), Some("1"));
+        assert_eq!(s.versions.len(), 1);
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "True")
+        );
+        e.status = Some(s);
+        // Nothing new: the same status, nothing registered.
+        let (again, registered) = status(&e, &at(2));
+        assert_eq!(Some(&again), e.status.as_ref());
+        assert_eq!(registered, None);
+
+        e.spec.version = "2".into();
+        e.spec.image = "pytorch/pytorch:2.5".into();
+        let (s, registered) = status(&e, &at(3));
+        assert_eq!(registered.as_deref(), Some("2"));
+        e.status = Some(s);
+        assert_eq!(e.held("1").unwrap().image, "pytorch/pytorch:2.4");
+        assert_eq!(e.held("2").unwrap().image, "pytorch/pytorch:2.5");
+        assert!(e.held("3").is_none());
+        assert_eq!(e.versions_held(), ["1", "2"]);
+    }
+
+    #[test]
+    fn a_change_under_the_same_version_refreshes_its_record_and_history_is_bounded() {
+        let mut e = env(V1);
+        e.status = Some(status(&e, &at(1)).0);
+        e.spec
+            .environment_variables
+            .insert("NCCL_DEBUG".into(), "WARN".into());
+        let (s, registered) = status(&e, &at(5));
+        assert_eq!(registered, None);
+        assert_eq!(s.versions.len(), 1);
+        assert_eq!(s.versions[0].environment_variables["NCCL_DEBUG"], "WARN");
+        assert_eq!(
+            s.versions[0].registered_at,
+            Some(at(1)),
+            "first seen is kept"
+        );
+
+        for v in 2..=30 {
+            e.spec.version = v.to_string();
+            e.status = Some(status(&e, &at(v)).0);
+        }
+        let versions = &e.status.as_ref().unwrap().versions;
+        assert_eq!(versions.len(), MAX_VERSIONS);
+        assert_eq!(versions.first().unwrap().version, "11");
+        assert_eq!(versions.last().unwrap().version, "30");
+    }
+}
