@@ -9,7 +9,6 @@ pub mod resolve;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
@@ -20,7 +19,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, info_span};
 
 use self::resolve::{Found, ResolvedDeployment};
 use crate::{
@@ -33,7 +32,7 @@ use crate::{
         online_endpoint::ProvisioningState,
     },
     operator::events::Events,
-    operator::{conditions, error_backoff, error_category, metrics::Metrics},
+    operator::{conditions, error_category, metrics::Metrics},
 };
 
 const CONTROLLER: &str = "batchdeployment";
@@ -150,16 +149,9 @@ pub fn status(
 }
 
 /// Reconciles one BatchDeployment.
+#[tracing::instrument(skip_all, fields(namespace = d.namespace().as_deref().unwrap_or(""), name = %d.name_any()))]
 pub async fn reconcile(d: Arc<BatchDeployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[CONTROLLER])
-        .inc();
+    let _timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
     let resolution =
         resolve_from_stores(&d, &ctx.endpoints, &ctx.environments, &ctx.instance_types);
     let new = status(&d, &resolution, &Time(Timestamp::now()));
@@ -186,13 +178,7 @@ pub async fn reconcile(d: Arc<BatchDeployment>, ctx: Arc<Ctx>) -> Result<Action,
 }
 
 fn error_policy(_d: Arc<BatchDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let category = err.category();
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, category])
-        .inc();
-    warn!(error = %err, source = ?std::error::Error::source(err), category, "reconcile failed");
-    Action::requeue(error_backoff(category, 0))
+    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -246,7 +232,7 @@ pub async fn run(
         namespace = namespace.as_deref().unwrap_or("*"),
         "starting BatchDeployment controller"
     );
-    controller
+    let results = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // Any referenced object appearing or changing re-checks the deployments of its namespace.
         .watches_stream(ep_stream.applied_objects(), move |e: BatchEndpoint| {
@@ -262,16 +248,8 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| {
-            async move {
-                if let Err(err) = res {
-                    tracing::debug!(%err, "reconcile loop");
-                }
-            }
-            .instrument(info_span!("batchdeployment"))
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    crate::operator::reconcile::drain(results, info_span!("batchdeployment")).await;
 }
 
 fn in_namespace(

@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Api, Client, ResourceExt,
@@ -17,7 +16,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, info_span};
 
 use crate::{
     api::{
@@ -27,7 +26,7 @@ use crate::{
         online_endpoint::ProvisioningState,
     },
     operator::events::Events,
-    operator::{conditions, error_backoff, error_category, metrics::Metrics},
+    operator::{conditions, error_category, metrics::Metrics},
 };
 
 const CONTROLLER: &str = "batchendpoint";
@@ -145,16 +144,9 @@ pub struct Ctx {
 }
 
 /// Reconciles one BatchEndpoint.
+#[tracing::instrument(skip_all, fields(namespace = e.namespace().as_deref().unwrap_or(""), name = %e.name_any()))]
 pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[CONTROLLER])
-        .inc();
+    let _timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
     let default = e.spec.defaults.deployment_name.as_deref().and_then(|d| {
         ctx.deployments
             .get(&ObjectRef::new(d).within(&e.namespace().unwrap_or_default()))
@@ -187,13 +179,7 @@ pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, E
 }
 
 fn error_policy(_e: Arc<BatchEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let category = err.category();
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, category])
-        .inc();
-    warn!(error = %err, source = ?std::error::Error::source(err), category, "reconcile failed");
-    Action::requeue(error_backoff(category, 0))
+    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -232,7 +218,7 @@ pub async fn run(
         namespace = namespace.as_deref().unwrap_or("*"),
         "starting BatchEndpoint controller"
     );
-    controller
+    let results = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         // A deployment wakes its own endpoint and any endpoint naming it as default.
         .watches_stream(d_stream.touched_objects(), move |d: BatchDeployment| {
@@ -250,16 +236,8 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| {
-            async move {
-                if let Err(err) = res {
-                    tracing::debug!(%err, "reconcile loop");
-                }
-            }
-            .instrument(info_span!("batchendpoint"))
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    crate::operator::reconcile::drain(results, info_span!("batchendpoint")).await;
 }
 
 #[cfg(test)]

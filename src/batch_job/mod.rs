@@ -26,7 +26,6 @@ pub mod submit;
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::{
     api::{batch::v1::Job, core::v1::Pod},
     apimachinery::pkg::apis::meta::v1::Time,
@@ -43,7 +42,7 @@ use kube::{
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, info_span};
 
 pub use error::Error;
 
@@ -55,9 +54,7 @@ use crate::{
     },
     batch_deployment::resolve_from_stores,
     operator::events::Events,
-    operator::{
-        children::MANAGER, error_backoff, is_already_exists, is_not_found, metrics::Metrics,
-    },
+    operator::{children::MANAGER, is_already_exists, is_not_found, metrics::Metrics},
 };
 
 const CONTROLLER: &str = "batchjob";
@@ -89,16 +86,9 @@ pub struct Ctx {
 }
 
 /// Reconciles one BatchJob.
+#[tracing::instrument(skip_all, fields(namespace = bj.namespace().as_deref().unwrap_or(""), name = %bj.name_any()))]
 pub async fn reconcile(bj: Arc<BatchJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[CONTROLLER])
-        .inc();
+    let _timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
     let ns = bj.namespace().ok_or(Error::MissingNamespace)?;
 
     let resolution = resolve_job(&bj, &ctx, &ns);
@@ -234,13 +224,7 @@ async fn apply(
 }
 
 fn error_policy(_bj: Arc<BatchJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let category = err.category();
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, category])
-        .inc();
-    warn!(error = %err, source = ?std::error::Error::source(err), category, "reconcile failed");
-    Action::requeue(error_backoff(category, 0))
+    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
 }
 
 fn namespaced<K>(c: &Client, ns: &Option<String>) -> Api<K>
@@ -335,7 +319,7 @@ pub async fn run(
         namespace = namespace.as_deref().unwrap_or("*"),
         "starting BatchJob controller"
     );
-    controller
+    let results = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns_stream(job_stream.applied_objects())
         // Driver Pods carry the BatchJob's name as a label (they are owned by the Job).
@@ -355,14 +339,6 @@ pub async fn run(
         })
         .watches_stream(it_stream.applied_objects(), move |_: InstanceType| w4(None))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| {
-            async move {
-                if let Err(err) = res {
-                    tracing::debug!(%err, "reconcile loop");
-                }
-            }
-            .instrument(info_span!("batchjob"))
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    crate::operator::reconcile::drain(results, info_span!("batchjob")).await;
 }

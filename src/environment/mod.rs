@@ -7,20 +7,19 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     runtime::{Controller, controller::Action, watcher},
 };
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, info_span};
 
 use crate::{
     api::{
         common::condition_types::READY,
         environment::{Environment, EnvironmentStatus, EnvironmentVersionRecord},
     },
-    operator::{conditions, error_backoff, error_category, events::Events, metrics::Metrics},
+    operator::{conditions, error_category, events::Events, metrics::Metrics},
 };
 
 const CONTROLLER: &str = "environment";
@@ -98,16 +97,9 @@ pub struct Ctx {
 }
 
 /// Reconciles one Environment.
+#[tracing::instrument(skip_all, fields(namespace = env.namespace().as_deref().unwrap_or(""), name = %env.name_any()))]
 pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[CONTROLLER])
-        .inc();
+    let _timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
     let (new, registered) = status(&env, &Time(Timestamp::now()));
     if env.status.as_ref() == Some(&new) {
         return Ok(Action::await_change());
@@ -127,13 +119,7 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, E
 }
 
 fn error_policy(_env: Arc<Environment>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let category = err.category();
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, category])
-        .inc();
-    warn!(error = %err, source = ?std::error::Error::source(err), category, "reconcile failed");
-    Action::requeue(error_backoff(category, 0))
+    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -158,19 +144,11 @@ pub async fn run(
         namespace = namespace.as_deref().unwrap_or("*"),
         "starting Environment controller"
     );
-    Controller::new(api, watcher::Config::default())
+    let results = Controller::new(api, watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| {
-            async move {
-                if let Err(err) = res {
-                    tracing::debug!(%err, "reconcile loop");
-                }
-            }
-            .instrument(info_span!("environment"))
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    crate::operator::reconcile::drain(results, info_span!("environment")).await;
 }
 
 #[cfg(test)]

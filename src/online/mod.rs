@@ -16,7 +16,7 @@ pub const ROUTING_TABLE_LABEL: &str = "mlcompute.io/routing-table";
 /// The ConfigMap key holding an endpoint's route (JSON).
 pub const ROUTING_TABLE_KEY: &str = "route.json";
 
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::NamespaceResourceScope;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -115,22 +115,6 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     store.wait_until_ready().await.is_ok()
-}
-
-/// Drains a controller's result stream, logging failures at debug level (the error policy
-/// already logged them).
-pub(crate) async fn drain<S, T, E>(results: S)
-where
-    S: Stream<Item = Result<T, E>>,
-    E: std::fmt::Display,
-{
-    results
-        .for_each(|res| async move {
-            if let Err(err) = res {
-                tracing::debug!(%err, "reconcile loop");
-            }
-        })
-        .await;
 }
 
 /// A condition that changed (status or reason), for an Event.

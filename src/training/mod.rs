@@ -16,7 +16,6 @@ pub mod topology;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Pod, Secret, Service},
     jiff::Timestamp,
@@ -33,7 +32,7 @@ use kube::{
 };
 use serde_json::json;
 use tokio::sync::watch;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, info_span};
 
 pub use error::Error;
 
@@ -41,9 +40,7 @@ use self::{lifecycle::Plan, resolve::Resolution, topology::Instance};
 use crate::{
     api::{environment::Environment, instance_type::InstanceType, training_job::TrainingJob},
     operator::events::Events,
-    operator::{
-        children::MANAGER, error_backoff, is_already_exists, is_not_found, metrics::Metrics,
-    },
+    operator::{children::MANAGER, is_already_exists, is_not_found, metrics::Metrics},
 };
 
 const CONTROLLER: &str = "trainingjob";
@@ -61,16 +58,9 @@ pub struct Ctx {
 }
 
 /// Reconciles one TrainingJob. Reads like the stages it runs.
+#[tracing::instrument(skip_all, fields(namespace = job.namespace().as_deref().unwrap_or(""), name = %job.name_any()))]
 pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[CONTROLLER])
-        .inc();
+    let timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
     let ns = job.namespace().ok_or(Error::MissingNamespace)?;
     // Decide only on complete caches: a Pod missing from a cache still filling up would be created
     // again, and a status computed from it would be written for nothing.
@@ -311,13 +301,7 @@ fn ssh_keypair() -> Result<(String, String), Error> {
 }
 
 fn error_policy(_job: Arc<TrainingJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let category = err.category();
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, category])
-        .inc();
-    warn!(error = %err, category, "reconcile failed");
-    Action::requeue(error_backoff(category, 0))
+    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -394,7 +378,7 @@ pub async fn run(
         namespace = namespace.as_deref().unwrap_or("*"),
         "starting TrainingJob controller"
     );
-    controller
+    let results = controller
         // A short debounce folds a burst of Pod changes (scheduled, started, ready) into one reconcile.
         .with_config(
             kube::runtime::controller::Config::default()
@@ -420,16 +404,8 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|res| {
-            async move {
-                if let Err(err) = res {
-                    tracing::debug!(%err, "reconcile loop");
-                }
-            }
-            .instrument(info_span!("trainingjob"))
-        })
-        .await;
+        .run(reconcile, error_policy, ctx);
+    crate::operator::reconcile::drain(results, info_span!("trainingjob")).await;
 }
 
 /// Keeps the `objects_by_phase{kind="TrainingJob"}` gauge current, from the cache (no API reads).

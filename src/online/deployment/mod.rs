@@ -38,14 +38,14 @@ use tracing::{info, warn};
 pub use error::Error;
 
 use self::status::{EndpointPresence, Observed};
-use super::{api, apply::apply_if_changed, cache, cached, drain, resolve};
+use super::{api, apply::apply_if_changed, cache, cached, resolve};
 use crate::{
     api::{
         environment::Environment, instance_type::InstanceType, online_deployment::OnlineDeployment,
         online_endpoint::OnlineEndpoint,
     },
     operator::events::Events,
-    operator::{children::MANAGER, error_backoff, is_not_found, metrics::Metrics},
+    operator::{children::MANAGER, is_not_found, metrics::Metrics},
 };
 
 const CONTROLLER: &str = "onlinedeployment";
@@ -69,15 +69,7 @@ pub struct Ctx {
 /// Reconciles one OnlineDeployment.
 #[tracing::instrument(skip(od, ctx), fields(namespace = od.namespace().as_deref().unwrap_or(""), name = %od.name_any()))]
 pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[CONTROLLER])
-        .inc();
+    let _timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
     let ns = od.namespace().ok_or(Error::MissingNamespace)?;
     if od.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -196,13 +188,7 @@ fn log_write(ctx: &Ctx, written: bool, kind: &str, name: &str) {
 }
 
 fn error_policy(_od: Arc<OnlineDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let category = err.category();
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, category])
-        .inc();
-    warn!(error = %err, category, "reconcile failed");
-    Action::requeue(error_backoff(category, 0))
+    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -316,5 +302,5 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
-    drain(results).await;
+    crate::operator::reconcile::drain(results, tracing::info_span!("onlinedeployment")).await;
 }

@@ -50,7 +50,7 @@ use super::{
     apply::{DESIRED_HASH, apply_if_changed, hash_of},
     cache, cached,
     deployment::build,
-    drain, resolve,
+    resolve,
 };
 use crate::{
     api::{
@@ -60,7 +60,7 @@ use crate::{
     operator::events::Events,
     operator::{
         children::{MANAGER, child_meta},
-        error_backoff, is_already_exists, is_not_found,
+        is_already_exists, is_not_found,
         metrics::Metrics,
     },
     router::table::RequestSettings,
@@ -163,15 +163,7 @@ pub fn routing_config_map(ep: &OnlineEndpoint, routing: &Routing) -> ConfigMap {
 /// Reconciles one OnlineEndpoint.
 #[tracing::instrument(skip(ep, ctx), fields(namespace = ep.namespace().as_deref().unwrap_or(""), name = %ep.name_any()))]
 pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let _timer = ctx
-        .metrics
-        .reconcile_duration
-        .with_label_values(&[CONTROLLER])
-        .start_timer();
-    ctx.metrics
-        .reconciles
-        .with_label_values(&[CONTROLLER])
-        .inc();
+    let _timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
     let ns = ep.namespace().ok_or(Error::MissingNamespace)?;
     if ep.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
@@ -363,13 +355,7 @@ fn http_route_resource() -> ApiResource {
 }
 
 fn error_policy(_ep: Arc<OnlineEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let category = err.category();
-    ctx.metrics
-        .reconcile_errors
-        .with_label_values(&[CONTROLLER, category])
-        .inc();
-    warn!(error = %err, category, "reconcile failed");
-    Action::requeue(error_backoff(category, 0))
+    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -500,5 +486,5 @@ pub async fn run(
     let results = controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx);
-    drain(results).await;
+    crate::operator::reconcile::drain(results, tracing::info_span!("onlineendpoint")).await;
 }
