@@ -82,6 +82,14 @@ stop_all() {
     sleep 0.1
   done
   for pid in $pids; do alive "$pid" && kill -KILL "$pid" 2>/dev/null || true; done
+  # SIGKILL is not instant (a large process takes a moment to exit and close its listeners):
+  # return only once nothing is left, so a new plane on the same ports starts cleanly.
+  for i in $(seq 1 50); do
+    local left=""
+    for pid in $pids; do alive "$pid" && left="$left $pid"; done
+    [ -z "$left" ] && break
+    sleep 0.1
+  done
   for c in $rev; do
     if [ -f "$PIDS/$c.pid" ]; then step "stopped $c (pid $(cat "$PIDS/$c.pid"))"; rm -f "$PIDS/$c.pid"; fi
   done
