@@ -6,9 +6,8 @@ mod support;
 
 use std::{
     fs,
-    io::Write,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
@@ -18,52 +17,6 @@ use serde_yaml::Value;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The helm the local plane's build made (`MLC_HELM` overrides).
-fn helm() -> String {
-    std::env::var("MLC_HELM").unwrap_or_else(|_| {
-        let cache = std::env::var("MLC_CACHE").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/mlcompute",
-                std::env::var("HOME").unwrap_or_default()
-            )
-        });
-        format!("{cache}/helm-v3.22.0/helm")
-    })
-}
-
-/// Runs a command, fails the test with its output unless it succeeds, returns stdout.
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(root())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {}\n--- stdout\n{}\n--- stderr\n{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 fn documents(yaml: &str) -> Vec<Value> {
@@ -230,9 +183,9 @@ fn argocd_health_checks_cover_every_kind_with_the_same_lua() {
 #[ignore = "needs the local control plane"]
 fn chart_lints_strictly_with_default_and_full_values() {
     let chart = "charts/mlcompute";
-    run(&helm(), &["lint", "--strict", chart], None);
-    run(
-        &helm(),
+    support::run(&support::helm(), &["lint", "--strict", chart], None);
+    support::run(
+        &support::helm(),
         &[
             "lint",
             "--strict",
@@ -253,7 +206,7 @@ fn chart_lints_strictly_with_default_and_full_values() {
         None,
     );
     // The schema rejects what Azure ML would not accept.
-    let bad = Command::new(helm())
+    let bad = Command::new(support::helm())
         .args([
             "lint",
             "--strict",
@@ -274,8 +227,8 @@ fn chart_lints_strictly_with_default_and_full_values() {
 #[ignore = "needs the local control plane"]
 fn kustomize_base_is_the_rendered_chart() {
     let values = "deploy/kustomize/values.yaml";
-    let rendered = run(
-        &helm(),
+    let rendered = support::run(
+        &support::helm(),
         &[
             "template",
             "mlcompute",
@@ -309,12 +262,12 @@ fn rendered_chart_and_kustomize_base_pass_server_side_dry_run() {
     // The namespace must exist for a namespaced dry run; the CRDs are applied for real (they are
     // cluster-wide and identical to what the other tests install).
     let ns = format!("mlc-dry-{:06x}", rand::random::<u32>() & 0xffffff);
-    run(
+    support::run(
         &kubectl,
         &["--kubeconfig", &kc, "create", "namespace", &ns],
         None,
     );
-    run(
+    support::run(
         &kubectl,
         &[
             "--kubeconfig",
@@ -340,8 +293,8 @@ fn rendered_chart_and_kustomize_base_pass_server_side_dry_run() {
     for extra in [&[][..], &all_on[..]] {
         let mut args = vec!["template", "dry", "charts/mlcompute", "--namespace", &ns];
         args.extend_from_slice(extra);
-        let manifests = run(&helm(), &args, None);
-        let out = run(
+        let manifests = support::run(&support::helm(), &args, None);
+        let out = support::run(
             &kubectl,
             &[
                 "--kubeconfig",
@@ -361,9 +314,9 @@ fn rendered_chart_and_kustomize_base_pass_server_side_dry_run() {
             "{out}"
         );
     }
-    let base = run(&kubectl, &["kustomize", "deploy/kustomize/base"], None);
+    let base = support::run(&kubectl, &["kustomize", "deploy/kustomize/base"], None);
     let base = base.replace("mlcompute-system", &ns);
-    run(
+    support::run(
         &kubectl,
         &[
             "--kubeconfig",
@@ -376,7 +329,7 @@ fn rendered_chart_and_kustomize_base_pass_server_side_dry_run() {
         ],
         Some(&base),
     );
-    run(
+    support::run(
         &kubectl,
         &[
             "--kubeconfig",
@@ -397,8 +350,8 @@ async fn helm_install_creates_the_release_and_its_deployments_become_available()
     let ns = support::TestNamespace::new(&client, "mlc-helm").await;
     let kc = support::kubeconfig_path();
     let release = format!("r{:06x}", rand::random::<u32>() & 0xffffff);
-    let out = run(
-        &helm(),
+    let out = support::run(
+        &support::helm(),
         &[
             "install",
             &release,
@@ -441,13 +394,13 @@ async fn helm_install_creates_the_release_and_its_deployments_become_available()
         format!("clusterrolebinding/{release}-mlcompute-operator"),
         "crd/trainingjobs.mlcompute.io".to_string(),
     ] {
-        run(
+        support::run(
             &kubectl,
             &["--kubeconfig", &kc, "-n", ns.name(), "get", &object],
             None,
         );
     }
-    let svc = run(
+    let svc = support::run(
         &kubectl,
         &[
             "--kubeconfig",
@@ -464,8 +417,8 @@ async fn helm_install_creates_the_release_and_its_deployments_become_available()
     );
     assert_eq!(svc, "NodePort");
     // Cluster-scoped objects go with the release; the namespace goes with the test.
-    run(
-        &helm(),
+    support::run(
+        &support::helm(),
         &[
             "uninstall",
             &release,

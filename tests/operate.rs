@@ -7,9 +7,8 @@
 mod support;
 
 use std::{
-    io::Write,
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::{Duration, Instant},
 };
 
@@ -33,50 +32,6 @@ use serde_json::json;
 use support::{TestNamespace, eventually, wait_for};
 
 const T: Duration = Duration::from_secs(60);
-
-fn helm() -> String {
-    std::env::var("MLC_HELM").unwrap_or_else(|_| {
-        let cache = std::env::var("MLC_CACHE").unwrap_or_else(|_| {
-            format!(
-                "{}/.cache/mlcompute",
-                std::env::var("HOME").unwrap_or_default()
-            )
-        });
-        format!("{cache}/helm-v3.22.0/helm")
-    })
-}
-
-fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let mut child = Command::new(program)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 /// An operator process with its own log file, killed (SIGKILL) when dropped.
 struct Proc {
@@ -185,7 +140,7 @@ async fn finish_all(pods: &Api<Pod>, job: &str, n: usize) {
 /// A token of ServiceAccount `sa` in `ns` from the TokenRequest API (`kubectl create token`).
 fn service_account_token(ns: &str, sa: &str) -> String {
     let kc = support::kubeconfig_path();
-    run(
+    support::run(
         &support::kubectl(),
         &[
             "--kubeconfig",
@@ -211,7 +166,7 @@ fn service_account_kubeconfig(ns: &str, sa: &str) -> PathBuf {
     let kubectl = support::kubectl();
     let token = service_account_token(ns, sa);
     let view = |path: &str| {
-        run(
+        support::run(
             &kubectl,
             &[
                 "--kubeconfig",
@@ -281,8 +236,8 @@ impl ChartRbac {
     /// the leader-election Role; a kubeconfig with a token of its ServiceAccount.
     fn apply(ns: &str) -> Self {
         let release = format!("rbac{:06x}", rand::random::<u32>() & 0xffffff);
-        let manifests = run(
-            &helm(),
+        let manifests = support::run(
+            &support::helm(),
             &[
                 "template",
                 &release,
@@ -299,7 +254,7 @@ impl ChartRbac {
             None,
         );
         let kc = support::kubeconfig_path();
-        run(
+        support::run(
             &support::kubectl(),
             &["--kubeconfig", &kc, "apply", "-f", "-"],
             Some(&manifests),
@@ -632,7 +587,7 @@ async fn batch_invoke_over_http_uses_kubernetes_identities() {
         ns = ns.name()
     );
     let kc = support::kubeconfig_path();
-    run(
+    support::run(
         &support::kubectl(),
         &["--kubeconfig", &kc, "apply", "-f", "-"],
         Some(&grants),
@@ -885,7 +840,7 @@ async fn a_leader_shutting_down_releases_the_lease_at_once() {
     eventually("a leader", T, || async { holder(&leases, "l").await }).await;
     // SIGTERM: graceful shutdown gives the lease up, instead of letting it run out (15 s).
     let stopped = Instant::now();
-    run("kill", &["-TERM", &a.child.id().to_string()], None);
+    support::run("kill", &["-TERM", &a.child.id().to_string()], None);
     eventually("the lease released", Duration::from_secs(10), || async {
         holder(&leases, "l").await.is_none().then_some(())
     })

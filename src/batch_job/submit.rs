@@ -156,7 +156,21 @@ pub async fn submit(
             namespace: namespace.into(),
             name: endpoint.into(),
         })?;
-    let deployment = match deployment_name(&found, &request) {
+    submit_to(client, &found, request, invoked_by).await
+}
+
+/// [`submit`] to an endpoint already read (in its namespace).
+pub async fn submit_to(
+    client: &Client,
+    found: &BatchEndpoint,
+    request: InvokeRequest,
+    invoked_by: Option<&str>,
+) -> Result<BatchJob, SubmitError> {
+    let namespace = found.namespace().unwrap_or_default();
+    let namespace = namespace.as_str();
+    let endpoint = found.name_any();
+    let endpoint = endpoint.as_str();
+    let deployment = match deployment_name(found, &request) {
         Some(name) => {
             let deployments: Api<BatchDeployment> = Api::namespaced(client.clone(), namespace);
             deployments
@@ -170,7 +184,7 @@ pub async fn submit(
         }
         None => None,
     };
-    check(&found, deployment.as_ref(), &request)?;
+    check(found, deployment.as_ref(), &request)?;
     let mut job = invoke::batch_job(endpoint, &invoke::generated_name(endpoint), request);
     if let Some(user) = invoked_by {
         job.annotations_mut().insert(INVOKED_BY.into(), user.into());

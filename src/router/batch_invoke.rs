@@ -48,7 +48,7 @@ use crate::{
 
 const PREFIX: &str = "/api/v1/batch/";
 const SUFFIX: &str = "/invoke";
-/// Invocations in flight at once; each costs the API server about six requests.
+/// Invocations in flight at once; each costs the API server about five requests.
 const MAX_IN_FLIGHT: usize = 16;
 /// The largest invoke body (a job spec, not data).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -268,19 +268,14 @@ impl BatchInvoker {
             user: caller.username.clone(),
             endpoint: endpoint.into(),
         };
-        let namespace = self.find(endpoint).await?.ok_or_else(forbidden)?;
+        let found = self.find(endpoint).await?.ok_or_else(forbidden)?;
+        let namespace = found.namespace().unwrap_or_default();
         if !self.allowed(&caller, &namespace).await? {
             return Err(forbidden());
         }
-        let job = submit::submit(
-            &self.client,
-            &namespace,
-            endpoint,
-            request,
-            Some(&caller.username),
-        )
-        .await
-        .map_err(InvokeFailure::Submit)?;
+        let job = submit::submit_to(&self.client, &found, request, Some(&caller.username))
+            .await
+            .map_err(InvokeFailure::Submit)?;
         let name = job.name_any();
         tracing::info!(namespace = %namespace, job = %name, user = %caller.username, "batch job created");
         let created = Created {
@@ -311,25 +306,20 @@ impl BatchInvoker {
         caller(&reviewed).ok_or(InvokeFailure::Unauthenticated)
     }
 
-    /// The namespace holding batch endpoint `name`: the first, in name order, of those served.
-    async fn find(&self, name: &str) -> Result<Option<String>, InvokeFailure> {
+    /// Batch endpoint `name`: from the first namespace, in name order, of those served.
+    async fn find(&self, name: &str) -> Result<Option<BatchEndpoint>, InvokeFailure> {
         if self.namespaces.is_empty() {
             let all: Api<BatchEndpoint> = Api::all(self.client.clone());
             let found = all
-                .list_metadata(&ListParams::default().fields(&format!("metadata.name={name}")))
+                .list(&ListParams::default().fields(&format!("metadata.name={name}")))
                 .await
                 .map_err(InvokeFailure::Lookup)?;
-            return Ok(found.items.iter().filter_map(|e| e.namespace()).min());
+            return Ok(found.items.into_iter().min_by_key(|e| e.namespace()));
         }
         for ns in &self.namespaces {
             let api: Api<BatchEndpoint> = Api::namespaced(self.client.clone(), ns);
-            if api
-                .get_metadata_opt(name)
-                .await
-                .map_err(InvokeFailure::Lookup)?
-                .is_some()
-            {
-                return Ok(Some(ns.clone()));
+            if let Some(found) = api.get_opt(name).await.map_err(InvokeFailure::Lookup)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)

@@ -212,3 +212,54 @@ impl Drop for Operator {
         self.kill();
     }
 }
+
+/// The helm the local plane's build made (`MLC_HELM` overrides).
+pub fn helm() -> String {
+    std::env::var("MLC_HELM").unwrap_or_else(|_| {
+        let cache = std::env::var("MLC_CACHE").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/mlcompute",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        format!("{cache}/helm-v3.22.0/helm")
+    })
+}
+
+/// Runs `program` in the repository root with `stdin`, fails the test with its output unless it
+/// succeeds, and returns its stdout.
+pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
+    use std::{
+        io::Write,
+        process::{Command, Stdio},
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {}\n--- stdout\n{}\n--- stderr\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
