@@ -5,9 +5,9 @@
 //! - `mlc-loadgen closed --target 127.0.0.1:PORT --connections N --seconds S`: closed loop,
 //!   for maximum throughput.
 //! - `mlc-loadgen open --target 127.0.0.1:PORT --rate R --connections N --seconds S`: open
-//!   loop at a fixed rate; latency is measured from each request's scheduled send time, so
-//!   queueing is not hidden (no coordinated omission), less the up-to-1 ms lateness of the
-//!   generator's own timer tick.
+//!   loop at a fixed rate, paced by a thread of its own; a request still waiting behind an
+//!   earlier answer at its due time counts from that due time, so queueing is not hidden (no
+//!   coordinated omission).
 //!
 //! Both load modes print one JSON line: requests, errors, rps, p50/p90/p99/max in µs.
 //! HTTP is written and parsed by hand (fixed request bytes, Content-Length bodies) so the
@@ -15,12 +15,17 @@
 
 use std::{
     net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpListener, TcpStream},
+    sync::Notify,
 };
 
 fn usage() -> ! {
@@ -237,25 +242,31 @@ async fn generate(args: &Args) -> std::io::Result<()> {
     request.push_str(&args.body);
     let request: &'static [u8] = Box::leak(request.into_bytes().into_boxed_slice());
     let duration = Duration::from_secs_f64(args.seconds);
-    let open = args.mode == "open";
-    let per_connection_interval = if open {
-        Duration::from_secs_f64(args.connections as f64 / args.rate)
-    } else {
-        Duration::ZERO
-    };
     let start = Instant::now() + Duration::from_millis(50);
+    let end = start + duration;
+    let schedule = (args.mode == "open").then(|| {
+        Arc::new(Schedule {
+            start,
+            interval: Duration::from_secs_f64(1.0 / args.rate),
+            connections: args.connections,
+            released: (0..args.connections).map(|_| Gate::default()).collect(),
+        })
+    });
+    if let Some(schedule) = &schedule {
+        let schedule = schedule.clone();
+        std::thread::Builder::new()
+            .name("pacer".into())
+            .spawn(move || schedule.pace(end))?;
+    }
     let mut tasks = Vec::new();
     for index in 0..args.connections {
-        // Spread the open-loop schedule of the connections evenly over one interval.
-        let offset = per_connection_interval.mul_f64(index as f64 / args.connections as f64);
-        tasks.push(tokio::spawn(connection(
-            target,
-            request,
-            start + offset,
-            start + duration,
-            per_connection_interval,
-            open,
-        )));
+        let schedule = schedule.clone();
+        tasks.push(tokio::spawn(async move {
+            match schedule {
+                Some(schedule) => open_connection(target, request, end, &schedule, index).await,
+                None => closed_connection(target, request, start, end).await,
+            }
+        }));
     }
     let mut total = Tally::default();
     for task in tasks {
@@ -287,75 +298,148 @@ async fn generate(args: &Args) -> std::io::Result<()> {
     Ok(())
 }
 
-/// How late a timer-driven send may be before the lateness counts as backlog.
-const TIMER_SLACK: Duration = Duration::from_micros(1500);
+/// The open loop's send schedule: request `k` (over all connections) is due at
+/// `start + k × interval` and goes to connection `k mod connections`.
+struct Schedule {
+    start: Instant,
+    interval: Duration,
+    connections: usize,
+    released: Vec<Gate>,
+}
 
-async fn connection(
+/// How many requests a connection has been told to send so far.
+#[derive(Default)]
+struct Gate {
+    count: AtomicU64,
+    notify: Notify,
+}
+
+impl Schedule {
+    /// When the `nth` request of connection `index` is due.
+    fn due(&self, index: usize, nth: u64) -> Instant {
+        let k = nth * self.connections as u64 + index as u64;
+        self.start + self.interval.mul_f64(k as f64)
+    }
+
+    /// Releases each request at its due time, from a thread of its own: a thread sleep is
+    /// precise to tens of microseconds, Tokio's timer only to a millisecond, and a millisecond of
+    /// the generator's own lateness would swamp the latencies being measured.
+    fn pace(&self, end: Instant) {
+        for k in 0u64.. {
+            let due = self.start + self.interval.mul_f64(k as f64);
+            if due >= end {
+                break;
+            }
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let gate = &self.released[(k % self.connections as u64) as usize];
+            gate.count.fetch_add(1, Ordering::Release);
+            gate.notify.notify_one();
+        }
+    }
+}
+
+async fn connect(target: SocketAddr) -> Option<TcpStream> {
+    let stream = TcpStream::connect(target).await.ok()?;
+    let _ = stream.set_nodelay(true);
+    Some(stream)
+}
+
+/// One exchange; `Ok(true)` for a 2xx answer on a connection that stays usable.
+async fn exchange(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> bool {
+    match stream.write_all(request).await {
+        Ok(()) => {
+            matches!(read_message(stream, buf).await, Ok(Some(status)) if (200..300).contains(&status))
+        }
+        Err(_) => false,
+    }
+}
+
+/// Closed loop: the next request goes out as soon as the answer to the last one is in.
+async fn closed_connection(
     target: SocketAddr,
     request: &'static [u8],
-    first: Instant,
+    start: Instant,
     end: Instant,
-    interval: Duration,
-    open: bool,
 ) -> Tally {
     let mut tally = Tally::default();
     let mut stream = None;
     let mut buf = Vec::with_capacity(16 * 1024);
-    let mut scheduled = first;
-    tokio::time::sleep_until(first.into()).await;
-    loop {
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        if open {
-            if scheduled > now {
-                tokio::time::sleep_until(scheduled.into()).await;
-            }
-        } else {
-            scheduled = now;
-        }
+    tokio::time::sleep_until(start.into()).await;
+    while Instant::now() < end {
         if stream.is_none() {
-            match TcpStream::connect(target).await {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    buf.clear();
-                    stream = Some(s);
-                }
-                Err(_) => {
-                    tally.errors += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    scheduled += interval;
-                    continue;
-                }
+            buf.clear();
+            stream = connect(target).await;
+            if stream.is_none() {
+                tally.errors += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
             }
         }
         let Some(s) = stream.as_mut() else { continue };
-        // Tokio's timer ticks every millisecond, so a send is up to ~1 ms late by construction;
-        // that lateness is the generator's, not the system's. Lateness beyond it is a real
-        // backlog (the previous answer came late) and stays in the figure (no coordinated omission).
         let sent = Instant::now();
-        let start = if open && sent.saturating_duration_since(scheduled) < TIMER_SLACK {
-            sent
+        if exchange(s, request, &mut buf).await {
+            tally.ok += 1;
+            tally.record(sent);
         } else {
-            scheduled
-        };
-        let outcome = match s.write_all(request).await {
-            Ok(()) => read_message(s, &mut buf).await,
-            Err(error) => Err(error),
-        };
-        match outcome {
-            Ok(Some(status)) if (200..300).contains(&status) => {
-                tally.ok += 1;
-                let micros = start.elapsed().as_micros().min(u32::MAX as u128) as u32;
-                tally.latencies_us.push(micros);
-            }
-            Ok(_) | Err(_) => {
-                tally.errors += 1;
-                stream = None;
-            }
+            tally.errors += 1;
+            stream = None;
         }
-        scheduled += interval;
     }
     tally
+}
+
+/// Open loop: each request goes out when the pacer releases it. Its latency runs from the
+/// moment it was sent when the connection was free at its due time (any lateness then is the
+/// generator's own wake-up), and from its due time when the connection was still waiting for an
+/// earlier answer (that backlog is the system's doing and stays in the figure: no coordinated
+/// omission).
+async fn open_connection(
+    target: SocketAddr,
+    request: &'static [u8],
+    end: Instant,
+    schedule: &Schedule,
+    index: usize,
+) -> Tally {
+    let mut tally = Tally::default();
+    let gate = &schedule.released[index];
+    let mut stream = None;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut nth = 0u64;
+    loop {
+        let due = schedule.due(index, nth);
+        if due >= end {
+            break;
+        }
+        let backlog = Instant::now() >= due;
+        while gate.count.load(Ordering::Acquire) <= nth {
+            gate.notify.notified().await;
+        }
+        nth += 1;
+        if stream.is_none() {
+            buf.clear();
+            stream = connect(target).await;
+        }
+        let Some(s) = stream.as_mut() else {
+            tally.errors += 1;
+            continue;
+        };
+        let sent = Instant::now();
+        if exchange(s, request, &mut buf).await {
+            tally.ok += 1;
+            tally.record(if backlog { due } else { sent });
+        } else {
+            tally.errors += 1;
+            stream = None;
+        }
+    }
+    tally
+}
+
+impl Tally {
+    fn record(&mut self, from: Instant) {
+        let micros = from.elapsed().as_micros().min(u32::MAX as u128) as u32;
+        self.latencies_us.push(micros);
+    }
 }
