@@ -202,6 +202,8 @@ fn chart_lints_strictly_with_default_and_full_values() {
             "metrics.grafanaDashboard.enabled=true",
             "--set",
             "networkPolicy.enabled=true",
+            "--set",
+            "router.busyPollMicros=1000",
         ],
         None,
     );
@@ -289,6 +291,8 @@ fn rendered_chart_and_kustomize_base_pass_server_side_dry_run() {
         "networkPolicy.enabled=true",
         "--set",
         "metrics.grafanaDashboard.enabled=true",
+        "--set",
+        "router.busyPollMicros=1000",
     ];
     for extra in [&[][..], &all_on[..]] {
         let mut args = vec!["template", "dry", "charts/mlcompute", "--namespace", &ns];

@@ -995,3 +995,54 @@ async fn the_python_scoring_server_refuses_a_script_without_run() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_runs_while_requests_flow_and_sleeps_when_they_stop() {
+    let blue = Backend::start(Behaviour::default()).await;
+    let router = RouterProcess::start(
+        &table("iris", &[deployment("blue", 100, 0, &[&blue], ROOMY)]),
+        &["--busy-poll-us", "200", "--threads", "2"],
+    )
+    .await;
+    let gauge = "mlcompute_router_busy_polling_threads";
+    let polling = |addr: SocketAddr| async move {
+        let (_, _, metrics) = Conn::open(addr)
+            .await
+            .unwrap()
+            .get("/metrics")
+            .await
+            .unwrap();
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        counter_sum(&metrics, gauge, &[])
+    };
+    assert_eq!(polling(router.addr).await, 0.0, "asleep before any request");
+
+    // While requests flow, serving threads poll; every request is still answered.
+    let addr = router.addr;
+    let traffic = tokio::spawn(async move { load(addr, "iris", 40_000, 8).await });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = 0.0;
+    while seen == 0.0 && !traffic.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "no serving thread polled under load"
+        );
+        seen = polling(router.addr).await;
+    }
+    let result = traffic.await.unwrap();
+    assert_eq!(result.ok(), 40_000, "{:?}", result.statuses);
+    assert!(
+        seen >= 1.0,
+        "the load ended before a scrape saw a polling thread"
+    );
+
+    // Once requests stop, every thread goes back to sleeping.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while polling(router.addr).await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "threads kept polling with no traffic"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -48,6 +48,11 @@ pub struct RouterArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Keep polling for I/O instead of sleeping until this many microseconds after the last
+    /// scoring request (0: off). Cuts the latency a router adds on virtual machines, where waking
+    /// an idle CPU is slow, for CPU time spent polling while traffic flows.
+    #[arg(long, default_value_t = 0, env = "MLCOMPUTE_ROUTER_BUSY_POLL_US")]
+    pub busy_poll_us: u64,
 }
 
 /// Runs the router from the command line.
@@ -60,6 +65,7 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
             mirror_queue: args.mirror_queue,
             mirror_workers: args.mirror_workers,
             max_body_bytes: args.max_body_bytes,
+            busy_poll: Duration::from_micros(args.busy_poll_us),
         },
         batch_invoke: None,
     };

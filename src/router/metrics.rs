@@ -4,8 +4,8 @@
 //! atomics.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 /// The label used when a request never reached an endpoint or a deployment.
@@ -45,6 +45,7 @@ pub struct Metrics {
     mirror_dropped: IntCounterVec,
     reloads: IntCounterVec,
     batch_invokes: IntCounterVec,
+    busy_polling: IntGauge,
 }
 
 /// Pre-resolved handles for one (endpoint, deployment) pair.
@@ -143,6 +144,14 @@ impl Metrics {
             &["result"],
         )
         .map_err(MetricsError)?;
+        let busy_polling = IntGauge::new(
+            "mlcompute_router_busy_polling_threads",
+            "Serving threads polling for I/O without sleeping (--busy-poll-us) right now",
+        )
+        .map_err(MetricsError)?;
+        registry
+            .register(Box::new(busy_polling.clone()))
+            .map_err(MetricsError)?;
         for collector in [
             &requests,
             &mirror_sent,
@@ -165,6 +174,7 @@ impl Metrics {
             mirror_dropped,
             reloads,
             batch_invokes,
+            busy_polling,
         })
     }
 
@@ -203,6 +213,11 @@ impl Metrics {
     /// Counts a batch invocation by its result (a bounded category).
     pub fn batch_invoke(&self, result: &'static str) {
         self.batch_invokes.with_label_values(&[result]).inc();
+    }
+
+    /// The gauge of serving threads busy polling.
+    pub fn busy_polling(&self) -> IntGauge {
+        self.busy_polling.clone()
     }
 
     /// The text exposition format.

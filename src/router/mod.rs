@@ -7,10 +7,12 @@
 //!
 //! Files: `table` (the routing-table contract), `source` (where tables come from), `routes`
 //! (their compiled form), `pick`, `auth`, `limit`, `proxy`, `upstream` (the HTTP/1.1 client to instances), `mirror`, `metrics`, `reply`
-//! (the router's own answers) and `server` (listener, routes, drain).
+//! (the router's own answers), `server` (listener, routes, drain) and `busy_poll` (optional
+//! polling instead of sleeping while traffic flows).
 
 pub mod auth;
 pub mod batch_invoke;
+pub mod busy_poll;
 pub mod cluster_source;
 pub mod cluster_table;
 pub mod limit;

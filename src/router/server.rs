@@ -35,6 +35,7 @@ use tokio::{
 use super::{
     auth::Authenticator,
     batch_invoke::{self, BatchInvoker},
+    busy_poll,
     metrics::{Metrics, NONE, RouteMetrics},
     mirror::{self, MirrorJob},
     pick::percent_roll,
@@ -59,6 +60,9 @@ pub struct ServerOptions {
     pub mirror_workers: usize,
     /// The largest request body accepted.
     pub max_body_bytes: usize,
+    /// Poll for I/O without sleeping until this long after the last scoring request (zero: off).
+    /// See [`super::busy_poll`].
+    pub busy_poll: Duration,
 }
 
 impl Default for ServerOptions {
@@ -67,6 +71,7 @@ impl Default for ServerOptions {
             mirror_queue: 1024,
             mirror_workers: 64,
             max_body_bytes: 64 * 1024 * 1024,
+            busy_poll: Duration::ZERO,
         }
     }
 }
@@ -83,6 +88,7 @@ pub struct Router {
     loaded: AtomicBool,
     draining: AtomicBool,
     max_body_bytes: usize,
+    busy_poll: Duration,
     batch: Option<Arc<BatchInvoker>>,
 }
 
@@ -104,6 +110,7 @@ impl Router {
             loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             max_body_bytes: options.max_body_bytes,
+            busy_poll: options.busy_poll,
             batch,
         })
     }
@@ -130,6 +137,7 @@ impl Router {
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path();
         if let Some(name) = scoring_endpoint(path) {
+            busy_poll::request_arrived();
             if request.method() != Method::POST {
                 return reply::post_only("the scoring URI takes POST");
             }
@@ -450,6 +458,12 @@ fn serving_thread(
             }
         };
         mirror::start_local(router.mirror_queue, router.mirror_workers);
+        if !router.busy_poll.is_zero() {
+            tokio::spawn(busy_poll::poll_while_busy(
+                router.busy_poll,
+                router.metrics.busy_polling(),
+            ));
+        }
         let _ = bound.send(listener.local_addr());
         accept_loop(router, listener, stopped, drain).await;
     });
