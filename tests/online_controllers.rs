@@ -1,6 +1,7 @@
 //! The online control plane against the local plane: OnlineDeployments become Deployments,
 //! Services and HPAs; OnlineEndpoints get keys, a routing ConfigMap for the built-in router and
-//! an HTTPRoute; traffic changes reach both quickly; problems show as conditions.
+//! an HTTPRoute; traffic changes reach both quickly; problems show as conditions; an endpoint
+//! name already held in another watched namespace is refused until its holder goes.
 //!
 //! Pod IPs in the plane are fake: these tests read EndpointSlices and routing tables, and never
 //! send a request to an instance.
@@ -1134,4 +1135,163 @@ async fn a_restarted_operator_writes_nothing() {
         version(&eps.get("fraud").await.unwrap().metadata),
     );
     assert_eq!(before, after);
+}
+
+/// Status, reason and message of an endpoint's condition.
+fn reason(ep: &OnlineEndpoint, type_: &str) -> Option<(String, String, String)> {
+    condition(ep, type_).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn taken(ep: Option<&OnlineEndpoint>) -> bool {
+    ep.and_then(|e| reason(e, "Ready"))
+        .is_some_and(|(_, r, _)| r == "NameTaken")
+}
+
+/// Waits for `name`'s routing ConfigMap and scoring URI in `ns`, Ready not `NameTaken`.
+async fn routed(client: &Client, ns: &str, name: &str, timeout: Duration) -> OnlineEndpoint {
+    let eps: Api<OnlineEndpoint> = Api::namespaced(client.clone(), ns);
+    let ep = wait_for(&eps, name, timeout, |e: Option<&OnlineEndpoint>| {
+        e.and_then(|e| e.status.as_ref())
+            .is_some_and(|s| s.scoring_uri.is_some())
+            && !taken(e)
+    })
+    .await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = format!("{name}-routing");
+    eventually(&format!("ConfigMap {ns}/{cm}"), timeout, || {
+        let cms = cms.clone();
+        let cm = cm.clone();
+        async move { cms.get_opt(&cm).await.ok()?.map(|_| ()) }
+    })
+    .await;
+    ep
+}
+
+/// Asserts that `name` in `ns` is refused because `holder` holds the name: Ready False
+/// NameTaken naming `holder`, no scoring URI, no routing ConfigMap, no HTTPRoute, keys kept.
+async fn refused(client: &Client, ns: &str, name: &str, holder: &str) {
+    let eps: Api<OnlineEndpoint> = Api::namespaced(client.clone(), ns);
+    let ep = wait_for(&eps, name, T, |e: Option<&OnlineEndpoint>| taken(e)).await;
+    let (status, _, message) = reason(&ep, "Ready").unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(&format!("namespace {holder}")) && message.contains(name),
+        "{message}"
+    );
+    let st = ep.status.as_ref().unwrap();
+    assert_eq!(st.scoring_uri, None);
+    assert_eq!(
+        st.provisioning_state,
+        Some(mlcompute::api::online_endpoint::ProvisioningState::Failed)
+    );
+    // The routing ConfigMap and the HTTPRoute go once the status says so.
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let routes = http_routes(client, ns);
+    eventually("no routing ConfigMap and no HTTPRoute", T, || {
+        let (cms, routes) = (cms.clone(), routes.clone());
+        async move {
+            let cm = cms.get_opt(&format!("{name}-routing")).await.ok()?;
+            let route = routes.get_opt(name).await.ok()?;
+            (cm.is_none() && route.is_none()).then_some(())
+        }
+    })
+    .await;
+    let keys: Api<Secret> = Api::namespaced(client.clone(), ns);
+    assert!(
+        keys.get_opt(&format!("{name}-keys"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn an_endpoint_name_taken_in_another_namespace_is_refused_until_the_holder_is_deleted() {
+    let client = support::client().await;
+    // The older endpoint lives in the namespace that sorts last: creation time decides, not
+    // namespace order.
+    let first = TestNamespace::new(&client, "names-b").await;
+    let second = TestNamespace::new(&client, "names-a").await;
+    let both = format!("{},{}", first.name(), second.name());
+    // Two watched namespaces: one OnlineEndpoint controller each, sharing the names.
+    let _op = Operator::start_with(&both, &["--gateway", GATEWAY]);
+    let name = format!("iris-{:08x}", rand::random::<u32>());
+    let (eps1, eps2): (Api<OnlineEndpoint>, Api<OnlineEndpoint>) = (first.api(), second.api());
+    create(&eps1, endpoint(&name, json!({}))).await;
+    routed(&client, first.name(), &name, T).await;
+    // creationTimestamp has whole seconds: make the second endpoint strictly younger.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    create(&eps2, endpoint(&name, json!({}))).await;
+
+    refused(&client, second.name(), &name, first.name()).await;
+    // The holder is unaffected.
+    let holder = routed(&client, first.name(), &name, T).await;
+    assert!(!taken(Some(&holder)));
+    assert!(
+        http_routes(&client, first.name())
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Told with a Warning Event too.
+    eventually("a NameTaken Warning Event", T, || {
+        let events: Api<Event> = second.api();
+        let name = name.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("NameTaken")
+                        && e.type_.as_deref() == Some("Warning")
+                        && e.involved_object.name.as_deref() == Some(name.as_str())
+                })
+                .then_some(())
+        }
+    })
+    .await;
+
+    // The holder goes: the second endpoint takes the name over (it looks again every 15 s).
+    eps1.delete(&name, &Default::default()).await.unwrap();
+    let took = routed(&client, second.name(), &name, T).await;
+    let uri = took.status.as_ref().unwrap().scoring_uri.clone().unwrap();
+    assert!(
+        uri.ends_with(&format!("/api/v1/endpoint/{name}/score")),
+        "{uri}"
+    );
+    eventually("the HTTPRoute of the new holder", T, || {
+        let routes = http_routes(&client, second.name());
+        let name = name.clone();
+        async move { routes.get_opt(&name).await.ok()?.map(|_| ()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn an_endpoint_that_loses_its_name_withdraws_its_routing() {
+    let client = support::client().await;
+    let first = TestNamespace::new(&client, "names-old").await;
+    let second = TestNamespace::new(&client, "names-new").await;
+    let name = format!("iris-{:08x}", rand::random::<u32>());
+    create(&first.api::<OnlineEndpoint>(), endpoint(&name, json!({}))).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    create(&second.api::<OnlineEndpoint>(), endpoint(&name, json!({}))).await;
+    // An operator watching only the second namespace routes it (it sees no other).
+    let mut op = Operator::start_with(second.name(), &["--gateway", GATEWAY]);
+    routed(&client, second.name(), &name, T).await;
+    eventually("the HTTPRoute", T, || {
+        let routes = http_routes(&client, second.name());
+        let name = name.clone();
+        async move { routes.get_opt(&name).await.ok()?.map(|_| ()) }
+    })
+    .await;
+    // Once it watches both, the older endpoint holds the name: the younger one's routing goes.
+    op.kill();
+    let both = format!("{},{}", first.name(), second.name());
+    let _op = Operator::start_with(&both, &["--gateway", GATEWAY]);
+    refused(&client, second.name(), &name, first.name()).await;
+    routed(&client, first.name(), &name, T).await;
 }

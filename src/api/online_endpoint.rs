@@ -119,7 +119,10 @@ pub struct OnlineEndpointStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
-    /// URI to POST scoring requests to.
+    /// URI to POST scoring requests to. The endpoint's name is its scoring URI, so one endpoint
+    /// per name is routed across the watched namespaces: the oldest. Another one of the same name
+    /// gets no scoring URI, `Ready` False with reason `NameTaken`, and takes the name over once
+    /// the older one is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scoring_uri: Option<String>,
     /// OpenAPI description of the scoring route, when the deployment serves one.

@@ -113,6 +113,9 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         Some(list) => list.into_iter().map(Some).collect(),
         None => vec![None],
     };
+    // One OnlineEndpoint controller per namespace; an endpoint name (its scoring URI) is unique
+    // across them all.
+    let endpoint_names = crate::online::endpoint::names::Names::new(namespaces.len());
     let mut controllers = Vec::new();
     for ns in namespaces {
         controllers.push(tokio::spawn(crate::environment::run(
@@ -149,6 +152,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             crate::online::endpoint::Options {
                 gateway: settings.gateway.clone(),
                 router_url: settings.batch.router_url.clone(),
+                names: endpoint_names.clone(),
             },
             stopped(),
         )));

@@ -6,9 +6,11 @@
 //! [`cluster_table::endpoint_route`] and publishes the table when it differs from the last one.
 //! Watches reconnect with backoff on their own, so the source never fails after start-up.
 //!
-//! Endpoint names are unique in the table (they are the scoring URI); when two watched
-//! namespaces hold an endpoint of the same name, the first namespace in sort order wins and
-//! the other is logged and left out.
+//! Endpoint names are unique in the table (they are the scoring URI). The operator publishes a
+//! routing ConfigMap only for the endpoint holding its name (the oldest; see
+//! `crate::online::endpoint::names`); should two watched namespaces still route one name (an
+//! older operator, or a moment of overlap), the same rule applies to the ConfigMaps — the oldest
+//! `creationTimestamp` wins, then namespace order — and the other is logged and left out.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -30,6 +32,8 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
+
+use crate::online::endpoint::names::claim_order;
 
 use super::{
     cluster_table::{self, ClusterAuth, ClusterRoute, Skipped},
@@ -130,12 +134,21 @@ impl Caches {
         let slice_refs: Vec<&EndpointSlice> = slices.iter().map(|s| &**s).collect();
         let secrets: Vec<Arc<Secret>> = self.secrets.iter().flat_map(Store::state).collect();
         let mut maps: Vec<Arc<ConfigMap>> = self.routes.iter().flat_map(Store::state).collect();
-        maps.sort_by_key(|m| (m.namespace(), m.name_any()));
+        sort_by_claim(&mut maps);
         build(&maps, &slice_refs, &secrets)
     }
 }
 
-/// The table from routing ConfigMaps, EndpointSlices and keys Secrets. Pure.
+/// Orders routing ConfigMaps as endpoint names are claimed: oldest first, then namespace (see
+/// `crate::online::endpoint::names`), so that [`build`] keeps the holder of a contested name.
+pub fn sort_by_claim(maps: &mut [Arc<ConfigMap>]) {
+    maps.sort_by(|a, b| {
+        claim_order(a.meta(), b.meta()).then_with(|| a.name_any().cmp(&b.name_any()))
+    });
+}
+
+/// The table from routing ConfigMaps, EndpointSlices and keys Secrets. Pure. Of two maps
+/// routing one endpoint name, the earlier in `maps` wins (callers sort by `claim_order`).
 pub fn build(
     maps: &[Arc<ConfigMap>],
     slices: &[&EndpointSlice],
@@ -301,5 +314,40 @@ mod tests {
         );
         assert_eq!(table.endpoints.len(), 1);
         table.validate().unwrap();
+    }
+
+    #[test]
+    fn the_oldest_routing_config_map_wins_a_contested_name() {
+        let at = |ns: &str, secs: i64| {
+            let mut m = (*map(ns, ROUTE)).clone();
+            m.metadata.creation_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::from_second(secs).unwrap(),
+                ));
+            Arc::new(m)
+        };
+        let keys_of = |ns: &str| {
+            let mut s = (*keys(ns)).clone();
+            if let Some(d) = s.data.as_mut() {
+                d.insert("primaryKey".into(), ByteString(ns.as_bytes().to_vec()));
+            }
+            Arc::new(s)
+        };
+        // The namespace whose endpoint is served (its primary key is the namespace's name).
+        let winner = |mut maps: Vec<Arc<ConfigMap>>| {
+            sort_by_claim(&mut maps);
+            let table = build(&maps, &[], &[keys_of("a"), keys_of("b")]);
+            assert_eq!(table.endpoints.len(), 1);
+            match &table.endpoints[0].auth {
+                Auth::Key { primary_key, .. } => primary_key.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        // b's map is older: it wins although a sorts first.
+        assert_eq!(winner(vec![at("a", 200), at("b", 100)]), "b");
+        // Same timestamp: namespace order.
+        assert_eq!(winner(vec![at("b", 100), at("a", 100)]), "a");
+        // Without timestamps (as before): namespace order.
+        assert_eq!(winner(vec![map("b", ROUTE), map("a", ROUTE)]), "a");
     }
 }

@@ -10,6 +10,10 @@ pub enum Error {
     ApplyRouting(#[source] kube::Error),
     #[error("applying the HTTPRoute: {0}")]
     ApplyHttpRoute(#[source] kube::Error),
+    #[error("deleting the routing ConfigMap of an endpoint whose name is taken: {0}")]
+    DeleteRouting(#[source] kube::Error),
+    #[error("deleting the HTTPRoute of an endpoint whose name is taken: {0}")]
+    DeleteHttpRoute(#[source] kube::Error),
     #[error("patching status: {0}")]
     PatchStatus(#[source] kube::Error),
     #[error("the OnlineEndpoint has no namespace")]
@@ -23,6 +27,8 @@ impl Error {
             Error::CreateKeys(source)
             | Error::ApplyRouting(source)
             | Error::ApplyHttpRoute(source)
+            | Error::DeleteRouting(source)
+            | Error::DeleteHttpRoute(source)
             | Error::PatchStatus(source) => error_category(source),
             Error::MissingNamespace => "invalid",
         }

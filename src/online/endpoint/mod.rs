@@ -3,14 +3,17 @@
 //! and, with `--gateway` and Gateway API installed, an HTTPRoute; status with the scoring URI,
 //! the traffic actually applied and every deployment's readiness.
 //!
-//! Stages: read the endpoint's OnlineDeployments (cache) → `routing::compute` (pure) → create
-//! the keys Secret if missing (never rewritten) → apply the ConfigMap and HTTPRoute when their
-//! desired hash changed → `status::compute` (pure) → status written only when it changed →
-//! Events on condition transitions.
+//! Stages: check that no other watched namespace holds the endpoint's name (`names::holder`: the
+//! oldest endpoint of a name holds it) → read the endpoint's OnlineDeployments (cache) →
+//! `routing::compute` (pure) → create the keys Secret if missing (never rewritten) → apply the
+//! ConfigMap and HTTPRoute when their desired hash changed, or delete them when the name is
+//! taken → `status::compute` (pure) → status written only when it changed → Events on condition
+//! transitions.
 
 pub mod error;
 pub mod httproute;
 pub mod keys;
+pub mod names;
 pub mod routing;
 pub mod status;
 
@@ -20,6 +23,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use futures::StreamExt;
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
     apimachinery::pkg::apis::meta::v1::Time,
@@ -27,7 +31,9 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams},
+    api::{
+        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+    },
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -54,12 +60,13 @@ use super::{
 };
 use crate::{
     api::{
-        environment::Environment, online_deployment::OnlineDeployment,
-        online_endpoint::OnlineEndpoint,
+        environment::Environment,
+        online_deployment::OnlineDeployment,
+        online_endpoint::{OnlineEndpoint, OnlineEndpointStatus},
     },
     operator::events::Events,
     operator::{
-        children::{MANAGER, child_meta},
+        children::{LABEL_MANAGED_BY, MANAGER, child_meta},
         is_already_exists, is_not_found,
         metrics::Metrics,
     },
@@ -69,6 +76,11 @@ use crate::{
 const CONTROLLER: &str = "onlineendpoint";
 /// How long an absent HTTPRoute CRD is remembered before asking discovery again.
 const CRD_RECHECK: Duration = Duration::from_secs(30);
+/// How often an endpoint whose name another namespace holds looks again (to take the name
+/// over once the holder is gone).
+const NAME_RECHECK: Duration = Duration::from_secs(15);
+/// `applied_routes` value of an HTTPRoute deleted because the name is taken.
+const WITHDRAWN: &str = "withdrawn";
 
 /// Endpoint-controller flags (from the operator's settings).
 #[derive(Clone, Debug, Default)]
@@ -77,6 +89,8 @@ pub struct Options {
     pub gateway: Option<GatewayRef>,
     /// Base URL of the built-in router, for scoring URIs.
     pub router_url: String,
+    /// Every controller instance's endpoints, for the one-endpoint-per-name rule.
+    pub names: names::Names,
 }
 
 /// What reconciles share.
@@ -172,23 +186,27 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
         warn!("caches not synced yet; retrying");
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let name = ep.name_any();
+    // Validate: the name is the scoring URI, held by one endpoint across the watched namespaces.
+    let name_taken = match ctx.options.names.holder_of(&ep) {
+        Ok(holder) => holder,
+        Err(names::NotListed) => {
+            warn!("other namespaces' endpoints not listed yet; retrying");
+            return Ok(Action::requeue(Duration::from_secs(1)));
+        }
+    };
     let routing = routing::compute(&ep, &views(&ep, &ctx));
 
     let keys_ready = ensure_keys(&ep, &ctx, &ns).await?;
-    let cm_name = routing_config_map_name(&name);
-    let written = apply_if_changed(
-        &Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns),
-        cached(&ctx.config_maps, &ns, &cm_name).as_deref(),
-        routing_config_map(&ep, &routing),
-    )
-    .await
-    .map_err(Error::ApplyRouting)?;
-    super::apply::record(&ctx.metrics, CONTROLLER, "ConfigMap", written);
-    if written {
-        info!(traffic = ?routing.traffic_applied, mirror = ?routing.mirror_applied, "routing table applied");
-    }
-    let gateway = apply_http_route(&ep, &ctx, &ns, &routing).await?;
+    let gateway = match &name_taken {
+        None => {
+            apply_routing(&ep, &ctx, &ns, &routing).await?;
+            apply_http_route(&ep, &ctx, &ns, &routing).await?
+        }
+        Some(holder) => {
+            tracing::debug!(holder = %holder, "endpoint name is held by another namespace; not routed");
+            withdraw(&ep, &ctx, &ns).await?
+        }
+    };
 
     let now = Time(Timestamp::now());
     let new = status::compute(
@@ -196,29 +214,131 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
         &routing,
         keys_ready,
         gateway,
+        name_taken.as_deref(),
         &ctx.options.router_url,
         &now,
     );
-    if ep.status.as_ref() != Some(&new) {
-        let api: Api<OnlineEndpoint> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({ "apiVersion": OnlineEndpoint::api_version(&()), "kind": "OnlineEndpoint", "status": new });
-        api.patch_status(
-            &name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::PatchStatus)?;
-        let old = ep
-            .status
-            .as_ref()
-            .map(|s| s.conditions.as_slice())
-            .unwrap_or_default();
-        for t in super::transitions(old, &new.conditions, &[]) {
-            super::publish(&ctx.events, &*ep, &t);
+    write_status(&ep, &ctx, &ns, new).await?;
+    Ok(match name_taken {
+        // The holder may be deleted by another controller instance: no event reaches this one.
+        Some(_) => Action::requeue(NAME_RECHECK),
+        None => Action::await_change(),
+    })
+}
+
+/// Applies the routing ConfigMap when its desired hash changed.
+async fn apply_routing(
+    ep: &OnlineEndpoint,
+    ctx: &Ctx,
+    ns: &str,
+    routing: &Routing,
+) -> Result<(), Error> {
+    let cm_name = routing_config_map_name(&ep.name_any());
+    let written = apply_if_changed(
+        &Api::<ConfigMap>::namespaced(ctx.client.clone(), ns),
+        cached(&ctx.config_maps, ns, &cm_name).as_deref(),
+        routing_config_map(ep, routing),
+    )
+    .await
+    .map_err(Error::ApplyRouting)?;
+    super::apply::record(&ctx.metrics, CONTROLLER, "ConfigMap", written);
+    if written {
+        info!(traffic = ?routing.traffic_applied, mirror = ?routing.mirror_applied, "routing table applied");
+    }
+    Ok(())
+}
+
+/// Takes an endpoint whose name another namespace holds off the router and the gateway: deletes
+/// its routing ConfigMap and HTTPRoute where they exist (the keys Secret stays).
+async fn withdraw(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<Gateway, Error> {
+    let name = ep.name_any();
+    let cm_name = routing_config_map_name(&name);
+    if cached(&ctx.config_maps, ns, &cm_name).is_some() {
+        let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
+        match api.delete(&cm_name, &DeleteParams::default()).await {
+            Ok(_) => info!(configmap = %cm_name, "routing table withdrawn"),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(Error::DeleteRouting(e)),
         }
     }
-    Ok(Action::await_change())
+    if ctx.options.gateway.is_none() {
+        return Ok(Gateway::NotConfigured);
+    }
+    if !httproute_installed(ctx).await {
+        return Ok(Gateway::NotInstalled);
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(ctx.client.clone(), ns, &http_route_resource());
+    let key = format!("{ns}/{name}");
+    let present = match &ctx.http_routes {
+        Some(store) => store
+            .get(&ObjectRef::new_with(&name, http_route_resource()).within(ns))
+            .is_some(),
+        // No cache (Gateway API installed after start): look once, then remember.
+        None => {
+            let withdrawn = ctx
+                .applied_routes
+                .lock()
+                .map(|m| m.get(&key).map(String::as_str) == Some(WITHDRAWN))
+                .unwrap_or(false);
+            !withdrawn
+                && api
+                    .get_opt(&name)
+                    .await
+                    .map_err(Error::DeleteHttpRoute)?
+                    .is_some_and(|r| {
+                        r.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGER)
+                    })
+        }
+    };
+    if present {
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => info!("HTTPRoute withdrawn"),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(Error::DeleteHttpRoute(e)),
+        }
+    }
+    if let Ok(mut m) = ctx.applied_routes.lock() {
+        m.insert(key, WITHDRAWN.into());
+    }
+    Ok(Gateway::Withheld)
+}
+
+/// Writes `new` as the status when it differs, and publishes Events on condition transitions.
+async fn write_status(
+    ep: &OnlineEndpoint,
+    ctx: &Ctx,
+    ns: &str,
+    new: OnlineEndpointStatus,
+) -> Result<(), Error> {
+    if ep.status.as_ref() == Some(&new) {
+        return Ok(());
+    }
+    let api: Api<OnlineEndpoint> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = json!({ "apiVersion": OnlineEndpoint::api_version(&()), "kind": "OnlineEndpoint", "status": new });
+    api.patch_status(
+        &ep.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::PatchStatus)?;
+    let old = ep
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    // A taken name is one Warning (Ready/NameTaken), not a second one for the HTTPRoute.
+    let taken = new.conditions.iter().any(|c| c.reason == names::NAME_TAKEN);
+    let skip: &[&str] = if taken {
+        &[status::GATEWAY_ROUTED]
+    } else {
+        &[]
+    };
+    for t in super::transitions(old, &new.conditions, skip) {
+        super::publish(&ctx.events, ep, &t);
+    }
+    Ok(())
 }
 
 /// Creates the keys Secret when the endpoint needs keys and none exists. Existing keys are
@@ -388,11 +508,24 @@ pub async fn run(
         api::<ConfigMap>(&client, ns),
         watcher::Config::default().labels(&format!("{owned},{ROUTING_TABLE_LABEL}=true")),
     );
-    let controller = Controller::new(
-        api::<OnlineEndpoint>(&client, ns),
-        watcher::Config::default(),
-    );
-    let endpoints = controller.store();
+    // The endpoints' own watch, built here so that the other instances see this cache (`names`)
+    // and know when its first list is in.
+    let (endpoints, writer) = reflector::store();
+    let listed = options.names.register(endpoints.clone());
+    let endpoint_stream = reflector(
+        writer,
+        watcher(
+            api::<OnlineEndpoint>(&client, ns),
+            watcher::Config::default(),
+        ),
+    )
+    .inspect(move |e| {
+        if matches!(e, Ok(watcher::Event::InitDone)) {
+            listed.store(true, std::sync::atomic::Ordering::Release);
+        }
+    })
+    .applied_objects();
+    let controller = Controller::for_stream(endpoint_stream, endpoints.clone());
     // HTTPRoutes are cached (and their deletion re-applies them) when Gateway API is there now.
     let installed = options.gateway.is_some() && discover_http_routes(&client).await;
     let (http_routes, http_route_stream) = if installed {
