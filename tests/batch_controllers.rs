@@ -1,6 +1,7 @@
 //! The batch controllers on the local plane: `mlcompute batch invoke` → BatchJob → Indexed Job and
 //! driver Pods with the sharding environment; progress (annotations a real driver would write) and the
-//! final phase in status; a missing default deployment; an instance exiting 3 (error threshold).
+//! final phase in status; a missing default deployment; an instance exiting 3 (error threshold); a
+//! batch endpoint name already held in another watched namespace is refused until its holder goes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -17,7 +18,7 @@ use mlcompute::api::{
     common::JobPhase,
 };
 use serde_json::json;
-use support::{Operator, TestNamespace, eventually, wait_for};
+use support::{Operator, TestNamespace, eventually, wait_for, warning_event};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -367,4 +368,92 @@ async fn an_instance_exiting_3_fails_the_job_with_the_threshold_reason() {
     // FailJob: no retried Pods beyond the first of each index.
     let pods = driver_pods(&ns, "over", 2).await;
     assert!(pods.len() <= 2, "{} pods", pods.len());
+}
+
+/// Status, reason and message of a batch endpoint's `Ready` condition.
+fn ready(e: &BatchEndpoint) -> Option<(String, String, String)> {
+    e.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn name_taken(e: Option<&BatchEndpoint>) -> bool {
+    e.and_then(ready).is_some_and(|(_, r, _)| r == "NameTaken")
+}
+
+/// Waits until `name` in `api`'s namespace has an invoke URI and its `Ready` reason is not
+/// `NameTaken`.
+async fn served(api: &Api<BatchEndpoint>, name: &str) -> BatchEndpoint {
+    wait_for(api, name, T, |e: Option<&BatchEndpoint>| {
+        e.and_then(|e| e.status.as_ref())
+            .is_some_and(|s| s.invoke_uri.is_some())
+            && e.and_then(ready).is_some()
+            && !name_taken(e)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn a_batch_endpoint_name_taken_in_another_namespace_is_refused_until_the_holder_is_deleted() {
+    let client = support::client().await;
+    // The older endpoint lives in the namespace that sorts last: creation time decides, not
+    // namespace order (the router's old choice).
+    let first = TestNamespace::new(&client, "batch-names-b").await;
+    let second = TestNamespace::new(&client, "batch-names-a").await;
+    // Two watched namespaces: one BatchEndpoint controller each, sharing the names.
+    let _op = Operator::start(&format!("{},{}", first.name(), second.name()));
+    let name = format!("scorer-{:08x}", rand::random::<u32>());
+    let endpoint = |name: &str| -> BatchEndpoint {
+        serde_json::from_value(json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchEndpoint",
+            "metadata": { "name": name },
+            "spec": { "defaults": { "outputPath": "pvc://results/batch" } }
+        }))
+        .unwrap()
+    };
+    let (eps1, eps2): (Api<BatchEndpoint>, Api<BatchEndpoint>) = (first.api(), second.api());
+    eps1.create(&PostParams::default(), &endpoint(&name))
+        .await
+        .unwrap();
+    served(&eps1, &name).await;
+    // creationTimestamp has whole seconds: make the second endpoint strictly younger.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    eps2.create(&PostParams::default(), &endpoint(&name))
+        .await
+        .unwrap();
+
+    // The younger one is told who holds the name, and shows no invoke URI.
+    let refused = wait_for(&eps2, &name, T, |e: Option<&BatchEndpoint>| name_taken(e)).await;
+    let (status, _, message) = ready(&refused).unwrap();
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(&format!("namespace {}", first.name())) && message.contains(&name),
+        "{message}"
+    );
+    let st = refused.status.as_ref().unwrap();
+    assert_eq!(st.invoke_uri, None);
+    assert_eq!(
+        st.provisioning_state,
+        Some(mlcompute::api::online_endpoint::ProvisioningState::Failed)
+    );
+    // The holder is unaffected.
+    let holder = served(&eps1, &name).await;
+    assert!(!name_taken(Some(&holder)));
+    // Told with a Warning Event too.
+    warning_event(&second, "NameTaken", &name, T).await;
+
+    // The holder goes: the second endpoint takes the name over (it looks again every 15 s).
+    eps1.delete(&name, &Default::default()).await.unwrap();
+    let took = served(&eps2, &name).await;
+    let uri = took.status.as_ref().unwrap().invoke_uri.clone().unwrap();
+    assert!(
+        uri.ends_with(&format!("/api/v1/batch/{name}/invoke")),
+        "{uri}"
+    );
+    let (_, reason, _) = ready(&took).unwrap();
+    assert_eq!(reason, "NoDefaultDeployment");
 }

@@ -32,7 +32,7 @@ use mlcompute::{
     router::{cluster_source, cluster_table::ClusterRoute, table::Auth},
 };
 use serde_json::{Value, json};
-use support::{Operator, TestNamespace, eventually, wait_for};
+use support::{Operator, TestNamespace, eventually, wait_for, warning_event};
 
 const T: Duration = Duration::from_secs(60);
 const GATEWAY: &str = "infra/public";
@@ -1236,22 +1236,7 @@ async fn an_endpoint_name_taken_in_another_namespace_is_refused_until_the_holder
             .is_some()
     );
     // Told with a Warning Event too.
-    eventually("a NameTaken Warning Event", T, || {
-        let events: Api<Event> = second.api();
-        let name = name.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("NameTaken")
-                        && e.type_.as_deref() == Some("Warning")
-                        && e.involved_object.name.as_deref() == Some(name.as_str())
-                })
-                .then_some(())
-        }
-    })
-    .await;
+    warning_event(&second, "NameTaken", &name, T).await;
 
     // The holder goes: the second endpoint takes the name over (it looks again every 15 s).
     eps1.delete(&name, &Default::default()).await.unwrap();

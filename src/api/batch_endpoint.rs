@@ -64,11 +64,15 @@ pub struct BatchEndpointStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Standard conditions (`Ready`: the default deployment exists and is ready).
+    /// Standard conditions (`Ready`: the default deployment exists and is ready, and no other
+    /// namespace holds the endpoint's name: reason `NameTaken`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
-    /// URI of the REST invoke API for this endpoint.
+    /// URI of the REST invoke API for this endpoint. The endpoint's name is its invoke URI, so one
+    /// endpoint per name is invoked across the watched namespaces: the oldest. Another one of the
+    /// same name gets no invoke URI, `Ready` False with reason `NameTaken`, and takes the name over
+    /// once the older one is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invoke_uri: Option<String>,
 }

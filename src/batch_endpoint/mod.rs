@@ -1,8 +1,11 @@
 //! The BatchEndpoint controller: resolves the endpoint's default deployment and reports whether jobs
 //! submitted without a deployment can run, plus the REST invoke URI. No children.
 //!
-//! Stages: look the default BatchDeployment up in the cache → [`status`] (pure) → patch status when
-//! it changed, with an Event when `Ready` flips (a missing default deployment is a Warning).
+//! Stages: check that no other watched namespace holds the endpoint's name (the name is the invoke
+//! URI; `operator::names::holder`: the oldest endpoint of a name holds it) → look the default
+//! BatchDeployment up in the cache → [`status`] (pure) → patch status when it changed, with an
+//! Event when `Ready` flips (a missing default deployment or a taken name is a Warning). An
+//! endpoint whose name is taken looks again every `names::RECHECK`.
 
 use std::sync::Arc;
 
@@ -16,7 +19,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{info, info_span};
+use tracing::{info, info_span, warn};
 
 use crate::{
     api::{
@@ -26,7 +29,11 @@ use crate::{
         online_endpoint::ProvisioningState,
     },
     operator::events::Events,
-    operator::{conditions, error_category, metrics::Metrics},
+    operator::{
+        conditions, error_category,
+        metrics::Metrics,
+        names::{self, NAME_TAKEN, Names, NotListed, taken_message},
+    },
 };
 
 const CONTROLLER: &str = "batchendpoint";
@@ -109,16 +116,28 @@ pub fn default_deployment_state(
     }
 }
 
-/// The endpoint's status (pure).
+/// The `Ready` message of a batch endpoint whose name `holder_namespace` holds.
+pub fn name_taken_message(name: &str, holder_namespace: &str) -> String {
+    taken_message("batch endpoint", "invoke URIs", name, holder_namespace)
+}
+
+/// The endpoint's status (pure). `name_taken`: the namespace holding the endpoint's name, when
+/// another one does; then the invoke URI would reach that namespace's endpoint, so there is none,
+/// `Ready` is False with reason `NameTaken` and the provisioning state Failed.
 pub fn status(
     endpoint: &BatchEndpoint,
     default: Option<&BatchDeployment>,
+    name_taken: Option<&str>,
     router_url: &str,
     now: &Time,
 ) -> BatchEndpointStatus {
     let mut s = endpoint.status.clone().unwrap_or_default();
     let generation = endpoint.metadata.generation;
-    let (ready, reason, message) = default_deployment_state(endpoint, default);
+    let name = endpoint.name_any();
+    let (ready, reason, message) = match name_taken {
+        Some(holder) => (false, NAME_TAKEN, name_taken_message(&name, holder)),
+        None => default_deployment_state(endpoint, default),
+    };
     conditions::set(
         &mut s.conditions,
         READY,
@@ -129,9 +148,21 @@ pub fn status(
         now,
     );
     s.observed_generation = generation;
-    s.provisioning_state = Some(ProvisioningState::Succeeded);
-    s.invoke_uri = Some(invoke_uri(router_url, &endpoint.name_any()));
+    s.provisioning_state = Some(match name_taken {
+        Some(_) => ProvisioningState::Failed,
+        None => ProvisioningState::Succeeded,
+    });
+    s.invoke_uri = name_taken.is_none().then(|| invoke_uri(router_url, &name));
     s
+}
+
+/// BatchEndpoint-controller settings (from the operator's settings).
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Base URL of the built-in router, for invoke URIs.
+    pub router_url: String,
+    /// Every controller instance's endpoints, for the one-endpoint-per-name rule.
+    pub names: Names<BatchEndpoint>,
 }
 
 /// Caches and shared handles.
@@ -140,13 +171,29 @@ pub struct Ctx {
     pub deployments: Store<BatchDeployment>,
     pub metrics: Metrics,
     pub events: Events,
-    pub router_url: String,
+    pub options: Options,
 }
 
 /// Reconciles one BatchEndpoint.
 #[tracing::instrument(skip_all, fields(namespace = e.namespace().as_deref().unwrap_or(""), name = %e.name_any()))]
 pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let _timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
+    // The name is the invoke URI, held by one endpoint across the watched namespaces.
+    let name_taken = match ctx.options.names.holder_of(&e) {
+        Ok(holder) => holder,
+        Err(NotListed) => {
+            warn!("other namespaces' batch endpoints not listed yet; retrying");
+            return Ok(Action::requeue(names::LIST_RETRY));
+        }
+    };
+    // The holder may be deleted by another controller instance: no event reaches this one.
+    let next = match &name_taken {
+        Some(holder) => {
+            tracing::debug!(holder = %holder, "batch endpoint name is held by another namespace");
+            Action::requeue(names::RECHECK)
+        }
+        None => Action::await_change(),
+    };
     let default = e.spec.defaults.deployment_name.as_deref().and_then(|d| {
         ctx.deployments
             .get(&ObjectRef::new(d).within(&e.namespace().unwrap_or_default()))
@@ -154,11 +201,12 @@ pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, E
     let new = status(
         &e,
         default.as_deref(),
-        &ctx.router_url,
+        name_taken.as_deref(),
+        &ctx.options.router_url,
         &Time(Timestamp::now()),
     );
     if e.status.as_ref() == Some(&new) {
-        return Ok(Action::await_change());
+        return Ok(next);
     }
     let before = e.status.as_ref().and_then(|s| {
         s.conditions
@@ -175,7 +223,7 @@ pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, E
         ctx.events
             .publish(&*e, c.status != "True", &c.reason, &c.message);
     }
-    Ok(Action::await_change())
+    Ok(next)
 }
 
 fn error_policy(_e: Arc<BatchEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
@@ -189,7 +237,7 @@ pub async fn run(
     events: Events,
     namespace: Option<String>,
     concurrency: u16,
-    router_url: String,
+    options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (endpoints_api, deployments_api): (Api<BatchEndpoint>, Api<BatchDeployment>) =
@@ -205,14 +253,16 @@ pub async fn run(
         w,
         watcher(deployments_api, watcher::Config::default()).default_backoff(),
     );
-    let controller = Controller::new(endpoints_api, watcher::Config::default());
-    let endpoints = controller.store();
+    // The endpoints' own watch, registered so that the other instances see this cache (`names`)
+    // and know when its first list is in.
+    let (endpoints, endpoint_stream) = options.names.watch(endpoints_api);
+    let controller = Controller::for_stream(endpoint_stream, endpoints.clone());
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         deployments,
         metrics,
         events,
-        router_url,
+        options,
     });
     info!(
         namespace = namespace.as_deref().unwrap_or("*"),
@@ -298,12 +348,53 @@ mod tests {
     #[test]
     fn status_carries_the_invoke_uri() {
         let t = Time(Timestamp::from_second(1).unwrap());
-        let s = status(&endpoint(None), None, "http://router:8080/", &t);
+        let s = status(&endpoint(None), None, None, "http://router:8080/", &t);
         assert_eq!(
             s.invoke_uri.as_deref(),
             Some("http://router:8080/api/v1/batch/scorer/invoke")
         );
         assert!(!conditions::is_true(&s.conditions, READY));
         assert_eq!(s.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn a_taken_name_has_no_invoke_uri_and_says_who_holds_it() {
+        let t = Time(Timestamp::from_second(1).unwrap());
+        let url = "http://router:8080";
+        let ok = deployment("scorer", Some(true));
+        let e = endpoint(Some("blue"));
+        let served = status(&e, Some(&ok), None, url, &t);
+        assert!(conditions::is_true(&served.conditions, READY));
+        assert_eq!(
+            served.provisioning_state,
+            Some(ProvisioningState::Succeeded)
+        );
+
+        // Taken, even with a ready default deployment.
+        let mut held = e.clone();
+        held.status = Some(served);
+        let taken = status(&held, Some(&ok), Some("team-a"), url, &t);
+        assert_eq!(taken.invoke_uri, None);
+        assert_eq!(taken.provisioning_state, Some(ProvisioningState::Failed));
+        let ready = taken.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", NAME_TAKEN)
+        );
+        assert_eq!(
+            ready.message,
+            "batch endpoint name \"scorer\" is already served by namespace team-a (created first); \
+             invoke URIs are per name — rename this endpoint or delete that one"
+        );
+        assert_eq!(taken.conditions.len(), 1);
+
+        // The holder gone: the name is taken over, the invoke URI back.
+        held.status = Some(taken);
+        let back = status(&held, Some(&ok), None, url, &t);
+        assert_eq!(
+            back.invoke_uri.as_deref(),
+            Some("http://router:8080/api/v1/batch/scorer/invoke")
+        );
+        assert!(conditions::is_true(&back.conditions, READY));
     }
 }

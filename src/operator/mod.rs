@@ -8,6 +8,7 @@ pub mod events;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod names;
 pub mod ratelimit;
 pub mod reconcile;
 pub mod resolve;

@@ -113,9 +113,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         Some(list) => list.into_iter().map(Some).collect(),
         None => vec![None],
     };
-    // One OnlineEndpoint controller per namespace; an endpoint name (its scoring URI) is unique
-    // across them all.
-    let endpoint_names = crate::online::endpoint::names::Names::new(namespaces.len());
+    // One OnlineEndpoint and one BatchEndpoint controller per namespace; an endpoint name (its
+    // scoring URI, or its invoke URI) is unique across them all.
+    let endpoint_names = super::names::Names::new(namespaces.len());
+    let batch_endpoint_names = super::names::Names::new(namespaces.len());
     let mut controllers = Vec::new();
     for ns in namespaces {
         controllers.push(tokio::spawn(crate::environment::run(
@@ -162,7 +163,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             events.clone(),
             ns.clone(),
             settings.concurrency,
-            settings.batch.router_url.clone(),
+            crate::batch_endpoint::Options {
+                router_url: settings.batch.router_url.clone(),
+                names: batch_endpoint_names.clone(),
+            },
             stopped(),
         )));
         controllers.push(tokio::spawn(crate::batch_deployment::run(

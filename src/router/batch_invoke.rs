@@ -8,6 +8,10 @@
 //! This stands in for Azure ML's Entra tokens: whoever may `kubectl create batchjob` may invoke, and
 //! nobody else, with no extra secret to hand out or rotate.
 //!
+//! The endpoint name is the invoke URI: of BatchEndpoints of one name in several served
+//! namespaces, the one holding the name is invoked — the oldest, then namespace order, as the
+//! operator decides (the others show no `invokeUri` and `Ready` False `NameTaken`).
+//!
 //! Answers: 201 with the job's name; 401 for a missing or unaccepted token; 403 when the caller may
 //! not invoke, with the same answer when the endpoint does not exist (as the API server itself does);
 //! 400 for a body that does not parse; 409 when the endpoint cannot run the job (no default
@@ -28,7 +32,7 @@ use k8s_openapi::api::{
     authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, Client, Resource, ResourceExt,
     api::{ListParams, PostParams},
 };
 use serde::Serialize;
@@ -44,6 +48,7 @@ use crate::{
         invoke::{InvokeError, InvokeRequest},
         submit::{self, SubmitError},
     },
+    operator::names::claim_order,
 };
 
 const PREFIX: &str = "/api/v1/batch/";
@@ -306,7 +311,8 @@ impl BatchInvoker {
         caller(&reviewed).ok_or(InvokeFailure::Unauthenticated)
     }
 
-    /// Batch endpoint `name`: from the first namespace, in name order, of those served.
+    /// Batch endpoint `name`: of those in the namespaces served, the one holding the name (see
+    /// [`holding`]: the oldest, as the operator decides; the others say `NameTaken`).
     async fn find(&self, name: &str) -> Result<Option<BatchEndpoint>, InvokeFailure> {
         if self.namespaces.is_empty() {
             let all: Api<BatchEndpoint> = Api::all(self.client.clone());
@@ -314,15 +320,16 @@ impl BatchInvoker {
                 .list(&ListParams::default().fields(&format!("metadata.name={name}")))
                 .await
                 .map_err(InvokeFailure::Lookup)?;
-            return Ok(found.items.into_iter().min_by_key(|e| e.namespace()));
+            return Ok(holding(found.items));
         }
+        let mut found = Vec::new();
         for ns in &self.namespaces {
             let api: Api<BatchEndpoint> = Api::namespaced(self.client.clone(), ns);
-            if let Some(found) = api.get_opt(name).await.map_err(InvokeFailure::Lookup)? {
-                return Ok(Some(found));
+            if let Some(e) = api.get_opt(name).await.map_err(InvokeFailure::Lookup)? {
+                found.push(e);
             }
         }
-        Ok(None)
+        Ok(holding(found))
     }
 
     /// Whether `caller` may create BatchJobs in `namespace`.
@@ -336,6 +343,18 @@ impl BatchInvoker {
             .status
             .is_some_and(|s| s.allowed && s.denied != Some(true)))
     }
+}
+
+/// Of the batch endpoints of one name in different namespaces, the one holding the name (pure):
+/// the operator's rule, `operator::names::claim_order` (the oldest `creationTimestamp`, then
+/// namespace) among the live ones; one being deleted only when there is no other.
+pub fn holding(found: Vec<BatchEndpoint>) -> Option<BatchEndpoint> {
+    found.into_iter().min_by(|a, b| {
+        let (a, b) = (a.meta(), b.meta());
+        (a.deletion_timestamp.is_some())
+            .cmp(&b.deletion_timestamp.is_some())
+            .then_with(|| claim_order(a, b))
+    })
 }
 
 /// The caller of an answered TokenReview, when the token was accepted (pure).
@@ -481,5 +500,56 @@ mod tests {
         assert_eq!(status, 400);
         assert!(text.contains("missing field"), "{text}");
         assert_eq!(InvokeFailure::Busy.status(), 429);
+    }
+
+    #[test]
+    fn the_oldest_endpoint_of_a_name_is_invoked_not_the_first_namespace() {
+        let at = |ns: &str, created: Option<&str>, deleting: bool| -> BatchEndpoint {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {
+                    "name": "scorer", "namespace": ns, "creationTimestamp": created,
+                    "deletionTimestamp": deleting.then_some("2025-03-02T00:00:00Z"),
+                },
+                "spec": {}
+            }))
+            .unwrap()
+        };
+        let chosen = |found: Vec<BatchEndpoint>| holding(found).and_then(|e| e.namespace());
+        let (early, late) = (Some("2025-03-01T10:00:00Z"), Some("2025-03-01T10:00:05Z"));
+        assert_eq!(chosen(vec![]), None);
+        assert_eq!(
+            chosen(vec![at("team-a", late, false)]).as_deref(),
+            Some("team-a")
+        );
+        // The older one, although its namespace sorts last (and in either order found).
+        let a_young = at("team-a", late, false);
+        let z_old = at("team-z", early, false);
+        assert_eq!(
+            chosen(vec![a_young.clone(), z_old.clone()]).as_deref(),
+            Some("team-z")
+        );
+        assert_eq!(
+            chosen(vec![z_old, a_young.clone()]).as_deref(),
+            Some("team-z")
+        );
+        // Same second: namespace order.
+        assert_eq!(
+            chosen(vec![at("team-b", early, false), at("team-a", early, false)]).as_deref(),
+            Some("team-a")
+        );
+        // Without a timestamp: the newest.
+        assert_eq!(
+            chosen(vec![at("team-a", None, false), at("team-b", late, false)]).as_deref(),
+            Some("team-b")
+        );
+        // An older one being deleted holds nothing; alone, it is still found.
+        assert_eq!(
+            chosen(vec![at("team-z", early, true), a_young]).as_deref(),
+            Some("team-a")
+        );
+        assert_eq!(
+            chosen(vec![at("team-z", early, true)]).as_deref(),
+            Some("team-z")
+        );
     }
 }

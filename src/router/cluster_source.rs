@@ -8,7 +8,7 @@
 //!
 //! Endpoint names are unique in the table (they are the scoring URI). The operator publishes a
 //! routing ConfigMap only for the endpoint holding its name (the oldest; see
-//! `crate::online::endpoint::names`); should two watched namespaces still route one name (an
+//! `crate::operator::names`); should two watched namespaces still route one name (an
 //! older operator, or a moment of overlap), the same rule applies to the ConfigMaps — the oldest
 //! `creationTimestamp` wins, then namespace order — and the other is logged and left out.
 
@@ -33,7 +33,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use crate::online::endpoint::names::claim_order;
+use crate::operator::names::claim_order;
 
 use super::{
     cluster_table::{self, ClusterAuth, ClusterRoute, Skipped},
@@ -140,7 +140,7 @@ impl Caches {
 }
 
 /// Orders routing ConfigMaps as endpoint names are claimed: oldest first, then namespace (see
-/// `crate::online::endpoint::names`), so that [`build`] keeps the holder of a contested name.
+/// `crate::operator::names`), so that [`build`] keeps the holder of a contested name.
 pub fn sort_by_claim(maps: &mut [Arc<ConfigMap>]) {
     maps.sort_by(|a, b| {
         claim_order(a.meta(), b.meta()).then_with(|| a.name_any().cmp(&b.name_any()))

@@ -6,10 +6,10 @@
 
 use std::{fmt::Debug, time::Duration};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Event, Namespace};
 use kube::{
     Api, Client, Config, Resource,
-    api::PostParams,
+    api::{ListParams, PostParams},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::wait::{Condition, await_condition},
 };
@@ -148,6 +148,30 @@ where
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Waits for a Warning Event with `reason` about the object `name` in `ns`.
+pub async fn warning_event(ns: &TestNamespace, reason: &str, name: &str, timeout: Duration) {
+    let events: Api<Event> = ns.api();
+    eventually(
+        &format!("a {reason} Warning Event about {name}"),
+        timeout,
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await.ok()?;
+                list.items
+                    .iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.type_.as_deref() == Some("Warning")
+                            && e.involved_object.name.as_deref() == Some(name)
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await
 }
 
 /// An `mlcompute operator` process watching one namespace, killed when dropped. Each test runs

@@ -3,7 +3,7 @@
 //! and, with `--gateway` and Gateway API installed, an HTTPRoute; status with the scoring URI,
 //! the traffic actually applied and every deployment's readiness.
 //!
-//! Stages: check that no other watched namespace holds the endpoint's name (`names::holder`: the
+//! Stages: check that no other watched namespace holds the endpoint's name (`operator::names::holder`:
 //! oldest endpoint of a name holds it) → read the endpoint's OnlineDeployments (cache) →
 //! `routing::compute` (pure) → create the keys Secret if missing (never rewritten) → apply the
 //! ConfigMap and HTTPRoute when their desired hash changed, or delete them when the name is
@@ -13,7 +13,6 @@
 pub mod error;
 pub mod httproute;
 pub mod keys;
-pub mod names;
 pub mod routing;
 pub mod status;
 
@@ -23,7 +22,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
     apimachinery::pkg::apis::meta::v1::Time,
@@ -69,6 +67,7 @@ use crate::{
         children::{LABEL_MANAGED_BY, MANAGER, child_meta},
         is_already_exists, is_not_found,
         metrics::Metrics,
+        names::{self, Names, NotListed},
     },
     router::table::RequestSettings,
 };
@@ -76,9 +75,6 @@ use crate::{
 const CONTROLLER: &str = "onlineendpoint";
 /// How long an absent HTTPRoute CRD is remembered before asking discovery again.
 const CRD_RECHECK: Duration = Duration::from_secs(30);
-/// How often an endpoint whose name another namespace holds looks again (to take the name
-/// over once the holder is gone).
-const NAME_RECHECK: Duration = Duration::from_secs(15);
 /// `applied_routes` value of an HTTPRoute deleted because the name is taken.
 const WITHDRAWN: &str = "withdrawn";
 
@@ -90,7 +86,7 @@ pub struct Options {
     /// Base URL of the built-in router, for scoring URIs.
     pub router_url: String,
     /// Every controller instance's endpoints, for the one-endpoint-per-name rule.
-    pub names: names::Names,
+    pub names: Names<OnlineEndpoint>,
 }
 
 /// What reconciles share.
@@ -189,9 +185,9 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
     // Validate: the name is the scoring URI, held by one endpoint across the watched namespaces.
     let name_taken = match ctx.options.names.holder_of(&ep) {
         Ok(holder) => holder,
-        Err(names::NotListed) => {
+        Err(NotListed) => {
             warn!("other namespaces' endpoints not listed yet; retrying");
-            return Ok(Action::requeue(Duration::from_secs(1)));
+            return Ok(Action::requeue(names::LIST_RETRY));
         }
     };
     let routing = routing::compute(&ep, &views(&ep, &ctx));
@@ -221,7 +217,7 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
     write_status(&ep, &ctx, &ns, new).await?;
     Ok(match name_taken {
         // The holder may be deleted by another controller instance: no event reaches this one.
-        Some(_) => Action::requeue(NAME_RECHECK),
+        Some(_) => Action::requeue(names::RECHECK),
         None => Action::await_change(),
     })
 }
@@ -508,23 +504,9 @@ pub async fn run(
         api::<ConfigMap>(&client, ns),
         watcher::Config::default().labels(&format!("{owned},{ROUTING_TABLE_LABEL}=true")),
     );
-    // The endpoints' own watch, built here so that the other instances see this cache (`names`)
+    // The endpoints' own watch, registered so that the other instances see this cache (`names`)
     // and know when its first list is in.
-    let (endpoints, writer) = reflector::store();
-    let listed = options.names.register(endpoints.clone());
-    let endpoint_stream = reflector(
-        writer,
-        watcher(
-            api::<OnlineEndpoint>(&client, ns),
-            watcher::Config::default(),
-        ),
-    )
-    .inspect(move |e| {
-        if matches!(e, Ok(watcher::Event::InitDone)) {
-            listed.store(true, std::sync::atomic::Ordering::Release);
-        }
-    })
-    .applied_objects();
+    let (endpoints, endpoint_stream) = options.names.watch(api::<OnlineEndpoint>(&client, ns));
     let controller = Controller::for_stream(endpoint_stream, endpoints.clone());
     // HTTPRoutes are cached (and their deletion re-applies them) when Gateway API is there now.
     let installed = options.gateway.is_some() && discover_http_routes(&client).await;

@@ -4,7 +4,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{
     httproute::scoring_path,
-    names::{NAME_TAKEN, taken_message},
     routing::{Routing, keys_secret_name},
 };
 use crate::{
@@ -12,7 +11,10 @@ use crate::{
         common::condition_types::{READY, RESOLVED},
         online_endpoint::{AuthMode, OnlineEndpoint, OnlineEndpointStatus, ProvisioningState},
     },
-    operator::conditions,
+    operator::{
+        conditions,
+        names::{NAME_TAKEN, taken_message},
+    },
 };
 
 /// Condition on the HTTPRoute, present when a gateway is configured.
@@ -28,6 +30,11 @@ pub enum Gateway {
     Applied,
     /// Not applied (and deleted) because another namespace holds the endpoint's name.
     Withheld,
+}
+
+/// The `Ready` message of an endpoint whose name `holder_namespace` holds.
+pub fn name_taken_message(name: &str, holder_namespace: &str) -> String {
+    taken_message("endpoint", "scoring URIs", name, holder_namespace)
 }
 
 /// Reasons that say a deployment named in traffic does not exist.
@@ -118,7 +125,7 @@ pub fn compute(
             READY,
             false,
             NAME_TAKEN,
-            taken_message(name, holder),
+            name_taken_message(name, holder),
             generation,
             now,
         ),
