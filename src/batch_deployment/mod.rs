@@ -32,7 +32,7 @@ use crate::{
         online_endpoint::ProvisioningState,
     },
     operator::events::Events,
-    operator::{conditions, error_category, metrics::Metrics},
+    operator::{client::api, conditions, error_category, metrics::Metrics},
 };
 
 const CONTROLLER: &str = "batchdeployment";
@@ -190,26 +190,16 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    fn api<K>(c: &Client, ns: &Option<String>) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        K::DynamicType: Default,
-    {
-        match ns {
-            Some(ns) => Api::namespaced(c.clone(), ns),
-            None => Api::all(c.clone()),
-        }
-    }
     let cfg = watcher::Config::default;
     let (endpoints, w) = reflector::store();
     let ep_stream = reflector(
         w,
-        watcher(api::<BatchEndpoint>(&client, &namespace), cfg()).default_backoff(),
+        watcher(api::<BatchEndpoint>(&client, namespace.as_deref()), cfg()).default_backoff(),
     );
     let (environments, w) = reflector::store();
     let env_stream = reflector(
         w,
-        watcher(api::<Environment>(&client, &namespace), cfg()).default_backoff(),
+        watcher(api::<Environment>(&client, namespace.as_deref()), cfg()).default_backoff(),
     );
     let (instance_types, w) = reflector::store();
     let it_stream = reflector(
@@ -217,7 +207,7 @@ pub async fn run(
         watcher(Api::<InstanceType>::all(client.clone()), cfg()).default_backoff(),
     );
 
-    let controller = Controller::new(api::<BatchDeployment>(&client, &namespace), cfg());
+    let controller = Controller::new(api::<BatchDeployment>(&client, namespace.as_deref()), cfg());
     let deployments = controller.store();
     let (d1, d2, d3) = (deployments.clone(), deployments.clone(), deployments);
     let ctx = Arc::new(Ctx {

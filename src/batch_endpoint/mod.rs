@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
-    Api, Client, ResourceExt,
+    Client, ResourceExt,
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -30,6 +30,7 @@ use crate::{
     },
     operator::events::Events,
     operator::{
+        client::api,
         conditions, error_category,
         metrics::Metrics,
         names::{self, NAME_TAKEN, Names, NotListed, taken_message},
@@ -240,14 +241,11 @@ pub async fn run(
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let (endpoints_api, deployments_api): (Api<BatchEndpoint>, Api<BatchDeployment>) =
-        match &namespace {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
+    let ns = namespace.as_deref();
+    let (endpoints_api, deployments_api) = (
+        api::<BatchEndpoint>(&client, ns),
+        api::<BatchDeployment>(&client, ns),
+    );
     let (deployments, w) = reflector::store();
     let d_stream = reflector(
         w,

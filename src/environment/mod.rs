@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
-    Api, Client, ResourceExt,
+    Client, ResourceExt,
     runtime::{Controller, controller::Action, watcher},
 };
 use tracing::{info, info_span};
@@ -19,7 +19,7 @@ use crate::{
         common::condition_types::READY,
         environment::{Environment, EnvironmentStatus, EnvironmentVersionRecord},
     },
-    operator::{conditions, error_category, events::Events, metrics::Metrics},
+    operator::{client::api, conditions, error_category, events::Events, metrics::Metrics},
 };
 
 const CONTROLLER: &str = "environment";
@@ -131,10 +131,7 @@ pub async fn run(
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<Environment> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let api = api::<Environment>(&client, namespace.as_deref());
     let ctx = Arc::new(Ctx {
         client,
         metrics,

@@ -17,9 +17,8 @@ pub const ROUTING_TABLE_LABEL: &str = "mlcompute.io/routing-table";
 pub const ROUTING_TABLE_KEY: &str = "route.json";
 
 use futures::Stream;
-use k8s_openapi::NamespaceResourceScope;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     runtime::{
         WatchStreamExt,
         reflector::{self, Store, reflector},
@@ -28,16 +27,7 @@ use kube::{
 };
 use serde::de::DeserializeOwned;
 
-/// A namespaced API in `namespace`, or across all namespaces.
-pub(crate) fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
+pub(crate) use crate::operator::client::api;
 
 /// A reflector cache of `api` and the stream that feeds it (touched objects, deletions
 /// included, so a deleted child wakes its owner). Managed fields are dropped to save memory.

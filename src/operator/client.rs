@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
+use k8s_openapi::NamespaceResourceScope;
 use kube::{
-    Client, Config,
+    Api, Client, Config, Resource,
     client::ClientBuilder,
     config::{KubeConfigOptions, Kubeconfig},
 };
@@ -22,6 +23,18 @@ pub enum ClientError {
     InferConfig(#[from] kube::config::InferConfigError),
     #[error("building the client: {0}")]
     Build(#[from] kube::Error),
+}
+
+/// A namespaced API in `namespace`, or across all namespaces (how every controller and the
+/// router's cluster source scope their watches).
+pub fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
 }
 
 /// Loads the configuration: the given kubeconfig, else in-cluster, else `$KUBECONFIG`/`~/.kube/config`.

@@ -23,7 +23,7 @@ use k8s_openapi::{
     },
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Client, Resource, ResourceExt,
     runtime::{
         WatchStreamExt,
         reflector::{self, Store, reflector},
@@ -100,10 +100,7 @@ where
         + Sync
         + 'static,
 {
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let api = crate::operator::client::api::<K>(client, namespace);
     let (store, writer) = reflector::store();
     let stream = reflector(
         writer,

@@ -40,7 +40,7 @@ use self::{lifecycle::Plan, resolve::Resolution, topology::Instance};
 use crate::{
     api::{environment::Environment, instance_type::InstanceType, training_job::TrainingJob},
     operator::events::Events,
-    operator::{children::MANAGER, is_already_exists, is_not_found, metrics::Metrics},
+    operator::{children::MANAGER, client::api, is_already_exists, is_not_found, metrics::Metrics},
 };
 
 const CONTROLLER: &str = "trainingjob";
@@ -314,19 +314,8 @@ pub async fn run(
     debounce: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api = |c: &Client| -> Api<TrainingJob> {
-        match &namespace {
-            Some(ns) => Api::namespaced(c.clone(), ns),
-            None => Api::all(c.clone()),
-        }
-    };
-    let (pods_api, envs_api): (Api<Pod>, Api<Environment>) = match &namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
+    let ns = namespace.as_deref();
+    let (pods_api, envs_api) = (api::<Pod>(&client, ns), api::<Environment>(&client, ns));
     let managed = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}"
     ));
@@ -357,7 +346,7 @@ pub async fn run(
     let (jobs, jobs_writer) = reflector::store();
     let job_stream = reflector(
         jobs_writer,
-        watcher(api(&client), watcher::Config::default())
+        watcher(api::<TrainingJob>(&client, ns), watcher::Config::default())
             .default_backoff()
             .modify(|j: &mut TrainingJob| j.managed_fields_mut().clear()),
     );
