@@ -4,15 +4,11 @@
 //! Unlike a training job, a deployment follows its references: a new Environment version rolls
 //! the deployment (the Deployment's rolling update keeps it serving).
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::api::core::v1::Toleration;
 use kube::{ResourceExt, runtime::reflector::Store};
 
 pub use crate::operator::resolve::Missing;
 use crate::{
     api::{
-        common::ResourceRequirements,
         environment::{Environment, InferenceConfig},
         instance_type::{InstanceType, InstanceTypeSpec},
         online_deployment::OnlineDeployment,
@@ -31,31 +27,20 @@ pub const SCORING_PATH: &str = "/score";
 
 /// Everything a deployment's pods need from other objects: the shared [`shared::Resolved`] plus
 /// the environment's inference routes.
+/// Its fields read through to the shared ones (`resolved.image`); the environment's variables
+/// are overridden by the deployment's own.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resolved {
-    pub image: String,
-    pub environment_name: Option<String>,
-    pub environment_version: Option<String>,
-    pub image_pull_secrets: Vec<String>,
-    /// The environment's variables; the deployment's own override them.
-    pub environment_variables: BTreeMap<String, String>,
+    pub shared: shared::Resolved,
     /// The environment's inference routes (custom containers).
     pub inference: Option<InferenceConfig>,
-    pub instance_type_name: String,
-    pub resources: ResourceRequirements,
-    pub node_selector: BTreeMap<String, String>,
-    pub tolerations: Vec<Toleration>,
 }
 
-impl Resolved {
-    /// One line for the `Resolved` condition.
-    pub fn summary(&self) -> String {
-        shared::summary(
-            &self.image,
-            self.environment_name.as_deref(),
-            self.environment_version.as_deref(),
-            &self.instance_type_name,
-        )
+impl std::ops::Deref for Resolved {
+    type Target = shared::Resolved;
+
+    fn deref(&self) -> &shared::Resolved {
+        &self.shared
     }
 }
 
@@ -150,16 +135,8 @@ pub fn resolve_from(
         _ => None,
     };
     Ok(Resolved {
-        image: r.image,
-        environment_name: r.environment_name,
-        environment_version: r.environment_version,
-        image_pull_secrets: r.image_pull_secrets,
-        environment_variables: r.environment_variables,
+        shared: r,
         inference,
-        instance_type_name: r.instance_type_name,
-        resources: r.resources,
-        node_selector: r.node_selector,
-        tolerations: r.tolerations,
     })
 }
 
