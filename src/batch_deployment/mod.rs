@@ -19,7 +19,7 @@ use kube::{
         watcher,
     },
 };
-use tracing::{info, info_span};
+use tracing::{info, info_span, warn};
 
 use self::resolve::{Found, ResolvedDeployment};
 use crate::{
@@ -31,8 +31,15 @@ use crate::{
         instance_type::InstanceType,
         online_endpoint::ProvisioningState,
     },
-    operator::events::Events,
-    operator::{client::api, conditions, error_category, metrics::Metrics},
+    operator::{
+        backoff::{self, Backoffs},
+        client::api,
+        conditions, error_category,
+        events::Events,
+        metrics::Metrics,
+        reconcile::{Panicked, Policy, ReconcileError, guarded},
+        synced::{Synced, ready},
+    },
 };
 
 const CONTROLLER: &str = "batchdeployment";
@@ -42,13 +49,15 @@ const CONTROLLER: &str = "batchdeployment";
 pub enum Error {
     #[error("patching status")]
     PatchStatus(#[source] kube::Error),
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
 }
 
-impl Error {
-    /// A bounded label for metrics.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for Error {
+    fn category(&self) -> &'static str {
         match self {
             Error::PatchStatus(e) => error_category(e),
+            Error::Panicked(_) => crate::operator::reconcile::PANIC,
         }
     }
 }
@@ -61,6 +70,9 @@ pub struct Ctx {
     pub instance_types: Store<InstanceType>,
     pub metrics: Metrics,
     pub events: Events,
+    pub backoffs: Backoffs,
+    /// Whether every cache above holds its first list.
+    pub synced: Synced,
 }
 
 /// Looks `d`'s references up in the caches and resolves them.
@@ -152,6 +164,12 @@ pub fn status(
 #[tracing::instrument(skip_all, fields(namespace = d.namespace().as_deref().unwrap_or(""), name = %d.name_any()))]
 pub async fn reconcile(d: Arc<BatchDeployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let _timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
+    // Decide only on complete caches: after a restart an empty cache would report what the
+    // object references as missing, with Warning Events, for nothing.
+    if !ctx.synced.wait().await {
+        warn!("caches not synced yet; retrying");
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
     let resolution =
         resolve_from_stores(&d, &ctx.endpoints, &ctx.environments, &ctx.instance_types);
     let new = status(&d, &resolution, &Time(Timestamp::now()));
@@ -177,19 +195,29 @@ pub async fn reconcile(d: Arc<BatchDeployment>, ctx: Arc<Ctx>) -> Result<Action,
     Ok(Action::await_change())
 }
 
-fn error_policy(_d: Arc<BatchDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
+fn error_policy(d: Arc<BatchDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let policy = Policy {
+        controller: CONTROLLER,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        events: &ctx.events,
+    };
+    crate::operator::reconcile::failed(policy, &*d, err)
 }
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
-    client: Client,
-    metrics: Metrics,
-    events: Events,
-    namespace: Option<String>,
-    concurrency: u16,
+    rt: crate::operator::runtime::Runtime,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let crate::operator::runtime::Runtime {
+        client,
+        metrics,
+        events,
+        health,
+        namespace,
+        concurrency,
+    } = rt;
     let cfg = watcher::Config::default;
     let (endpoints, w) = reflector::store();
     let ep_stream = reflector(
@@ -209,6 +237,17 @@ pub async fn run(
 
     let controller = Controller::new(api::<BatchDeployment>(&client, namespace.as_deref()), cfg());
     let deployments = controller.store();
+    let synced = {
+        let (e, v, i, d) = (
+            endpoints.clone(),
+            environments.clone(),
+            instance_types.clone(),
+            deployments.clone(),
+        );
+        Synced::spawn(health, async move {
+            ready(e).await && ready(v).await && ready(i).await && ready(d).await
+        })
+    };
     let (d1, d2, d3) = (deployments.clone(), deployments.clone(), deployments);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
@@ -217,6 +256,8 @@ pub async fn run(
         instance_types,
         metrics,
         events,
+        backoffs: Backoffs::default(),
+        synced,
     });
     info!(
         namespace = namespace.as_deref().unwrap_or("*"),
@@ -238,7 +279,14 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
+        .run(
+            |obj, ctx| async move {
+                let key = backoff::key(&*obj);
+                guarded(&ctx.backoffs.clone(), key, reconcile(obj, ctx)).await
+            },
+            error_policy,
+            ctx,
+        );
     crate::operator::reconcile::drain(results, info_span!("batchdeployment")).await;
 }
 

@@ -28,12 +28,15 @@ use crate::{
         common::condition_types::{READY, RESOLVED},
         online_endpoint::ProvisioningState,
     },
-    operator::events::Events,
     operator::{
+        backoff::{self, Backoffs},
         client::api,
         conditions, error_category,
+        events::Events,
         metrics::Metrics,
         names::{self, NAME_TAKEN, Names, NotListed, taken_message},
+        reconcile::{Panicked, Policy, ReconcileError, guarded},
+        synced::{Synced, ready},
     },
 };
 
@@ -44,13 +47,15 @@ const CONTROLLER: &str = "batchendpoint";
 pub enum Error {
     #[error("patching status")]
     PatchStatus(#[source] kube::Error),
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
 }
 
-impl Error {
-    /// A bounded label for metrics.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for Error {
+    fn category(&self) -> &'static str {
         match self {
             Error::PatchStatus(e) => error_category(e),
+            Error::Panicked(_) => crate::operator::reconcile::PANIC,
         }
     }
 }
@@ -172,6 +177,9 @@ pub struct Ctx {
     pub deployments: Store<BatchDeployment>,
     pub metrics: Metrics,
     pub events: Events,
+    pub backoffs: Backoffs,
+    /// Whether every cache above holds its first list.
+    pub synced: Synced,
     pub options: Options,
 }
 
@@ -179,6 +187,12 @@ pub struct Ctx {
 #[tracing::instrument(skip_all, fields(namespace = e.namespace().as_deref().unwrap_or(""), name = %e.name_any()))]
 pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let _timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
+    // Decide only on complete caches: after a restart an empty cache would report what the
+    // object references as missing, with Warning Events, for nothing.
+    if !ctx.synced.wait().await {
+        warn!("caches not synced yet; retrying");
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
     // The name is the invoke URI, held by one endpoint across the watched namespaces.
     let name_taken = match ctx.options.names.holder_of(&e) {
         Ok(holder) => holder,
@@ -227,20 +241,30 @@ pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, E
     Ok(next)
 }
 
-fn error_policy(_e: Arc<BatchEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
+fn error_policy(e: Arc<BatchEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let policy = Policy {
+        controller: CONTROLLER,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        events: &ctx.events,
+    };
+    crate::operator::reconcile::failed(policy, &*e, err)
 }
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
-    client: Client,
-    metrics: Metrics,
-    events: Events,
-    namespace: Option<String>,
-    concurrency: u16,
+    rt: crate::operator::runtime::Runtime,
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let crate::operator::runtime::Runtime {
+        client,
+        metrics,
+        events,
+        health,
+        namespace,
+        concurrency,
+    } = rt;
     let ns = namespace.as_deref();
     let (endpoints_api, deployments_api) = (
         api::<BatchEndpoint>(&client, ns),
@@ -255,11 +279,17 @@ pub async fn run(
     // and know when its first list is in.
     let (endpoints, endpoint_stream) = options.names.watch(endpoints_api);
     let controller = Controller::for_stream(endpoint_stream, endpoints.clone());
+    let synced = {
+        let (d, e) = (deployments.clone(), endpoints.clone());
+        Synced::spawn(health, async move { ready(d).await && ready(e).await })
+    };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         deployments,
         metrics,
         events,
+        backoffs: Backoffs::default(),
+        synced,
         options,
     });
     info!(
@@ -284,7 +314,14 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
+        .run(
+            |obj, ctx| async move {
+                let key = backoff::key(&*obj);
+                guarded(&ctx.backoffs.clone(), key, reconcile(obj, ctx)).await
+            },
+            error_policy,
+            ctx,
+        );
     crate::operator::reconcile::drain(results, info_span!("batchendpoint")).await;
 }
 

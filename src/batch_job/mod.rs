@@ -33,7 +33,6 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, PostParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -53,8 +52,16 @@ use crate::{
         environment::Environment, instance_type::InstanceType,
     },
     batch_deployment::resolve_from_stores,
-    operator::events::Events,
-    operator::{children::MANAGER, is_already_exists, is_not_found, metrics::Metrics},
+    operator::{
+        apply::{ChildError, create_owned, delete_owned},
+        backoff::{self, Backoffs},
+        children::MANAGER,
+        events::Events,
+        metrics::Metrics,
+        reconcile::{Policy, guarded},
+        refusal,
+        synced::{Synced, ready},
+    },
 };
 
 const CONTROLLER: &str = "batchjob";
@@ -83,6 +90,9 @@ pub struct Ctx {
     pub metrics: Metrics,
     pub events: Events,
     pub driver_image: String,
+    pub backoffs: Backoffs,
+    /// Whether every cache above holds its first list.
+    pub synced: Synced,
 }
 
 /// Reconciles one BatchJob.
@@ -90,6 +100,12 @@ pub struct Ctx {
 pub async fn reconcile(bj: Arc<BatchJob>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let _timer = crate::operator::reconcile::started(&ctx.metrics, CONTROLLER);
     let ns = bj.namespace().ok_or(Error::MissingNamespace)?;
+    // Decide only on complete caches: after a restart an empty cache would requeue a running job
+    // as EndpointNotFound and plan its Job again.
+    if !ctx.synced.wait().await {
+        tracing::warn!("caches not synced yet; retrying");
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
 
     let resolution = resolve_job(&bj, &ctx, &ns);
     let job = own_job(&bj, &ctx.jobs, &ns);
@@ -105,13 +121,39 @@ pub async fn reconcile(bj: Arc<BatchJob>, ctx: Arc<Ctx>) -> Result<Action, Error
         Time(Timestamp::now()),
     );
 
-    // Status first: the deployment and output location are on record before the Job exists.
-    if bj.status.as_ref() != Some(&plan.status) {
-        crate::operator::status::patch_status(&ctx.client, &*bj, &plan.status)
+    // Status first: the deployment and output location are on record before the Job exists. A
+    // refusal on record stays until a write succeeds (no flip-flop while it backs off).
+    let old = bj
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    let mut status = plan.status.clone();
+    if plan.create {
+        refusal::carry(old, &mut status.conditions);
+    }
+    if bj.status.as_ref() != Some(&status) {
+        crate::operator::status::patch_status(&ctx.client, &*bj, &status)
             .await
             .map_err(Error::PatchStatus)?;
     }
-    apply(&bj, &ctx, &ns, &resolution, &plan).await?;
+    if let Err(err) = apply(&bj, &ctx, &ns, &resolution, &plan).await {
+        let r = err.refusal().ok_or(err)?;
+        r.mark(
+            &mut status.conditions,
+            bj.metadata.generation,
+            &Time(Timestamp::now()),
+        );
+        if bj.status.as_ref() != Some(&status) {
+            crate::operator::status::patch_status(&ctx.client, &*bj, &status)
+                .await
+                .map_err(Error::PatchStatus)?;
+        }
+        if !r.already_shown(old) {
+            ctx.events.publish(&*bj, true, r.reason, &r.message);
+        }
+        return Err(r.into());
+    }
     if let Some(t) = &plan.transition {
         ctx.events.publish(&*bj, t.warning, &t.reason, &t.message);
     }
@@ -150,7 +192,8 @@ fn own_pods(pods: &Store<Pod>, ns: &str, job: Option<&Job>) -> Vec<Arc<Pod>> {
         .collect()
 }
 
-async fn create<K>(client: &Client, ns: &str, obj: &K) -> Result<(), kube::Error>
+/// Creates a write-once child; one of the same name that is not this job's is a conflict.
+async fn create<K>(client: &Client, ns: &str, obj: &K) -> Result<(), ChildError>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -159,15 +202,7 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(client.clone(), ns);
-    let pp = PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..PostParams::default()
-    };
-    match api.create(&pp, obj).await {
-        Ok(_) => Ok(()),
-        Err(e) if is_already_exists(&e) => Ok(()),
-        Err(e) => Err(e),
-    }
+    create_owned(&api, obj).await.map(|_| ())
 }
 
 /// Creates the driver's account and the Job, or deletes the Job, as the plan says.
@@ -178,21 +213,17 @@ async fn apply(
     resolution: &JobResolution,
     plan: &Plan,
 ) -> Result<(), Error> {
-    if plan.delete_job {
+    // Only this job's own Job (by owner), and only that very object (UID precondition).
+    if plan.delete_job
+        && let Some(uid) = own_job(bj, &ctx.jobs, ns).and_then(|j| j.uid())
+    {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), ns);
-        match jobs
-            .delete(&bj.name_any(), &DeleteParams::background())
+        delete_owned(&jobs, &bj.name_any(), &uid)
             .await
-        {
-            Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
-            Err(source) => {
-                return Err(Error::DeleteJob {
-                    name: bj.name_any(),
-                    source,
-                });
-            }
-        }
+            .map_err(|source| Error::DeleteJob {
+                name: bj.name_any(),
+                source,
+            })?;
     }
     let (true, JobResolution::Ready(target)) = (plan.create, resolution) else {
         return Ok(());
@@ -223,8 +254,14 @@ async fn apply(
     Ok(())
 }
 
-fn error_policy(_bj: Arc<BatchJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
+fn error_policy(bj: Arc<BatchJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let policy = Policy {
+        controller: CONTROLLER,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        events: &ctx.events,
+    };
+    crate::operator::reconcile::failed(policy, &*bj, err)
 }
 
 fn namespaced<K>(c: &Client, ns: &Option<String>) -> Api<K>
@@ -240,14 +277,18 @@ where
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
-    client: Client,
-    metrics: Metrics,
-    events: Events,
-    namespace: Option<String>,
-    concurrency: u16,
+    rt: crate::operator::runtime::Runtime,
     driver_image: String,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let crate::operator::runtime::Runtime {
+        client,
+        metrics,
+        events,
+        health,
+        namespace,
+        concurrency,
+    } = rt;
     let cfg = watcher::Config::default;
     let managed = || {
         cfg().labels(&format!(
@@ -303,6 +344,24 @@ pub async fn run(
         waiting_in.clone(),
         waiting_in,
     );
+    let synced = {
+        let (j, p, e, d, v, i) = (
+            jobs.clone(),
+            pods.clone(),
+            endpoints.clone(),
+            deployments.clone(),
+            environments.clone(),
+            instance_types.clone(),
+        );
+        Synced::spawn(health, async move {
+            ready(j).await
+                && ready(p).await
+                && ready(e).await
+                && ready(d).await
+                && ready(v).await
+                && ready(i).await
+        })
+    };
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         endpoints,
@@ -314,6 +373,8 @@ pub async fn run(
         metrics,
         events,
         driver_image,
+        backoffs: Backoffs::default(),
+        synced,
     });
     info!(
         namespace = namespace.as_deref().unwrap_or("*"),
@@ -339,6 +400,13 @@ pub async fn run(
         })
         .watches_stream(it_stream.applied_objects(), move |_: InstanceType| w4(None))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
+        .run(
+            |bj, ctx| async move {
+                let key = backoff::key(&*bj);
+                guarded(&ctx.backoffs.clone(), key, reconcile(bj, ctx)).await
+            },
+            error_policy,
+            ctx,
+        );
     crate::operator::reconcile::drain(results, info_span!("batchjob")).await;
 }

@@ -19,7 +19,14 @@ use crate::{
         common::condition_types::READY,
         environment::{Environment, EnvironmentStatus, EnvironmentVersionRecord},
     },
-    operator::{client::api, conditions, error_category, events::Events, metrics::Metrics},
+    operator::{
+        backoff::{self, Backoffs},
+        client::api,
+        conditions, error_category,
+        events::Events,
+        metrics::Metrics,
+        reconcile::{Panicked, Policy, ReconcileError, guarded},
+    },
 };
 
 const CONTROLLER: &str = "environment";
@@ -31,13 +38,15 @@ pub const MAX_VERSIONS: usize = 20;
 pub enum Error {
     #[error("patching status")]
     PatchStatus(#[source] kube::Error),
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
 }
 
-impl Error {
-    /// A bounded label for metrics.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for Error {
+    fn category(&self) -> &'static str {
         match self {
             Error::PatchStatus(e) => error_category(e),
+            Error::Panicked(_) => crate::operator::reconcile::PANIC,
         }
     }
 }
@@ -94,6 +103,7 @@ pub struct Ctx {
     pub client: Client,
     pub metrics: Metrics,
     pub events: Events,
+    pub backoffs: Backoffs,
 }
 
 /// Reconciles one Environment.
@@ -118,33 +128,58 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, E
     Ok(Action::await_change())
 }
 
-fn error_policy(_env: Arc<Environment>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
+fn error_policy(env: Arc<Environment>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let policy = Policy {
+        controller: CONTROLLER,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        events: &ctx.events,
+    };
+    crate::operator::reconcile::failed(policy, &*env, err)
 }
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
-    client: Client,
-    metrics: Metrics,
-    events: Events,
-    namespace: Option<String>,
-    concurrency: u16,
+    rt: crate::operator::runtime::Runtime,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let crate::operator::runtime::Runtime {
+        client,
+        metrics,
+        events,
+        health,
+        namespace,
+        concurrency,
+    } = rt;
     let api = api::<Environment>(&client, namespace.as_deref());
     let ctx = Arc::new(Ctx {
         client,
         metrics,
         events,
+        backoffs: Backoffs::default(),
     });
     info!(
         namespace = namespace.as_deref().unwrap_or("*"),
         "starting Environment controller"
     );
-    let results = Controller::new(api, watcher::Config::default())
+    let controller = Controller::new(api, watcher::Config::default());
+    let store = controller.store();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            health.set_synced();
+        }
+    });
+    let results = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
+        .run(
+            |env, ctx| async move {
+                let key = backoff::key(&*env);
+                guarded(&ctx.backoffs.clone(), key, reconcile(env, ctx)).await
+            },
+            error_policy,
+            ctx,
+        );
     crate::operator::reconcile::drain(results, info_span!("environment")).await;
 }
 

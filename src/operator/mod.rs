@@ -1,20 +1,26 @@
 //! The operator's shared runtime: client, settings, metrics, conditions and the child helper every
 //! controller uses. Each controller lives in a module of its own (`training`, …).
 
+pub mod apply;
+pub mod backoff;
 pub mod children;
 pub mod client;
 pub mod conditions;
 pub mod events;
+pub mod health;
 pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod refusal;
 pub mod resolve;
 pub mod run;
+pub mod runtime;
 pub mod settings;
 pub mod status;
+pub mod synced;
 
 use std::time::Duration;
 

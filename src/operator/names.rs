@@ -105,7 +105,7 @@ pub struct NotListed;
 /// How long a reconcile waits for the other instances' first lists before checking names with
 /// the caches it has (an instance that cannot list, e.g. for lack of RBAC, must not stall the
 /// others for good).
-const LIST_WAIT: Duration = crate::online::CACHE_SYNC_TIMEOUT;
+const LIST_WAIT: Duration = crate::operator::synced::CACHE_SYNC_TIMEOUT;
 
 impl<K: Resource<DynamicType = ()> + Clone + 'static> Names<K> {
     /// A registry that `instances` controller instances will join.

@@ -1,17 +1,19 @@
 //! `mlcompute operator`: starts the metrics endpoint and every controller, and stops them on
 //! SIGTERM or Ctrl-C.
 
-use futures::future::join_all;
+use futures::{StreamExt, stream::FuturesUnordered};
 use kube::runtime::events::Reporter;
+use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use super::{
     client,
     events::Events,
-    http::{self, Readiness},
-    leader,
+    health::{ControllerHealth, Health},
+    http, leader,
     metrics::Metrics,
     ratelimit::RateLimit,
+    runtime::Runtime,
     settings::Settings,
 };
 
@@ -30,6 +32,10 @@ pub enum RunError {
     Leader(#[from] leader::LeaderError),
     #[error("stepped down as leader ({0}); exiting so that a fresh process campaigns again")]
     LostLease(leader::Lost),
+    #[error(
+        "the {name} controller stopped ({why}); exiting so that Kubernetes restarts the operator"
+    )]
+    ControllerEnded { name: String, why: String },
 }
 
 /// Resolves on SIGTERM or Ctrl-C. The handlers are installed when this is called, not when the
@@ -61,14 +67,14 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     };
     let client = client::rate_limited(settings.kubeconfig.as_deref(), limit).await?;
     let metrics = Metrics::new()?;
-    let ready = Readiness::default();
+    let health = Health::default();
     let listener = tokio::net::TcpListener::bind(settings.metrics_addr)
         .await
         .map_err(|source| RunError::Serve {
             addr: settings.metrics_addr,
             source,
         })?;
-    tokio::spawn(http::serve_on(listener, metrics.clone(), ready.clone()));
+    tokio::spawn(http::serve_on(listener, metrics.clone(), health.clone()));
 
     let reporter = Reporter {
         controller: "mlcompute".into(),
@@ -82,6 +88,10 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     .await?;
     let events = Events::start(events_client, reporter, &metrics.registry)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = {
+        let rx = stop_rx.clone();
+        move || *rx.borrow()
+    };
     tokio::spawn(async move {
         shutdown.await;
         info!("shutting down");
@@ -98,7 +108,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     // standby is ready (it serves its role); the Lease and the `mlcompute_leader` gauge say who
     // leads. The Lease has a client of its own, outside the controllers' rate limit.
     let leadership = if settings.leader.leader_elect {
-        ready.set(true);
+        health.set_serving(true);
         let config = client::config(settings.kubeconfig.as_deref()).await?;
         let lease_client = kube::Client::try_from(config).map_err(client::ClientError::Build)?;
         tokio::select! {
@@ -117,82 +127,137 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     // scoring URI, or its invoke URI) is unique across them all.
     let endpoint_names = super::names::Names::new(namespaces.len());
     let batch_endpoint_names = super::names::Names::new(namespaces.len());
-    let mut controllers = Vec::new();
+    let mut controllers: Vec<(ControllerHealth, JoinHandle<()>)> = Vec::new();
     for ns in namespaces {
-        controllers.push(tokio::spawn(crate::environment::run(
-            client.clone(),
-            metrics.clone(),
-            events.clone(),
-            ns.clone(),
-            settings.concurrency,
-            stopped(),
-        )));
-        controllers.push(tokio::spawn(crate::training::run(
-            client.clone(),
-            metrics.clone(),
-            events.clone(),
-            ns.clone(),
-            settings.concurrency,
-            settings.debounce,
-            stopped(),
-        )));
-        controllers.push(tokio::spawn(crate::online::deployment::run(
-            client.clone(),
-            metrics.clone(),
-            events.clone(),
-            ns.clone(),
-            settings.concurrency,
-            stopped(),
-        )));
-        controllers.push(tokio::spawn(crate::online::endpoint::run(
-            client.clone(),
-            metrics.clone(),
-            events.clone(),
-            ns.clone(),
-            settings.concurrency,
-            crate::online::endpoint::Options {
-                gateway: settings.gateway.clone(),
-                router_url: settings.batch.router_url.clone(),
-                names: endpoint_names.clone(),
-            },
-            stopped(),
-        )));
-        controllers.push(tokio::spawn(crate::batch_endpoint::run(
-            client.clone(),
-            metrics.clone(),
-            events.clone(),
-            ns.clone(),
-            settings.concurrency,
-            crate::batch_endpoint::Options {
-                router_url: settings.batch.router_url.clone(),
-                names: batch_endpoint_names.clone(),
-            },
-            stopped(),
-        )));
-        controllers.push(tokio::spawn(crate::batch_deployment::run(
-            client.clone(),
-            metrics.clone(),
-            events.clone(),
-            ns.clone(),
-            settings.concurrency,
-            stopped(),
-        )));
-        controllers.push(tokio::spawn(crate::batch_job::run(
-            client.clone(),
-            metrics.clone(),
-            events.clone(),
-            ns.clone(),
-            settings.concurrency,
-            settings.batch.driver_image.clone(),
-            stopped(),
-        )));
+        // One health entry per controller and namespace, so `/readyz` names what is not synced.
+        let register = |kind: &str| {
+            health.register(match &ns {
+                Some(ns) => format!("{kind}/{ns}"),
+                None => kind.to_string(),
+            })
+        };
+        let h = register("environment");
+        controllers.push((
+            h.clone(),
+            tokio::spawn(crate::environment::run(
+                Runtime {
+                    client: client.clone(),
+                    metrics: metrics.clone(),
+                    events: events.clone(),
+                    health: h,
+                    namespace: ns.clone(),
+                    concurrency: settings.concurrency,
+                },
+                stopped(),
+            )),
+        ));
+        let h = register("trainingjob");
+        controllers.push((
+            h.clone(),
+            tokio::spawn(crate::training::run(
+                Runtime {
+                    client: client.clone(),
+                    metrics: metrics.clone(),
+                    events: events.clone(),
+                    health: h,
+                    namespace: ns.clone(),
+                    concurrency: settings.concurrency,
+                },
+                settings.debounce,
+                stopped(),
+            )),
+        ));
+        let h = register("onlinedeployment");
+        controllers.push((
+            h.clone(),
+            tokio::spawn(crate::online::deployment::run(
+                Runtime {
+                    client: client.clone(),
+                    metrics: metrics.clone(),
+                    events: events.clone(),
+                    health: h,
+                    namespace: ns.clone(),
+                    concurrency: settings.concurrency,
+                },
+                stopped(),
+            )),
+        ));
+        let h = register("onlineendpoint");
+        controllers.push((
+            h.clone(),
+            tokio::spawn(crate::online::endpoint::run(
+                Runtime {
+                    client: client.clone(),
+                    metrics: metrics.clone(),
+                    events: events.clone(),
+                    health: h,
+                    namespace: ns.clone(),
+                    concurrency: settings.concurrency,
+                },
+                crate::online::endpoint::Options {
+                    gateway: settings.gateway.clone(),
+                    router_url: settings.batch.router_url.clone(),
+                    names: endpoint_names.clone(),
+                },
+                stopped(),
+            )),
+        ));
+        let h = register("batchendpoint");
+        controllers.push((
+            h.clone(),
+            tokio::spawn(crate::batch_endpoint::run(
+                Runtime {
+                    client: client.clone(),
+                    metrics: metrics.clone(),
+                    events: events.clone(),
+                    health: h,
+                    namespace: ns.clone(),
+                    concurrency: settings.concurrency,
+                },
+                crate::batch_endpoint::Options {
+                    router_url: settings.batch.router_url.clone(),
+                    names: batch_endpoint_names.clone(),
+                },
+                stopped(),
+            )),
+        ));
+        let h = register("batchdeployment");
+        controllers.push((
+            h.clone(),
+            tokio::spawn(crate::batch_deployment::run(
+                Runtime {
+                    client: client.clone(),
+                    metrics: metrics.clone(),
+                    events: events.clone(),
+                    health: h,
+                    namespace: ns.clone(),
+                    concurrency: settings.concurrency,
+                },
+                stopped(),
+            )),
+        ));
+        let h = register("batchjob");
+        controllers.push((
+            h.clone(),
+            tokio::spawn(crate::batch_job::run(
+                Runtime {
+                    client: client.clone(),
+                    metrics: metrics.clone(),
+                    events: events.clone(),
+                    health: h,
+                    namespace: ns.clone(),
+                    concurrency: settings.concurrency,
+                },
+                settings.batch.driver_image.clone(),
+                stopped(),
+            )),
+        ));
     }
-    ready.set(true);
+    health.set_serving(true);
     let Some(mut leadership) = leadership else {
-        join_all(controllers).await;
-        return Ok(());
+        return supervise(controllers, stopping).await;
     };
-    let mut all = std::pin::pin!(join_all(controllers));
+    let mut all = std::pin::pin!(supervise(controllers, stopping));
     // On shutdown the controllers get a few seconds to finish their reconciles; then the Lease is
     // released either way (the process exits right after, ending whatever still runs).
     let grace = async {
@@ -200,27 +265,93 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         tokio::time::sleep(std::time::Duration::from_secs(5)).await;
         tracing::warn!("controllers did not stop within 5 s of the shutdown signal");
     };
-    let lost = tokio::select! {
-        _ = &mut all => None,
-        _ = grace => None,
-        lost = leadership.lost() => Some(lost),
+    let (lost, ended) = tokio::select! {
+        r = &mut all => (None, r.err()),
+        _ = grace => (None, None),
+        lost = leadership.lost() => (Some(lost), None),
     };
     match lost {
         None => {
             leadership.release().await;
-            Ok(())
+            ended.map_or(Ok(()), Err)
         }
         Some(lost) => {
             // Another replica may lead from now on: stop at once, writing nothing more.
-            ready.set(false);
+            health.set_serving(false);
             error!(%lost, identity = leadership.identity(), "lost the leader Lease");
             Err(RunError::LostLease(lost))
         }
     }
 }
 
+/// Waits for the controller tasks. A task that ends before shutdown was asked for (it returned,
+/// or panicked outside a reconcile) is an error: the objects of its kind would go unreconciled
+/// while the process looked healthy. Its end fails `/healthz` and the process exits non-zero.
+async fn supervise(
+    controllers: Vec<(ControllerHealth, JoinHandle<()>)>,
+    stopping: impl Fn() -> bool,
+) -> Result<(), RunError> {
+    let mut running: FuturesUnordered<_> = controllers
+        .into_iter()
+        .map(|(health, task)| async move { (health, task.await) })
+        .collect();
+    while let Some((health, result)) = running.next().await {
+        health.set_ended();
+        if stopping() {
+            continue;
+        }
+        let why = match result {
+            Ok(()) => "its task returned".to_string(),
+            Err(e) if e.is_panic() => "its task panicked".to_string(),
+            Err(e) => e.to_string(),
+        };
+        error!(controller = health.name(), %why, "controller stopped");
+        return Err(RunError::ControllerEnded {
+            name: health.name().to_string(),
+            why,
+        });
+    }
+    Ok(())
+}
+
 fn hostname() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_controller_task_that_ends_fails_health_and_the_run() {
+        let health = Health::default();
+        health.set_serving(true);
+        let steady = health.register("trainingjob");
+        let broken = health.register("batchjob");
+        steady.set_synced();
+        broken.set_synced();
+        let tasks = vec![
+            (steady, tokio::spawn(std::future::pending::<()>())),
+            (
+                broken,
+                tokio::spawn(async { panic!("watch stream gave up") }),
+            ),
+        ];
+        let err = supervise(tasks, || false).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the batchjob controller stopped (its task panicked); exiting so that Kubernetes restarts the operator"
+        );
+        assert_eq!(health.live().unwrap_err(), "controller ended: batchjob");
+    }
+
+    #[tokio::test]
+    async fn tasks_that_end_on_shutdown_are_fine() {
+        let health = Health::default();
+        let c = health.register("environment");
+        let tasks = vec![(c, tokio::spawn(async {}))];
+        assert!(supervise(tasks, || true).await.is_ok());
+    }
 }

@@ -22,7 +22,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -39,8 +39,18 @@ pub use error::Error;
 use self::{lifecycle::Plan, resolve::Resolution, topology::Instance};
 use crate::{
     api::{environment::Environment, instance_type::InstanceType, training_job::TrainingJob},
-    operator::events::Events,
-    operator::{children::MANAGER, client::api, is_already_exists, is_not_found, metrics::Metrics},
+    operator::{
+        apply::{check_owner, create_owned, delete_if_owned},
+        backoff::{self, Backoffs},
+        children::MANAGER,
+        client::api,
+        events::Events,
+        health::ControllerHealth,
+        is_not_found,
+        metrics::Metrics,
+        reconcile::{Policy, guarded},
+        refusal,
+    },
 };
 
 const CONTROLLER: &str = "trainingjob";
@@ -55,6 +65,7 @@ pub struct Ctx {
     pub events: Events,
     /// True once the Pod, Environment and InstanceType caches have synced.
     pub synced: watch::Receiver<bool>,
+    pub backoffs: Backoffs,
 }
 
 /// Reconciles one TrainingJob. Reads like the stages it runs.
@@ -77,16 +88,24 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
 
     let first_attempt =
         plan.attempt == 1 && job.status.as_ref().and_then(|s| s.attempts).unwrap_or(0) == 0;
-    if first_attempt && !plan.create.is_empty() {
+    let applied = if first_attempt && !plan.create.is_empty() {
         // Starting: create the Pods only. The Pods' own events bring the next reconcile, which
         // adopts them as attempt 1 and writes the status then: one status write fewer per job,
         // which is what a burst of thousands of jobs costs the API server most.
-        apply(&job, &ctx, &ns, &resolution, &plan).await?;
+        apply(&job, &ctx, &ns, &resolution, &plan).await
     } else {
         // Status first: a retry is on record before its Pods change, so a restarted operator
-        // never counts an attempt twice or forgets one.
-        write_status(&job, &ctx, &ns, &plan).await?;
-        apply(&job, &ctx, &ns, &resolution, &plan).await?;
+        // never counts an attempt twice or forgets one. A refusal on record stays until the
+        // Pods are created (no flip-flop of the status while the write backs off).
+        let mut status = plan.status.clone();
+        if !plan.create.is_empty() {
+            carry_refusal(job.status.as_ref(), &mut status);
+        }
+        write_status(&job, &ctx, &ns, &status).await?;
+        apply(&job, &ctx, &ns, &resolution, &plan).await
+    };
+    if let Err(err) = applied {
+        return Err(refused(&job, &ctx, &ns, plan, err).await);
     }
     if let Some(t) = &plan.transition {
         ctx.events.publish(&*job, t.warning, &t.reason, &t.message);
@@ -111,6 +130,7 @@ fn watch_sync(
     pods: Store<Pod>,
     envs: Store<Environment>,
     its: Store<InstanceType>,
+    health: ControllerHealth,
 ) -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -118,6 +138,7 @@ fn watch_sync(
         let _ = envs.wait_until_ready().await;
         let _ = its.wait_until_ready().await;
         let _ = tx.send(true);
+        health.set_synced();
     });
     rx
 }
@@ -138,12 +159,61 @@ fn own_pods(job: &TrainingJob, pods: &Store<Pod>) -> Vec<observe::ObservedPod> {
         .collect()
 }
 
-async fn write_status(job: &TrainingJob, ctx: &Ctx, ns: &str, plan: &Plan) -> Result<(), Error> {
-    if job.status.as_ref() == Some(&plan.status) {
+/// Keeps a refusal shown in `old` in `new` (conditions, reason and message).
+fn carry_refusal(
+    old: Option<&crate::api::training_job::TrainingJobStatus>,
+    new: &mut crate::api::training_job::TrainingJobStatus,
+) {
+    let Some(old) = old else { return };
+    let before = new.conditions.clone();
+    refusal::carry(&old.conditions, &mut new.conditions);
+    if new.conditions != before {
+        new.reason = old.reason.clone();
+        new.message = old.message.clone();
+    }
+}
+
+/// A child write failed. When the API server (or the ownership check) refused it, the job's status
+/// says so with the server's message, once as a Warning Event, and the refusal is the error (so
+/// the error policy waits for a change or backs off); other errors are returned as they are.
+async fn refused(job: &TrainingJob, ctx: &Ctx, ns: &str, mut plan: Plan, err: Error) -> Error {
+    let Some(refusal) = err.refusal() else {
+        return err;
+    };
+    let old = job
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or(&[]);
+    let shown = refusal.already_shown(old);
+    refusal.mark(
+        &mut plan.status.conditions,
+        job.metadata.generation,
+        &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),
+    );
+    plan.status.reason = Some(refusal.reason.to_string());
+    plan.status.message = Some(refusal.message.clone());
+    if let Err(e) = write_status(job, ctx, ns, &plan.status).await {
+        return e;
+    }
+    if !shown {
+        ctx.events
+            .publish(job, true, refusal.reason, &refusal.message);
+    }
+    Error::Refused(refusal)
+}
+
+async fn write_status(
+    job: &TrainingJob,
+    ctx: &Ctx,
+    ns: &str,
+    status: &crate::api::training_job::TrainingJobStatus,
+) -> Result<(), Error> {
+    if job.status.as_ref() == Some(status) {
         return Ok(());
     }
     let api: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = json!({ "apiVersion": TrainingJob::api_version(&()), "kind": "TrainingJob", "status": plan.status });
+    let patch = json!({ "apiVersion": TrainingJob::api_version(&()), "kind": "TrainingJob", "status": status });
     api.patch_status(
         &job.name_any(),
         &PatchParams::apply(MANAGER).force(),
@@ -199,26 +269,20 @@ async fn apply(
 }
 
 async fn create_pod(ctx: &Ctx, pods: &Api<Pod>, pod: Pod) -> Result<(), Error> {
-    let name = pod.name_any();
-    match pods
-        .create(
-            &PostParams {
-                field_manager: Some(MANAGER.into()),
-                ..PostParams::default()
-            },
-            &pod,
-        )
-        .await
-    {
-        Ok(_) => {
-            ctx.metrics
-                .pods_created
-                .with_label_values(&[CONTROLLER])
-                .inc();
+    match create_owned(pods, &pod).await {
+        Ok(created) => {
+            if created {
+                ctx.metrics
+                    .pods_created
+                    .with_label_values(&[CONTROLLER])
+                    .inc();
+            }
             Ok(())
         }
-        Err(e) if is_already_exists(&e) => Ok(()),
-        Err(source) => Err(Error::CreatePod { pod: name, source }),
+        Err(source) => Err(Error::CreatePod {
+            pod: pod.name_any(),
+            source,
+        }),
     }
 }
 
@@ -229,59 +293,54 @@ async fn create_side_objects(
     ns: &str,
     all: &[Instance],
 ) -> Result<(), Error> {
-    let pp = PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..PostParams::default()
-    };
     if topology::needs_service(job) {
         let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-        match services.create(&pp, &children::service(job)).await {
-            Ok(_) => {}
-            Err(e) if is_already_exists(&e) => {}
-            Err(e) => return Err(Error::CreateService(e)),
-        }
+        create_owned(&services, &children::service(job))
+            .await
+            .map_err(Error::CreateService)?;
     }
     let is_mpi = job.spec.distribution.as_ref().map(|d| d.type_)
         == Some(crate::api::training_job::DistributionType::Mpi);
     if is_mpi {
         let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), ns);
-        match cms.create(&pp, &children::mpi_hostfile(job, all)).await {
-            Ok(_) => {}
-            Err(e) if is_already_exists(&e) => {}
-            Err(e) => return Err(Error::CreateMpiConfig(e)),
-        }
-        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
-        // Keys are made once: an existing Secret keeps the pair the running Pods already have.
-        if secrets
-            .get_opt(&format!("{}-mpi-ssh", job.name_any()))
+        create_owned(&cms, &children::mpi_hostfile(job, all))
             .await
-            .map_err(Error::CreateMpiConfig)?
-            .is_none()
+            .map_err(Error::CreateMpiConfig)?;
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+        // Keys are made once: an existing Secret of ours keeps the pair the running Pods already
+        // have; one of somebody else's is never read or written.
+        let name = format!("{}-mpi-ssh", job.name_any());
+        match secrets
+            .get_opt(&name)
+            .await
+            .map_err(|e| Error::CreateMpiConfig(e.into()))?
         {
-            let (private, public) = ssh_keypair()?;
-            match secrets
-                .create(&pp, &children::mpi_ssh_secret(job, private, public))
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if is_already_exists(&e) => {}
-                Err(e) => return Err(Error::CreateMpiConfig(e)),
+            Some(existing) => {
+                let (private, public) = (String::new(), String::new());
+                check_owner(&existing, &children::mpi_ssh_secret(job, private, public))
+                    .map_err(Error::CreateMpiConfig)?;
+            }
+            None => {
+                let (private, public) = ssh_keypair()?;
+                create_owned(&secrets, &children::mpi_ssh_secret(job, private, public))
+                    .await
+                    .map_err(Error::CreateMpiConfig)?;
             }
         }
     }
     Ok(())
 }
 
+/// Deletes the rendezvous Service once the job's TTL expired: only if the job controls it (a
+/// user's Service of the same name stays).
 async fn delete_side_objects(job: &TrainingJob, ctx: &Ctx, ns: &str) -> Result<(), Error> {
+    let Some(uid) = job.uid() else {
+        return Ok(());
+    };
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), ns);
-    match services
-        .delete(&job.name_any(), &DeleteParams::background())
+    delete_if_owned(&services, &job.name_any(), &uid)
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
-        Err(e) => Err(Error::DeleteService(e)),
-    }
+        .map_err(Error::DeleteService)
 }
 
 /// An Ed25519 key pair in OpenSSH format.
@@ -300,20 +359,30 @@ fn ssh_keypair() -> Result<(String, String), Error> {
     Ok((private.to_string(), public))
 }
 
-fn error_policy(_job: Arc<TrainingJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
+fn error_policy(job: Arc<TrainingJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let policy = Policy {
+        controller: CONTROLLER,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        events: &ctx.events,
+    };
+    crate::operator::reconcile::failed(policy, &*job, err)
 }
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
-    client: Client,
-    metrics: Metrics,
-    events: Events,
-    namespace: Option<String>,
-    concurrency: u16,
+    rt: crate::operator::runtime::Runtime,
     debounce: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let crate::operator::runtime::Runtime {
+        client,
+        metrics,
+        events,
+        health,
+        namespace,
+        concurrency,
+    } = rt;
     let ns = namespace.as_deref();
     let (pods_api, envs_api) = (api::<Pod>(&client, ns), api::<Environment>(&client, ns));
     let managed = watcher::Config::default().labels(&format!(
@@ -353,7 +422,12 @@ pub async fn run(
     let controller = Controller::for_stream(job_stream.applied_objects(), jobs.clone());
     let jobs_for_envs = jobs.clone();
     tokio::spawn(count_phases(jobs.clone(), metrics.clone()));
-    let synced = watch_sync(pods.clone(), environments.clone(), instance_types.clone());
+    let synced = watch_sync(
+        pods.clone(),
+        environments.clone(),
+        instance_types.clone(),
+        health,
+    );
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods,
@@ -362,6 +436,7 @@ pub async fn run(
         metrics,
         events,
         synced,
+        backoffs: Backoffs::default(),
     });
     info!(
         namespace = namespace.as_deref().unwrap_or("*"),
@@ -393,7 +468,14 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
+        .run(
+            |job, ctx| async move {
+                let key = backoff::key(&*job);
+                guarded(&ctx.backoffs.clone(), key, reconcile(job, ctx)).await
+            },
+            error_policy,
+            ctx,
+        );
     crate::operator::reconcile::drain(results, info_span!("trainingjob")).await;
 }
 

@@ -24,7 +24,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::Action,
@@ -38,14 +38,21 @@ use tracing::{info, warn};
 pub use error::Error;
 
 use self::status::{EndpointPresence, Observed};
-use super::{api, apply::apply_if_changed, cache, cached, resolve};
+use super::{api, cache, cached, resolve};
 use crate::{
     api::{
         environment::Environment, instance_type::InstanceType, online_deployment::OnlineDeployment,
         online_endpoint::OnlineEndpoint,
     },
-    operator::events::Events,
-    operator::{children::MANAGER, is_not_found, metrics::Metrics},
+    operator::{
+        apply::{apply_if_changed, controller_uid, delete_owned},
+        backoff::{self, Backoffs},
+        children::MANAGER,
+        events::Events,
+        metrics::Metrics,
+        reconcile::{Policy, guarded},
+        refusal,
+    },
 };
 
 const CONTROLLER: &str = "onlinedeployment";
@@ -64,6 +71,7 @@ pub struct Ctx {
     pub endpoints: Store<OnlineEndpoint>,
     pub metrics: Metrics,
     pub events: Events,
+    pub backoffs: Backoffs,
 }
 
 /// Reconciles one OnlineDeployment.
@@ -84,14 +92,22 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
         Some(_) => EndpointPresence::Found,
         None => EndpointPresence::NotFound,
     };
-    if let (Ok(resolved), EndpointPresence::Found) = (&resolution, endpoint) {
-        apply_children(&od, &ctx, &ns, resolved).await?;
+    let mut refused = None;
+    if let (Ok(resolved), EndpointPresence::Found) = (&resolution, endpoint)
+        && let Err(err) = apply_children(&od, &ctx, &ns, resolved).await
+    {
+        // A refused child is shown in status (below) and becomes the error; others just fail.
+        refused = Some(err.refusal().ok_or(err)?);
     }
 
     let observed =
         Observed::from_deployment(cached(&ctx.deployments, &ns, &build::name(&od)).as_deref());
     let now = Time(Timestamp::now());
-    let new = status::compute(&od, &resolution, endpoint, observed, &now);
+    let mut new = status::compute(&od, &resolution, endpoint, observed, &now);
+    match &refused {
+        Some(r) => r.mark(&mut new.conditions, od.metadata.generation, &now),
+        None => refusal::clear(&mut new.conditions),
+    }
     if od.status.as_ref() != Some(&new) {
         let api: Api<OnlineDeployment> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = json!({ "apiVersion": OnlineDeployment::api_version(&()), "kind": "OnlineDeployment", "status": new });
@@ -106,7 +122,10 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
             super::publish(&ctx.events, &*od, &t);
         }
     }
-    Ok(Action::await_change())
+    match refused {
+        Some(r) => Err(r.into()),
+        None => Ok(Action::await_change()),
+    }
 }
 
 /// Applies every child whose desired state differs from the cached one.
@@ -163,43 +182,52 @@ async fn apply_children(
             .await
             .map_err(apply_err("the HorizontalPodAutoscaler"))?;
         log_write(ctx, written, "HorizontalPodAutoscaler", &name);
-    } else if current_hpa.is_some() {
-        match hpas.delete(&name, &DeleteParams::background()).await {
-            Ok(_) => {
-                info!(kind = "HorizontalPodAutoscaler", child = %name, "deleted (manual scaling)")
-            }
-            Err(e) if is_not_found(&e) => {}
-            Err(source) => {
-                return Err(Error::Delete {
-                    what: "the HorizontalPodAutoscaler",
-                    source,
-                });
-            }
-        }
+    } else if let Some(hpa) = current_hpa
+        && let Some(uid) = hpa.uid()
+        && controller_uid(&*hpa) == od.uid().as_deref()
+    {
+        // Only an HPA this deployment controls, and only that very object (UID precondition).
+        delete_owned(&hpas, &name, &uid)
+            .await
+            .map_err(|source| Error::Delete {
+                what: "the HorizontalPodAutoscaler",
+                source,
+            })?;
+        info!(kind = "HorizontalPodAutoscaler", child = %name, "deleted (manual scaling)");
     }
     Ok(())
 }
 
 fn log_write(ctx: &Ctx, written: bool, kind: &str, name: &str) {
-    super::apply::record(&ctx.metrics, CONTROLLER, kind, written);
+    crate::operator::apply::record(&ctx.metrics, CONTROLLER, kind, written);
     if written {
         info!(kind, child = %name, "applied");
     }
 }
 
-fn error_policy(_od: Arc<OnlineDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
+fn error_policy(od: Arc<OnlineDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let policy = Policy {
+        controller: CONTROLLER,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        events: &ctx.events,
+    };
+    crate::operator::reconcile::failed(policy, &*od, err)
 }
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
-    client: Client,
-    metrics: Metrics,
-    events: Events,
-    namespace: Option<String>,
-    concurrency: u16,
+    rt: crate::operator::runtime::Runtime,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let crate::operator::runtime::Runtime {
+        client,
+        metrics,
+        events,
+        health,
+        namespace,
+        concurrency,
+    } = rt;
     let ns = namespace.as_deref();
     let managed = watcher::Config::default().labels(&format!(
         "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}"
@@ -235,7 +263,7 @@ pub async fn run(
             instance_types.clone(),
             endpoints.clone(),
         );
-        super::Synced::spawn(async move {
+        super::Synced::spawn(health, async move {
             super::ready(d).await
                 && super::ready(s).await
                 && super::ready(h).await
@@ -257,6 +285,7 @@ pub async fn run(
         endpoints,
         metrics,
         events,
+        backoffs: Backoffs::default(),
     });
     info!(
         namespace = ns.unwrap_or("*"),
@@ -301,6 +330,13 @@ pub async fn run(
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
+        .run(
+            |od, ctx| async move {
+                let key = backoff::key(&*od);
+                guarded(&ctx.backoffs.clone(), key, reconcile(od, ctx)).await
+            },
+            error_policy,
+            ctx,
+        );
     crate::operator::reconcile::drain(results, tracing::info_span!("onlinedeployment")).await;
 }

@@ -29,9 +29,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{
-        ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
-    },
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -50,11 +48,7 @@ use self::{
     status::Gateway,
 };
 use super::{
-    ROUTING_TABLE_KEY, ROUTING_TABLE_LABEL, api,
-    apply::{DESIRED_HASH, apply_if_changed, hash_of},
-    cache, cached,
-    deployment::build,
-    resolve,
+    ROUTING_TABLE_KEY, ROUTING_TABLE_LABEL, api, cache, cached, deployment::build, resolve,
 };
 use crate::{
     api::{
@@ -62,12 +56,19 @@ use crate::{
         online_deployment::OnlineDeployment,
         online_endpoint::{OnlineEndpoint, OnlineEndpointStatus},
     },
-    operator::events::Events,
     operator::{
-        children::{LABEL_MANAGED_BY, MANAGER, child_meta},
-        is_already_exists, is_not_found,
+        apply::{
+            DESIRED_HASH, apply_if_changed, check_owner, check_owner_meta, controller_uid,
+            create_owned, delete_owned, hash_of,
+        },
+        backoff::{self, Backoffs},
+        children::{MANAGER, child_meta},
+        events::Events,
+        is_not_found,
         metrics::Metrics,
         names::{self, Names, NotListed},
+        reconcile::{Policy, guarded},
+        refusal,
     },
     router::table::RequestSettings,
 };
@@ -108,6 +109,7 @@ pub struct Ctx {
     pub applied_routes: Mutex<HashMap<String, String>>,
     /// Whether the HTTPRoute CRD exists, and when that was learnt.
     pub httproute_crd: Mutex<Option<(bool, Instant)>>,
+    pub backoffs: Backoffs,
 }
 
 /// The routing ConfigMap's name.
@@ -192,11 +194,28 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
     };
     let routing = routing::compute(&ep, &views(&ep, &ctx));
 
-    let keys_ready = ensure_keys(&ep, &ctx, &ns).await?;
+    // A refused child write is shown in status (below) and becomes the error; others just fail.
+    let mut refused = None;
+    let keys_ready = match ensure_keys(&ep, &ctx, &ns).await {
+        Ok(ready) => ready,
+        Err(err) => {
+            refused = Some(err.refusal().ok_or(err)?);
+            false
+        }
+    };
     let gateway = match &name_taken {
         None => {
-            apply_routing(&ep, &ctx, &ns, &routing).await?;
-            apply_http_route(&ep, &ctx, &ns, &routing).await?
+            match apply_routing(&ep, &ctx, &ns, &routing).await {
+                Ok(()) => {}
+                Err(err) => refused = refused.or(Some(err.refusal().ok_or(err)?)),
+            }
+            match apply_http_route(&ep, &ctx, &ns, &routing).await {
+                Ok(gateway) => gateway,
+                Err(err) => {
+                    refused = refused.or(Some(err.refusal().ok_or(err)?));
+                    Gateway::Withheld
+                }
+            }
         }
         Some(holder) => {
             tracing::debug!(holder = %holder, "endpoint name is held by another namespace; not routed");
@@ -205,7 +224,7 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
     };
 
     let now = Time(Timestamp::now());
-    let new = status::compute(
+    let mut new = status::compute(
         &ep,
         &routing,
         keys_ready,
@@ -214,7 +233,14 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
         &ctx.options.router_url,
         &now,
     );
+    match &refused {
+        Some(r) => r.mark(&mut new.conditions, ep.metadata.generation, &now),
+        None => refusal::clear(&mut new.conditions),
+    }
     write_status(&ep, &ctx, &ns, new).await?;
+    if let Some(r) = refused {
+        return Err(r.into());
+    }
     Ok(match name_taken {
         // The holder may be deleted by another controller instance: no event reaches this one.
         Some(_) => Action::requeue(names::RECHECK),
@@ -237,7 +263,7 @@ async fn apply_routing(
     )
     .await
     .map_err(Error::ApplyRouting)?;
-    super::apply::record(&ctx.metrics, CONTROLLER, "ConfigMap", written);
+    crate::operator::apply::record(&ctx.metrics, CONTROLLER, "ConfigMap", written);
     if written {
         info!(traffic = ?routing.traffic_applied, mirror = ?routing.mirror_applied, "routing table applied");
     }
@@ -249,13 +275,16 @@ async fn apply_routing(
 async fn withdraw(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<Gateway, Error> {
     let name = ep.name_any();
     let cm_name = routing_config_map_name(&name);
-    if cached(&ctx.config_maps, ns, &cm_name).is_some() {
+    if let Some(cm) = cached(&ctx.config_maps, ns, &cm_name)
+        && controller_uid(&*cm).is_some()
+        && controller_uid(&*cm) == ep.uid().as_deref()
+        && let Some(uid) = cm.uid()
+    {
         let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
-        match api.delete(&cm_name, &DeleteParams::default()).await {
-            Ok(_) => info!(configmap = %cm_name, "routing table withdrawn"),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(Error::DeleteRouting(e)),
-        }
+        delete_owned(&api, &cm_name, &uid)
+            .await
+            .map_err(Error::DeleteRouting)?;
+        info!(configmap = %cm_name, "routing table withdrawn");
     }
     if ctx.options.gateway.is_none() {
         return Ok(Gateway::NotConfigured);
@@ -266,10 +295,16 @@ async fn withdraw(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<Gateway, E
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), ns, &http_route_resource());
     let key = format!("{ns}/{name}");
+    // The route to delete: ours only (controlled by this endpoint), and that very object.
+    let ours = |r: &DynamicObject| {
+        let uid = ep.uid();
+        uid.is_some() && controller_uid(r) == uid.as_deref()
+    };
     let present = match &ctx.http_routes {
         Some(store) => store
             .get(&ObjectRef::new_with(&name, http_route_resource()).within(ns))
-            .is_some(),
+            .filter(|r| ours(r))
+            .and_then(|r| r.uid()),
         // No cache (Gateway API installed after start): look once, then remember.
         None => {
             let withdrawn = ctx
@@ -277,22 +312,22 @@ async fn withdraw(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<Gateway, E
                 .lock()
                 .map(|m| m.get(&key).map(String::as_str) == Some(WITHDRAWN))
                 .unwrap_or(false);
-            !withdrawn
-                && api
-                    .get_opt(&name)
+            if withdrawn {
+                None
+            } else {
+                api.get_opt(&name)
                     .await
                     .map_err(Error::DeleteHttpRoute)?
-                    .is_some_and(|r| {
-                        r.labels().get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGER)
-                    })
+                    .filter(ours)
+                    .and_then(|r| r.uid())
+            }
         }
     };
-    if present {
-        match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => info!("HTTPRoute withdrawn"),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(Error::DeleteHttpRoute(e)),
-        }
+    if let Some(uid) = present {
+        delete_owned(&api, &name, &uid)
+            .await
+            .map_err(Error::DeleteHttpRoute)?;
+        info!("HTTPRoute withdrawn");
     }
     if let Ok(mut m) = ctx.applied_routes.lock() {
         m.insert(key, WITHDRAWN.into());
@@ -346,7 +381,10 @@ async fn ensure_keys(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<bool, E
     }
     let name = routing::keys_secret_name(&ep.name_any());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let desired = keys::secret(ep);
     if let Some(existing) = cached(&ctx.secrets, ns, &name) {
+        // Keys in a Secret somebody else controls are never read, served or rewritten.
+        check_owner(&*existing, &desired).map_err(Error::CreateKeys)?;
         // A Secret made before token signing (or for key mode, then switched): add the key.
         if ep.spec.auth_mode == AuthMode::AmlToken && !keys::has_signing_key(&existing) {
             let patch = serde_json::json!({ "stringData": {
@@ -355,24 +393,19 @@ async fn ensure_keys(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<bool, E
             secrets
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
-                .map_err(Error::CreateKeys)?;
+                .map_err(|e| Error::CreateKeys(e.into()))?;
             info!(secret = %name, "token signing key added");
         }
         return Ok(true);
     }
-    let pp = PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..PostParams::default()
-    };
-    match secrets.create(&pp, &keys::secret(ep)).await {
-        Ok(_) => {
-            info!(secret = %name, "keys created");
-            Ok(true)
-        }
-        // The cache was behind: the keys exist and stay as they are.
-        Err(e) if is_already_exists(&e) => Ok(true),
-        Err(e) => Err(Error::CreateKeys(e)),
+    // Created once, never rewritten; an existing one of ours means the cache was behind.
+    if create_owned(&secrets, &desired)
+        .await
+        .map_err(Error::CreateKeys)?
+    {
+        info!(secret = %name, "keys created");
     }
+    Ok(true)
 }
 
 /// Whether the HTTPRoute CRD is installed (asked through discovery, remembered for a while).
@@ -433,12 +466,32 @@ async fn apply_http_route(
             .map(|m| m.get(&key) == Some(&hash))
             .unwrap_or(false),
     };
-    super::apply::record(&ctx.metrics, CONTROLLER, "HTTPRoute", !done);
+    crate::operator::apply::record(&ctx.metrics, CONTROLLER, "HTTPRoute", !done);
     if done {
         return Ok(Gateway::Applied);
     }
     let api: Api<DynamicObject> =
         Api::namespaced_with(ctx.client.clone(), ns, &http_route_resource());
+    // Never take over an HTTPRoute of the same name that is not this endpoint's.
+    let existing = match &ctx.http_routes {
+        Some(store) => store
+            .get(&ObjectRef::new_with(&ep.name_any(), http_route_resource()).within(ns))
+            .map(|r| (*r).clone()),
+        None => None,
+    };
+    let existing = match existing {
+        Some(r) => Some(r),
+        None => api
+            .get_opt(&ep.name_any())
+            .await
+            .map_err(|e| Error::ApplyHttpRoute(e.into()))?,
+    };
+    if let Some(existing) = existing {
+        let desired: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+            serde_json::from_value(route["metadata"].clone()).unwrap_or_default();
+        check_owner_meta(httproute::KIND, &existing.metadata, &desired)
+            .map_err(Error::ApplyHttpRoute)?;
+    }
     match api
         .patch(
             &ep.name_any(),
@@ -455,7 +508,7 @@ async fn apply_http_route(
             }
             return Ok(Gateway::NotInstalled);
         }
-        Err(e) => return Err(Error::ApplyHttpRoute(e)),
+        Err(e) => return Err(Error::ApplyHttpRoute(e.into())),
     }
     info!(traffic = ?routing.traffic_applied, "HTTPRoute applied");
     if let Ok(mut m) = ctx.applied_routes.lock() {
@@ -470,20 +523,30 @@ fn http_route_resource() -> ApiResource {
     ApiResource::from_gvk(&gvk)
 }
 
-fn error_policy(_ep: Arc<OnlineEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    crate::operator::reconcile::failed(&ctx.metrics, CONTROLLER, err.category(), err)
+fn error_policy(ep: Arc<OnlineEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let policy = Policy {
+        controller: CONTROLLER,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        events: &ctx.events,
+    };
+    crate::operator::reconcile::failed(policy, &*ep, err)
 }
 
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
-    client: Client,
-    metrics: Metrics,
-    events: Events,
-    namespace: Option<String>,
-    concurrency: u16,
+    rt: crate::operator::runtime::Runtime,
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let crate::operator::runtime::Runtime {
+        client,
+        metrics,
+        events,
+        health,
+        namespace,
+        concurrency,
+    } = rt;
     let ns = namespace.as_deref();
     let owned =
         format!("app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}");
@@ -537,7 +600,7 @@ pub async fn run(
             config_maps.clone(),
             http_routes.clone(),
         );
-        super::Synced::spawn(async move {
+        super::Synced::spawn(health, async move {
             super::ready(d).await
                 && super::ready(e).await
                 && super::ready(s).await
@@ -561,6 +624,7 @@ pub async fn run(
         http_routes,
         applied_routes: Mutex::new(HashMap::new()),
         httproute_crd: Mutex::new(installed.then(|| (true, Instant::now()))),
+        backoffs: Backoffs::default(),
     });
     let deployments_of = ctx.deployments.clone();
     info!(
@@ -598,8 +662,13 @@ pub async fn run(
     if let Some(stream) = http_route_stream {
         controller = controller.owns_stream_with(stream, http_route_resource());
     }
-    let results = controller
-        .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx);
+    let results = controller.graceful_shutdown_on(shutdown).run(
+        |ep, ctx| async move {
+            let key = backoff::key(&*ep);
+            guarded(&ctx.backoffs.clone(), key, reconcile(ep, ctx)).await
+        },
+        error_policy,
+        ctx,
+    );
     crate::operator::reconcile::drain(results, tracing::info_span!("onlineendpoint")).await;
 }

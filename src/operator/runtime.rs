@@ -1,0 +1,20 @@
+//! What the operator hands every controller it starts: one bundle instead of a growing argument
+//! list, so adding shared machinery touches one place.
+
+use kube::Client;
+
+use super::{events::Events, health::ControllerHealth, metrics::Metrics};
+
+/// The shared handles of one controller instance.
+#[derive(Clone)]
+pub struct Runtime {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub events: Events,
+    /// This controller's entry in `/healthz` and `/readyz`.
+    pub health: ControllerHealth,
+    /// The namespace it watches; `None`: all.
+    pub namespace: Option<String>,
+    /// Reconciles at once.
+    pub concurrency: u16,
+}
