@@ -63,7 +63,7 @@ pub const DNS_1035_LABEL_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
 /// environment variable names.
 pub const IO_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]{0,63}$";
 /// `pvc://<claim>[/<path>]`: a path on a PersistentVolumeClaim in the object's namespace. No
-/// whitespace or control characters; [`rules::no_parent_segments`] refuses `..` segments.
+/// whitespace or control characters; the URI rules also refuse `..` segments.
 pub const PVC_URI_PATTERN: &str =
     concat!(r"^pvc://", subdomain!(), r"(/[^\s\x00-\x1f\x7f]*)?$");
 /// `https://<host>/<path>`: a file or folder downloaded over HTTPS. No whitespace or control

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::{api::core::v1::Toleration, apimachinery::pkg::api::resource::Quantity};
-use kube::{CustomResource, KubeSchema, core::Rule};
+use kube::{CustomResource, KubeSchema};
 use schemars::{Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
@@ -67,7 +67,7 @@ pub struct InstanceTypeSpec {
 /// each with a message naming the field.
 fn tolerations_schema(_: &mut SchemaGenerator) -> Schema {
     let rule = |expr: String, message: &str| {
-        serde_json::to_value(Rule::new(expr).message(message)).unwrap_or_default()
+        serde_json::to_value(kube::core::Rule::new(expr).message(message)).unwrap_or_default()
     };
     json_schema!({
         "type": "array",
