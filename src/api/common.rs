@@ -64,12 +64,10 @@ pub const DNS_1035_LABEL_PATTERN: &str = "^[a-z]([-a-z0-9]*[a-z0-9])?$";
 pub const IO_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]{0,63}$";
 /// `pvc://<claim>[/<path>]`: a path on a PersistentVolumeClaim in the object's namespace. No
 /// whitespace or control characters; the URI rules also refuse `..` segments.
-pub const PVC_URI_PATTERN: &str =
-    concat!(r"^pvc://", subdomain!(), r"(/[^\s\x00-\x1f\x7f]*)?$");
+pub const PVC_URI_PATTERN: &str = concat!(r"^pvc://", subdomain!(), r"(/[^\s\x00-\x1f\x7f]*)?$");
 /// `https://<host>/<path>`: a file or folder downloaded over HTTPS. No whitespace or control
 /// characters.
-pub const HTTPS_URI_PATTERN: &str =
-    r"^https://[^\s\x00-\x1f\x7f/?#]+([/?#][^\s\x00-\x1f\x7f]*)?$";
+pub const HTTPS_URI_PATTERN: &str = r"^https://[^\s\x00-\x1f\x7f/?#]+([/?#][^\s\x00-\x1f\x7f]*)?$";
 /// `configmap://<name>`: code files kept in a ConfigMap in the object's namespace.
 pub const CONFIGMAP_URI_PATTERN: &str = concat!("^configmap://", subdomain!(), "$");
 /// An environment reference: `<name>`, `<name>:<version>` or `<name>@latest`.
@@ -171,7 +169,10 @@ pub mod rules {
                 "!self.matches(r'{DURATION_PATTERN}') || (duration(self) > duration('0s') && duration(self) <= duration('{}s'))",
                 max.as_secs()
             ),
-            format!("{what} must be more than 0s and at most {}", human_duration(max)),
+            format!(
+                "{what} must be more than 0s and at most {}",
+                human_duration(max)
+            ),
         )
     }
 
@@ -619,7 +620,7 @@ impl EnvironmentRef {
                 && version
                     .chars()
                     .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric())
+                    .is_some_and(|c| c.is_ascii_alphanumeric())
                 && version
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
@@ -720,7 +721,11 @@ pub fn human_duration(d: Duration) -> String {
     match secs {
         s if s >= 86400 && s % 86400 == 0 => {
             let days = s / 86400;
-            format!("{}h ({days} day{})", s / 3600, if days == 1 { "" } else { "s" })
+            format!(
+                "{}h ({days} day{})",
+                s / 3600,
+                if days == 1 { "" } else { "s" }
+            )
         }
         s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
         s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
@@ -775,12 +780,33 @@ mod tests {
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1h1m1s1ms"), Ok(Duration::from_millis(3_661_001)));
-        assert_eq!(parse_duration("99999h"), Ok(Duration::from_secs(99999 * 3600)));
+        assert_eq!(
+            parse_duration("1h1m1s1ms"),
+            Ok(Duration::from_millis(3_661_001))
+        );
+        assert_eq!(
+            parse_duration("99999h"),
+            Ok(Duration::from_secs(99999 * 3600))
+        );
         for bad in [
-            "", "30", "s", "1d", "-1s", "1.s", "1..5s", " 1s", ".5s", "1h1h1h1h1h",
-            "99999999999999h", "100000h", "10000000m", "1000000000s", "1000000000000ms",
-            "1.0000000001s", "1\u{0}s", "\u{ff11}s",
+            "",
+            "30",
+            "s",
+            "1d",
+            "-1s",
+            "1.s",
+            "1..5s",
+            " 1s",
+            ".5s",
+            "1h1h1h1h1h",
+            "99999999999999h",
+            "100000h",
+            "10000000m",
+            "1000000000s",
+            "1000000000000ms",
+            "1.0000000001s",
+            "1\u{0}s",
+            "\u{ff11}s",
         ] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }

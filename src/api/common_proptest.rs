@@ -31,8 +31,12 @@ fn near(alphabet: &'static str, max: usize) -> impl Strategy<Value = String> {
 
 /// One well-formed duration term and its exact nanoseconds.
 fn term() -> impl Strategy<Value = (String, u128)> {
-    (0usize..4, any::<u64>(), prop::option::of((1u32..=9, any::<u64>()))).prop_map(
-        |(unit, raw, frac)| {
+    (
+        0usize..4,
+        any::<u64>(),
+        prop::option::of((1u32..=9, any::<u64>())),
+    )
+        .prop_map(|(unit, raw, frac)| {
             let (suffix, digits, nanos): (&str, u32, u128) = [
                 ("h", 5, 3_600_000_000_000),
                 ("m", 7, 60_000_000_000),
@@ -49,8 +53,7 @@ fn term() -> impl Strategy<Value = (String, u128)> {
                 total += f * nanos / scale;
             }
             (format!("{text}{suffix}"), total)
-        },
-    )
+        })
 }
 
 proptest! {
@@ -154,7 +157,11 @@ fn the_largest_pattern_durations_stay_below_go_int64_nanoseconds() {
     assert!(re(DURATION_PATTERN).is_match(&worst));
     let d = parse_duration(&worst).unwrap();
     assert!(d.as_nanos() < i64::MAX as u128, "{d:?}");
-    for unit in ["99999.999999999h", "9999999.999999999m", "999999999.999999999s"] {
+    for unit in [
+        "99999.999999999h",
+        "9999999.999999999m",
+        "999999999.999999999s",
+    ] {
         let d = parse_duration(&unit.repeat(MAX_DURATION_TERMS)).unwrap();
         assert!(d < Duration::from_nanos(i64::MAX as u64), "{unit}");
     }

@@ -129,7 +129,8 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, E
         .iter()
         .find(|c| c.type_ == READY && c.reason == VERSION_CONFLICT);
     if let Some(c) = conflict {
-        ctx.events.publish(&*env, true, VERSION_CONFLICT, &c.message);
+        ctx.events
+            .publish(&*env, true, VERSION_CONFLICT, &c.message);
     }
     if let Some(version) = registered {
         ctx.events.publish(
@@ -241,7 +242,11 @@ mod tests {
         e.spec.version = "1b".into();
         let (s, registered) = status(&e, &at(6));
         assert_eq!(registered.as_deref(), Some("1b"));
-        assert!(s.conditions.iter().any(|c| c.type_ == READY && c.status == "True"));
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "True")
+        );
         e.spec.environment_variables.clear();
 
         for v in 2..=30 {
