@@ -7,7 +7,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    common::{CodeConfiguration, Condition, max_properties, rules},
+    common::{
+        CodeConfiguration, Condition, MAX_ERROR_THRESHOLD, MAX_RUN_TIMEOUT, max_properties, rules,
+    },
     online_endpoint::ProvisioningState,
 };
 
@@ -122,10 +124,14 @@ pub struct RetrySettings {
     #[serde(default = "three")]
     #[schemars(range(min = 0, max = 100))]
     pub max_retries: i32,
-    /// Longest one `run()` call may take before it counts as failed (Azure ML: 30 seconds).
+    /// Longest one `run()` call may take before it counts as failed (Azure ML: 30 seconds); at
+    /// most 24h.
     #[serde(default = "thirty_seconds")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = rules::duration("retrySettings.timeout"))]
+    #[x_kube(
+        validation = rules::duration("retrySettings.timeout"),
+        validation = rules::duration_at_most("retrySettings.timeout", MAX_RUN_TIMEOUT),
+    )]
     pub timeout: String,
 }
 
@@ -163,7 +169,7 @@ pub struct BatchSettings {
     pub retry_settings: RetrySettings,
     /// Failed files tolerated before the job is aborted; -1 tolerates any number.
     #[serde(default = "minus_one")]
-    #[schemars(range(min = -1))]
+    #[schemars(range(min = -1, max = MAX_ERROR_THRESHOLD))]
     pub error_threshold: i32,
     /// `debug`, `info` or `warning`.
     #[serde(default)]

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, JobPhase, rules};
+use super::common::{Condition, JobPhase, MAX_ERROR_THRESHOLD, MAX_RUN_TIMEOUT, rules};
 
 const RESUBMIT: &str = "; a BatchJob is one invocation, submit a new one instead";
 
@@ -29,7 +29,7 @@ const RESUBMIT: &str = "; a BatchJob is one invocation, submit a new one instead
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.miniBatchesFailed"),
     printcolumn(name = "Total", type_ = "integer", json_path = ".status.miniBatchesTotal"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("self.metadata.name.size() <= 52").message("BatchJob names must be at most 52 characters, so that Pod names stay valid"),
+    validation = rules::object_name_dns_label("BatchJob", 52, "its Job, Pods (<name>-<suffix>, whose hostnames must be DNS labels) and driver ServiceAccount (<name>-driver) are named after it"),
 )]
 #[x_kube(
     validation = rules::immutable("endpointName", RESUBMIT),
@@ -113,14 +113,17 @@ pub struct BatchOverrides {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub max_retries: Option<i32>,
-    /// Longest one `run()` call may take.
+    /// Longest one `run()` call may take; at most 24h.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = rules::duration("overrides.timeout"))]
+    #[x_kube(
+        validation = rules::duration("overrides.timeout"),
+        validation = rules::duration_at_most("overrides.timeout", MAX_RUN_TIMEOUT),
+    )]
     pub timeout: Option<String>,
     /// Failed files tolerated; -1 for any number.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = -1))]
+    #[schemars(range(min = -1, max = MAX_ERROR_THRESHOLD))]
     pub error_threshold: Option<i32>,
 }
 

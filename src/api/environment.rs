@@ -8,6 +8,12 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, max_properties, rules};
 
+/// Root rule: a version recorded in `status.versions` keeps its image. On a spec update the API
+/// server keeps the old status (the status subresource), so this compares the new spec with what
+/// the operator recorded; on the operator's own status writes the spec is unchanged, and the
+/// operator records the spec's own image, so they pass.
+const PINNED_VERSION_KEEPS_ITS_IMAGE: &str = "!has(self.status) || !has(self.status.versions) || self.status.versions.all(v, v.version != self.spec.version || v.image == self.spec.image)";
+
 /// A versioned container image, with its default environment variables and, for serving, the routes
 /// the inference server answers on.
 ///
@@ -29,6 +35,7 @@ use super::common::{Condition, max_properties, rules};
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.size() <= 63").message("Environment names must be at most 63 characters"),
+    validation = Rule::new(PINNED_VERSION_KEEPS_ITS_IMAGE).message("spec.version is already recorded in status.versions with another image: a pinned <name>:<version> must keep running what it ran, so give the new image a new version"),
 )]
 #[x_kube(
     validation = Rule::new("self.version != oldSelf.version || self.image == oldSelf.image")
@@ -119,14 +126,18 @@ pub struct EnvironmentStatus {
 #[serde(rename_all = "camelCase")]
 pub struct EnvironmentVersionRecord {
     /// The version label.
+    #[schemars(length(max = 64))]
     pub version: String,
     /// The image of that version.
+    #[schemars(length(max = 1024))]
     pub image: String,
     /// Pull Secrets of that version.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(max = 253)))]
     pub image_pull_secrets: Vec<String>,
     /// Variables of that version.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = max_properties::<128>)]
     pub environment_variables: BTreeMap<String, String>,
     /// Serving routes of that version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -162,19 +173,17 @@ impl EnvironmentVersionRecord {
 }
 
 impl Environment {
-    /// What `<name>:<version>` runs: the current spec when it is at `version`, else the version
-    /// recorded in status, if this environment has held it.
+    /// What `<name>:<version>` runs: the version as first recorded in status (a pinned version
+    /// never changes), else the current spec when it is at `version` and not yet recorded.
     pub fn held(&self, version: &str) -> Option<EnvironmentVersionRecord> {
-        if self.spec.version == version {
-            return Some(EnvironmentVersionRecord::of(&self.spec));
-        }
-        self.status
-            .as_ref()?
-            .versions
-            .iter()
-            .rev()
-            .find(|v| v.version == version)
-            .cloned()
+        let recorded = self
+            .status
+            .as_ref()
+            .and_then(|s| s.versions.iter().rev().find(|v| v.version == version))
+            .cloned();
+        recorded.or_else(|| {
+            (self.spec.version == version).then(|| EnvironmentVersionRecord::of(&self.spec))
+        })
     }
 
     /// The versions a reference can name now, for messages.

@@ -4,9 +4,12 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{api::core::v1::Toleration, apimachinery::pkg::api::resource::Quantity};
 use kube::{CustomResource, KubeSchema};
+use schemars::{Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, ResourceRequirements, max_properties};
+use super::common::{
+    Condition, LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, ResourceRequirements, max_properties, rules,
+};
 
 /// The instance type used when a job or deployment names none, as in Azure ML. Creating an
 /// InstanceType with this name overrides [`InstanceTypeSpec::builtin_default`].
@@ -30,7 +33,7 @@ pub const GPU_RESOURCE: &str = "nvidia.com/gpu";
     printcolumn(name = "Memory", type_ = "string", json_path = ".spec.resources.limits.memory"),
     printcolumn(name = "GPU", type_ = "string", json_path = ".spec.resources.limits.nvidia\\.com/gpu"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("self.metadata.name.size() <= 63").message("InstanceType names must be at most 63 characters"),
+    validation = rules::object_name_dns_label("InstanceType", 63, "jobs and deployments refer to it by instanceType, which is a DNS label"),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceTypeSpec {
@@ -41,10 +44,11 @@ pub struct InstanceTypeSpec {
     /// Node labels an instance's node must carry (ANDed with the operator's own node selector).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = max_properties::<32>)]
+    #[x_kube(validation = rules::labels("nodeSelector"))]
     pub node_selector: BTreeMap<String, String>,
     /// Taints the instances tolerate, e.g. a spot or GPU pool's `NoSchedule` taint.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 32))]
+    #[schemars(schema_with = "tolerations_schema")]
     pub tolerations: Vec<Toleration>,
     /// Requests and limits per instance. `limits` must set `cpu` and `memory`; GPUs are set in
     /// `limits` only, as whole numbers. Requests omitted for a resource default to its limit.
@@ -56,6 +60,38 @@ pub struct InstanceTypeSpec {
             .message("each request must be at most the matching limit"),
     )]
     pub resources: ResourceRequirements,
+}
+
+/// The tolerations list: Kubernetes' Toleration fields with bounded lengths (so the CEL rules'
+/// cost is bounded) and rules that refuse what the API server would refuse later on the Pods,
+/// each with a message naming the field.
+fn tolerations_schema(_: &mut SchemaGenerator) -> Schema {
+    let rule = |expr: String, message: &str| {
+        serde_json::to_value(kube::core::Rule::new(expr).message(message)).unwrap_or_default()
+    };
+    json_schema!({
+        "type": "array",
+        "maxItems": 32,
+        "items": {
+            "type": "object",
+            "properties": {
+                "key": { "type": "string", "maxLength": 317, "description": "Taint key to tolerate; empty (with operator Exists) tolerates every taint." },
+                "operator": { "type": "string", "maxLength": 16, "description": "`Equal` (default: key and value match) or `Exists` (any value)." },
+                "value": { "type": "string", "maxLength": 63, "description": "Taint value to match with operator Equal." },
+                "effect": { "type": "string", "maxLength": 32, "description": "`NoSchedule`, `PreferNoSchedule` or `NoExecute`; empty matches every effect." },
+                "tolerationSeconds": { "type": "integer", "format": "int64", "minimum": 0, "maximum": 31536000, "description": "With effect NoExecute: seconds the instance stays bound after the taint appears. Omitted: forever." }
+            },
+            "x-kubernetes-validations": [
+                rule("!has(self.operator) || self.operator in ['Exists', 'Equal']".into(), "toleration operator must be Exists or Equal"),
+                rule("!has(self.effect) || self.effect in ['', 'NoSchedule', 'PreferNoSchedule', 'NoExecute']".into(), "toleration effect must be NoSchedule, PreferNoSchedule or NoExecute (or empty for all)"),
+                rule(format!("!has(self.key) || self.key == '' || self.key.matches(r'{LABEL_KEY_PATTERN}')"), "toleration key must be a label key (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.')"),
+                rule(format!("!has(self.value) || self.value.matches(r'{LABEL_VALUE_PATTERN}')"), "toleration value must be a label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"),
+                rule("(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')".into(), "a toleration without a key must have operator Exists (it then tolerates every taint)"),
+                rule("!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''".into(), "a toleration with operator Exists must not set a value"),
+                rule("!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')".into(), "tolerationSeconds applies only to effect NoExecute")
+            ]
+        }
+    })
 }
 
 impl InstanceTypeSpec {

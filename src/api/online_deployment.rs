@@ -61,7 +61,7 @@ pub struct OnlineDeploymentSpec {
     /// Where the model is mounted in the container. Default `/var/azureml-app/azureml-models/<deployment>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 1024))]
-    #[x_kube(validation = Rule::new("self.startsWith('/')").message("modelMountPath must be an absolute path"))]
+    #[x_kube(validation = Rule::new(r"self.startsWith('/') && !self.matches(r'(^|/)\.\.(/|$)') && !self.matches(r'[\x00-\x1f\x7f]')").message("modelMountPath must be an absolute path without '..' segments or control characters"))]
     pub model_mount_path: Option<String>,
     /// Scoring code and script, run by the Azure ML inference server. Omitted: the image serves
     /// by itself on the environment's inference routes (custom container).

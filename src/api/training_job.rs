@@ -7,9 +7,16 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Condition, JobInput, JobOutput, JobPhase, max_properties, rules};
+use super::common::{
+    Condition, DNS_SUBDOMAIN_PATTERN, JobInput, JobOutput, JobPhase, MAX_JOB_TIMEOUT,
+    MAX_TTL_SECONDS, max_properties, rules,
+};
 
 const RECREATE: &str = "; delete and recreate the TrainingJob to change it";
+
+/// Every `${{...}}` in the command is `${{inputs.<declared>}}` or `${{outputs.<declared>}}`: the
+/// controller substitutes exactly those, so anything else would reach the shell as typed.
+const PLACEHOLDERS_DECLARED: &str = r"self.command.findAll(r'\$\{\{[^}]*\}\}').all(m, (m.startsWith('${{inputs.') && has(self.inputs) && m.substring(10, m.size() - 2) in self.inputs) || (m.startsWith('${{outputs.') && has(self.outputs) && m.substring(11, m.size() - 2) in self.outputs))";
 
 /// A command run on one or more instances, with inputs, outputs, an environment and optional
 /// distribution (PyTorch, TensorFlow or MPI). One Pod per instance, plus a headless Service for
@@ -30,7 +37,7 @@ const RECREATE: &str = "; delete and recreate the TrainingJob to change it";
     printcolumn(name = "Attempts", type_ = "integer", json_path = ".status.attempts"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.reason", priority = 1),
-    validation = Rule::new("self.metadata.name.size() <= 52").message("TrainingJob names must be at most 52 characters, so that instance Pod names stay valid"),
+    validation = rules::object_name_for_children("TrainingJob", 52, "its instance Pods (<name>-worker-<index>, whose hostnames must be DNS labels of at most 63 characters) and its headless Service (<name>, a DNS-1035 label) are named after it"),
 )]
 #[x_kube(
     validation = Rule::new("has(self.environment) != has(self.image)").message("set exactly one of environment (a registered Environment) or image (an inline image)"),
@@ -38,6 +45,7 @@ const RECREATE: &str = "; delete and recreate the TrainingJob to change it";
         .message("for tensorflow, workerCount + parameterServerCount must equal resources.instanceCount (one Pod per worker or parameter server)"),
     validation = Rule::new("!has(self.distribution) || self.distribution.type != 'tensorflow' || !has(self.distribution.parameterServerCount) || self.distribution.parameterServerCount < self.resources.instanceCount")
         .message("for tensorflow, parameterServerCount must be less than resources.instanceCount (at least one worker)"),
+    validation = Rule::new(PLACEHOLDERS_DECLARED).message("command may only use ${{inputs.<name>}} and ${{outputs.<name>}} with names declared in inputs and outputs (no spaces inside the braces)"),
     validation = rules::immutable("command", RECREATE),
     validation = rules::immutable_optional("environment", RECREATE),
     validation = rules::immutable_optional("image", RECREATE),
@@ -92,10 +100,12 @@ pub struct TrainingJobSpec {
     /// Named inputs: data (`pvc://`, `https://`) or literal values. Immutable.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = max_properties::<64>)]
+    #[x_kube(validation = rules::io_names("inputs"))]
     pub inputs: BTreeMap<String, JobInput>,
     /// Named outputs, written to `pvc://` locations. Immutable.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(transform = max_properties::<64>)]
+    #[x_kube(validation = rules::io_names("outputs"))]
     pub outputs: BTreeMap<String, JobOutput>,
     /// Instance type, count and shared memory. Immutable.
     #[serde(default)]
@@ -105,18 +115,22 @@ pub struct TrainingJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<Distribution>,
     /// Longest the job may run, counted from its first start (e.g. `2h`, `90m`); then it is
-    /// canceled by the system and fails with reason `Timeout`. Omitted: no limit.
+    /// canceled by the system and fails with reason `Timeout`. At most 720h (30 days). Omitted:
+    /// no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
-    #[x_kube(validation = rules::duration("timeout"))]
+    #[x_kube(
+        validation = rules::duration("timeout"),
+        validation = rules::duration_at_most("timeout", MAX_JOB_TIMEOUT),
+    )]
     pub timeout: Option<String>,
     /// When a failed attempt is retried.
     #[serde(default)]
     pub retry_policy: RetryPolicy,
     /// Seconds to keep the job's Pods and Service after it finishes; the TrainingJob object itself
-    /// stays. Omitted: kept until the TrainingJob is deleted.
+    /// stays. At most 2592000 (30 days). Omitted: kept until the TrainingJob is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = MAX_TTL_SECONDS))]
     pub ttl_seconds_after_finished: Option<i32>,
     /// While true, no Pods run: a queued job waits and a running job's Pods are deleted (the job
     /// restarts from the beginning when resumed). Set by queueing systems such as Kueue.
@@ -135,6 +149,7 @@ pub struct TrainingJobSpec {
     /// PriorityClass of the job's Pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new(format!("self.matches(r'{DNS_SUBDOMAIN_PATTERN}')")).message("priorityClassName must be the name of a PriorityClass (lowercase letters, digits, '-' and '.')"))]
     pub priority_class_name: Option<String>,
 }
 
@@ -152,10 +167,13 @@ pub struct JobResources {
     #[schemars(range(min = 1, max = 1000))]
     pub instance_count: i32,
     /// Size of `/dev/shm` in each instance: Azure ML's `<n><b|k|m|g>` (e.g. `2g`) or a Kubernetes
-    /// binary quantity (`2Gi`).
+    /// binary quantity (`2Gi`); more than 0 and at most `1Ti`.
     #[serde(default = "default_shm_size")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("self.matches(r'{}')", super::common::SHM_SIZE_PATTERN)).message("shmSize must be a size such as 2g, 512m or 2Gi"))]
+    #[x_kube(
+        validation = rules::shm_size("shmSize"),
+        validation = rules::shm_size_at_most("shmSize"),
+    )]
     pub shm_size: String,
 }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{
     batch_job::{BatchInput, BatchInputType, BatchJob, BatchJobSpec, BatchOverrides},
-    common::parse_duration,
+    common::{MAX_RUN_TIMEOUT, parse_duration_at_most},
 };
 
 /// Why an invocation is refused (before anything is created).
@@ -83,7 +83,8 @@ pub fn apply_set(overrides: &mut BatchOverrides, kv: &str) -> Result<(), InvokeE
             } else {
                 value.to_string()
             };
-            parse_duration(&t).ok_or_else(|| bad("expected a duration such as 30s or 2m"))?;
+            parse_duration_at_most(&t, MAX_RUN_TIMEOUT)
+                .map_err(|_| bad("expected a duration such as 30s or 2m, at most 24h"))?;
             overrides.timeout = Some(t);
         }
         "outputfilename" => {

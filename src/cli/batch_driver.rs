@@ -241,12 +241,13 @@ fn absolute(path: PathBuf) -> anyhow::Result<PathBuf> {
 /// seconds (Azure ML's `timeout: 30`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(seconds)
-            .map_err(|_| format!("invalid duration {text:?}"));
-    }
-    crate::api::common::parse_duration(text)
-        .ok_or_else(|| format!("invalid duration {text:?} (use e.g. 500ms, 30s, 2m, 1h30m)"))
+    // A plain number is seconds; either way the API's bounded parser reads it (never overflows).
+    let with_unit = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        format!("{text}s")
+    } else {
+        text.to_string()
+    };
+    crate::api::common::parse_duration(&with_unit).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -41,6 +41,7 @@ pub struct GetCredentialsArgs {
 /// Prints the endpoint's credentials as JSON.
 pub async fn run(args: GetCredentialsArgs) -> anyhow::Result<()> {
     let ttl = parse_duration(&args.ttl)
+        .ok()
         .filter(|t| !t.is_zero() && *t <= MAX_TTL)
         .with_context(|| {
             format!(

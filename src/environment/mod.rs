@@ -51,22 +51,23 @@ impl ReconcileError for Error {
     }
 }
 
-/// The environment's status (pure): the current version appended to the history when it is new
-/// (or its record refreshed when its variables or routes changed under the same version), the
-/// oldest dropped past [`MAX_VERSIONS`], and `Ready`. Also returns the version registered now, if
-/// any.
+/// Reason of `Ready` False when the spec changed under a recorded version.
+pub const VERSION_CONFLICT: &str = "VersionConflict";
+
+/// The environment's status (pure): the current version appended to the history when it is new,
+/// the oldest dropped past [`MAX_VERSIONS`], and `Ready`. A version once recorded keeps its record
+/// (a pinned `<name>:<version>` never changes): when the spec changes its variables, pull Secrets
+/// or routes under the same version (the API server already refuses another image), the first
+/// record stays and `Ready` is False with reason [`VERSION_CONFLICT`]. Also returns the version
+/// registered now, if any.
 pub fn status(env: &Environment, now: &Time) -> (EnvironmentStatus, Option<String>) {
     let mut s = env.status.clone().unwrap_or_default();
     let current = EnvironmentVersionRecord::of(&env.spec);
     let mut registered = None;
-    match s.versions.iter_mut().find(|v| v.version == current.version) {
+    let mut conflict = false;
+    match s.versions.iter().find(|v| v.version == current.version) {
         Some(record) if record.same_content(&current) => {}
-        Some(record) => {
-            *record = EnvironmentVersionRecord {
-                registered_at: record.registered_at.clone(),
-                ..current
-            }
-        }
+        Some(_) => conflict = true,
         None => {
             registered = Some(current.version.clone());
             s.versions.push(EnvironmentVersionRecord {
@@ -80,17 +81,33 @@ pub fn status(env: &Environment, now: &Time) -> (EnvironmentStatus, Option<Strin
         s.versions.drain(..excess);
     }
     let generation = env.metadata.generation;
+    let (ready, reason, message) = if conflict {
+        (
+            false,
+            VERSION_CONFLICT,
+            format!(
+                "version {v} was recorded with other environment variables, pull Secrets or routes; <name>:{v} keeps running the recorded ones: give the change a new spec.version",
+                v = env.spec.version
+            ),
+        )
+    } else {
+        (
+            true,
+            "Registered",
+            format!(
+                "version {} (image {}) is current; {} version(s) resolvable by <name>:<version>",
+                env.spec.version,
+                env.spec.image,
+                s.versions.len()
+            ),
+        )
+    };
     conditions::set(
         &mut s.conditions,
         READY,
-        true,
-        "Registered",
-        format!(
-            "version {} (image {}) is current; {} version(s) resolvable by <name>:<version>",
-            env.spec.version,
-            env.spec.image,
-            s.versions.len()
-        ),
+        ready,
+        reason,
+        message,
         generation,
         now,
     );
@@ -117,6 +134,14 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, E
     crate::operator::status::patch_status(&ctx.client, &*env, &new)
         .await
         .map_err(Error::PatchStatus)?;
+    let conflict = new
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY && c.reason == VERSION_CONFLICT);
+    if let Some(c) = conflict {
+        ctx.events
+            .publish(&*env, true, VERSION_CONFLICT, &c.message);
+    }
     if let Some(version) = registered {
         ctx.events.publish(
             &*env,
@@ -226,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_under_the_same_version_refreshes_its_record_and_history_is_bounded() {
+    fn a_change_under_the_same_version_keeps_the_first_record_and_history_is_bounded() {
         let mut e = env(V1);
         e.status = Some(status(&e, &at(1)).0);
         e.spec
@@ -235,14 +260,32 @@ mod tests {
         let (s, registered) = status(&e, &at(5));
         assert_eq!(registered, None);
         assert_eq!(s.versions.len(), 1);
-        assert_eq!(s.versions[0].environment_variables["NCCL_DEBUG"], "WARN");
-        assert_eq!(
-            s.versions[0].registered_at,
-            Some(at(1)),
-            "first seen is kept"
+        assert!(
+            s.versions[0].environment_variables.is_empty(),
+            "the first record of version 1 stays"
         );
+        assert_eq!(s.versions[0].registered_at, Some(at(1)));
+        let ready = s.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", VERSION_CONFLICT)
+        );
+        e.status = Some(s);
+        // What <name>:1 runs is the record, not the changed spec.
+        assert!(e.held("1").unwrap().environment_variables.is_empty());
+        // Moving to a new version clears the conflict.
+        e.spec.version = "1b".into();
+        let (s, registered) = status(&e, &at(6));
+        assert_eq!(registered.as_deref(), Some("1b"));
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "True")
+        );
+        e.spec.environment_variables.clear();
 
         for v in 2..=30 {
+            e.spec.environment_variables.clear();
             e.spec.version = v.to_string();
             e.status = Some(status(&e, &at(v)).0);
         }

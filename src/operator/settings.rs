@@ -57,6 +57,5 @@ impl Settings {
 }
 
 fn parse_debounce(s: &str) -> Result<std::time::Duration, String> {
-    crate::api::common::parse_duration(s)
-        .ok_or_else(|| format!("{s:?} is not a duration such as 250ms or 1s"))
+    crate::api::common::parse_duration(s).map_err(|e| e.to_string())
 }

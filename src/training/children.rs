@@ -81,7 +81,7 @@ pub fn pod(
 
     let mut volumes = data.volumes.clone();
     let mut mounts = data.mounts.clone();
-    if let Some(bytes) = parse_shm_size(&spec.resources.shm_size) {
+    if let Ok(bytes) = parse_shm_size(&spec.resources.shm_size) {
         volumes.push(Volume {
             name: "dshm".into(),
             empty_dir: Some(EmptyDirVolumeSource {

@@ -13,7 +13,7 @@ use super::{
 use crate::{
     api::{
         common::JobPhase as Phase,
-        common::parse_duration,
+        common::{MAX_JOB_TIMEOUT, MAX_TTL_SECONDS, parse_duration_at_most},
         training_job::{InstanceStatus, TrainingJob, TrainingJobStatus},
     },
     operator::conditions,
@@ -190,7 +190,7 @@ impl Decider<'_> {
         }
         self.plan.status.instances = self.instance_statuses(self.prev.attempts.unwrap_or(0));
         if let Some(ttl) = self.job.spec.ttl_seconds_after_finished {
-            self.plan.requeue_after = Some(Duration::from_secs(ttl.max(0) as u64));
+            self.plan.requeue_after = Some(ttl_duration(ttl));
         }
         std::mem::take(&mut self.plan)
     }
@@ -316,21 +316,31 @@ impl Decider<'_> {
             self.job.spec.ttl_seconds_after_finished,
             self.prev.completion_time.clone(),
         ) {
-            let expiry = done.0 + Duration::from_secs(ttl.max(0) as u64);
-            if self.now.0 >= expiry {
-                self.plan.ttl_expired = true;
-                self.delete_where(|_| false);
-            } else {
-                self.plan.requeue_after = (expiry - self.now.0).try_into().ok();
+            // Checked: a TTL past the end of time (impossible within the schema's bound) expires now.
+            match done.0.checked_add(ttl_duration(ttl)) {
+                Ok(expiry) if self.now.0 < expiry => {
+                    self.plan.requeue_after = (expiry - self.now.0).try_into().ok();
+                }
+                _ => {
+                    self.plan.ttl_expired = true;
+                    self.delete_where(|_| false);
+                }
             }
         }
         self.plan
     }
 
     fn check_deadline(&mut self) -> Option<Plan> {
-        let timeout = self.job.spec.timeout.as_deref().and_then(parse_duration)?;
+        // Bounded by the schema; an object stored before the bound, with a longer or unreadable
+        // timeout, runs with the longest allowed one instead of overflowing the clock.
+        let timeout = self
+            .job
+            .spec
+            .timeout
+            .as_deref()
+            .map(|t| parse_duration_at_most(t, MAX_JOB_TIMEOUT).unwrap_or(MAX_JOB_TIMEOUT))?;
         let start = self.prev.start_time.clone()?;
-        let deadline = start.0 + timeout;
+        let deadline = start.0.checked_add(timeout).ok()?;
         if self.now.0 >= deadline {
             let msg = format!(
                 "the job ran longer than its timeout of {}",
@@ -493,4 +503,9 @@ impl Decider<'_> {
             })
             .collect()
     }
+}
+
+/// The TTL of a finished job, clamped to the schema's bounds (0 to [`MAX_TTL_SECONDS`]).
+fn ttl_duration(ttl: i32) -> Duration {
+    Duration::from_secs(u64::try_from(ttl.clamp(0, MAX_TTL_SECONDS)).unwrap_or(0))
 }
