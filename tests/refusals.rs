@@ -229,41 +229,29 @@ async fn fifty_refused_objects_are_told_and_backed_off() {
         .unwrap();
         ods.create(&pp, &d).await.unwrap();
     }
-    let created = started.elapsed();
 
     // Every object: the server's message in a condition and a Warning Event, within 10 s.
-    let told = eventually(
-        "every refused object to show its refusal and get a Warning Event",
-        Duration::from_secs(10) + created,
-        || {
-            let (jobs, ods, ns) = (jobs.clone(), ods.clone(), ns.name().to_string());
-            let client = client.clone();
-            async move {
-                let mut shown = BTreeMap::new();
-                for j in jobs.list(&ListParams::default()).await.ok()?.items {
-                    let v = serde_json::to_value(&j.status).ok()?;
-                    shown.insert(j.metadata.name.clone()?, stalled(Some(&v))?);
-                }
-                for d in ods.list(&ListParams::default()).await.ok()?.items {
-                    let v = serde_json::to_value(&d.status).ok()?;
-                    shown.insert(d.metadata.name.clone()?, stalled(Some(&v))?);
-                }
-                let events: Api<Event> = Api::namespaced(client, &ns);
-                let warned: std::collections::BTreeSet<String> = events
-                    .list(&ListParams::default())
-                    .await
-                    .ok()?
-                    .items
-                    .into_iter()
-                    .filter(|e| e.type_.as_deref() == Some("Warning"))
-                    .filter_map(|e| e.involved_object.name)
-                    .collect();
-                (shown.len() == OBJECTS && shown.keys().all(|n| warned.contains(n)))
-                    .then_some(shown)
-            }
-        },
-    )
-    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let told = loop {
+        let (shown, warned) = observe(&jobs, &ods, &client, ns.name()).await;
+        let missing: Vec<&String> = shown
+            .iter()
+            .filter(|(n, s)| s.is_none() || !warned.contains(*n))
+            .map(|(n, _)| n)
+            .collect();
+        if shown.len() == OBJECTS && missing.is_empty() {
+            break shown
+                .into_iter()
+                .map(|(n, s)| (n, s.unwrap_or_default()))
+                .collect::<BTreeMap<_, _>>();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after 10 s, {} of {OBJECTS} objects lack a refusal condition or Warning Event: {missing:?}",
+            missing.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     println!(
         "all {OBJECTS} told within {:?} of the first create",
         started.elapsed()
@@ -311,6 +299,38 @@ async fn fifty_refused_objects_are_told_and_backed_off() {
         jobs.list(&ListParams::default()).await.unwrap().items.len(),
         PRIORITY + POLICY
     );
+}
+
+/// Each object's refusal (reason, message) if shown, and the names with a Warning Event.
+async fn observe(
+    jobs: &Api<TrainingJob>,
+    ods: &Api<OnlineDeployment>,
+    client: &Client,
+    ns: &str,
+) -> (
+    BTreeMap<String, Option<(String, String)>>,
+    std::collections::BTreeSet<String>,
+) {
+    let mut shown = BTreeMap::new();
+    for j in jobs.list(&ListParams::default()).await.unwrap().items {
+        let v = serde_json::to_value(&j.status).unwrap();
+        shown.insert(j.metadata.name.clone().unwrap(), stalled(Some(&v)));
+    }
+    for d in ods.list(&ListParams::default()).await.unwrap().items {
+        let v = serde_json::to_value(&d.status).unwrap();
+        shown.insert(d.metadata.name.clone().unwrap(), stalled(Some(&v)));
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let warned = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning"))
+        .filter_map(|e| e.involved_object.name)
+        .collect();
+    (shown, warned)
 }
 
 /// Deletes the cluster-scoped admission policy and binding when the test ends (even on panic).

@@ -140,6 +140,7 @@ pub async fn reconcile(bj: Arc<BatchJob>, ctx: Arc<Ctx>) -> Result<Action, Error
     if let Err(err) = apply(&bj, &ctx, &ns, &resolution, &plan).await {
         let r = err.refusal().ok_or(err)?;
         r.mark(
+            old,
             &mut status.conditions,
             bj.metadata.generation,
             &Time(Timestamp::now()),

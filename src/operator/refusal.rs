@@ -105,7 +105,20 @@ impl Refusal {
 
     /// Marks `conds`: `Ready` False and `Stalled` True with this reason and message, and
     /// `Reconciling` False if present (kstatus reads a True `Reconciling` as still in progress).
-    pub fn mark(&self, conds: &mut Vec<Condition>, generation: Option<i64>, now: &Time) {
+    /// When `old` (the conditions on record) already shows this refusal, its conditions are kept
+    /// as they are, so a retry that meets the same refusal writes nothing (not even a new
+    /// `lastTransitionTime`).
+    pub fn mark(
+        &self,
+        old: &[Condition],
+        conds: &mut Vec<Condition>,
+        generation: Option<i64>,
+        now: &Time,
+    ) {
+        if self.already_shown(old) {
+            carry(old, conds);
+            return;
+        }
         for type_ in [READY, STALLED] {
             conditions::set(
                 conds,
@@ -236,12 +249,24 @@ mod tests {
         conditions::set(&mut conds, STALLED, false, "Other", "", Some(1), &now);
         let r = Refusal::of_api("Pod p", &api(403, "no")).unwrap();
         assert!(!r.already_shown(&conds));
-        r.mark(&mut conds, Some(2), &now);
+        let old = conds.clone();
+        r.mark(&old, &mut conds, Some(2), &now);
         let get = |t: &str| conds.iter().find(|c| c.type_ == t).unwrap().clone();
         assert_eq!(get(READY).status, "False");
         assert_eq!(get(STALLED).status, "True");
         assert_eq!(get(RECONCILING).status, "False");
         assert!(r.already_shown(&conds));
+        // A retry meeting the same refusal, on a status recomputed from scratch, keeps the record
+        // as it was: same conditions, same transition times.
+        let shown = conds.clone();
+        let mut again = Vec::new();
+        conditions::set(&mut again, STALLED, false, "Queued", "", Some(2), &now);
+        let later = Time(Timestamp::from_second(99).unwrap());
+        r.mark(&shown, &mut again, Some(2), &later);
+        assert_eq!(
+            again.iter().find(|c| c.type_ == STALLED),
+            shown.iter().find(|c| c.type_ == STALLED)
+        );
         clear(&mut conds);
         assert!(conds.iter().all(|c| c.type_ != STALLED));
     }

@@ -187,6 +187,7 @@ async fn refused(job: &TrainingJob, ctx: &Ctx, ns: &str, mut plan: Plan, err: Er
         .unwrap_or(&[]);
     let shown = refusal.already_shown(old);
     refusal.mark(
+        old,
         &mut plan.status.conditions,
         job.metadata.generation,
         &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now()),

@@ -105,7 +105,10 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
     let now = Time(Timestamp::now());
     let mut new = status::compute(&od, &resolution, endpoint, observed, &now);
     match &refused {
-        Some(r) => r.mark(&mut new.conditions, od.metadata.generation, &now),
+        Some(r) => {
+            let old = od.status.as_ref().map(|s| s.conditions.as_slice());
+            r.mark(old.unwrap_or(&[]), &mut new.conditions, od.metadata.generation, &now)
+        }
         None => refusal::clear(&mut new.conditions),
     }
     if od.status.as_ref() != Some(&new) {

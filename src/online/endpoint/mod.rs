@@ -234,7 +234,10 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
         &now,
     );
     match &refused {
-        Some(r) => r.mark(&mut new.conditions, ep.metadata.generation, &now),
+        Some(r) => {
+            let old = ep.status.as_ref().map(|s| s.conditions.as_slice());
+            r.mark(old.unwrap_or(&[]), &mut new.conditions, ep.metadata.generation, &now)
+        }
         None => refusal::clear(&mut new.conditions),
     }
     write_status(&ep, &ctx, &ns, new).await?;
