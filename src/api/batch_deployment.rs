@@ -11,6 +11,7 @@ use super::{
         CodeConfiguration, Condition, MAX_ERROR_THRESHOLD, MAX_RUN_TIMEOUT, max_properties, rules,
     },
     online_endpoint::ProvisioningState,
+    security_context::{PodSecurityContext, SecurityContext},
 };
 
 /// A model plus scoring code that a BatchEndpoint's jobs run: the input files are split into
@@ -69,6 +70,15 @@ pub struct BatchDeploymentSpec {
     /// Azure ML batch settings.
     #[serde(default)]
     pub settings: BatchSettings,
+    /// Pod-wide security settings of the jobs' driver Pods (user, group, fsGroup, seccomp). Omitted:
+    /// the image's user, seccomp `RuntimeDefault`. A non-root `runAsUser` lets the jobs' driver Pods run in a
+    /// namespace enforcing PodSecurity `restricted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// Security settings of every container of the jobs' driver Pods, init containers included. Omitted:
+    /// no privilege escalation, and all capabilities dropped when running as a non-root user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 /// Instance type and count of a batch deployment.

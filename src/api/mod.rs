@@ -13,6 +13,7 @@ pub mod environment;
 pub mod instance_type;
 pub mod online_deployment;
 pub mod online_endpoint;
+pub mod security_context;
 pub mod training_job;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{

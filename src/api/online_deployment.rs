@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     common::{CodeConfiguration, Condition, ResourceRequirements, max_properties, rules},
     online_endpoint::ProvisioningState,
+    security_context::{PodSecurityContext, SecurityContext},
 };
 
 const RECREATE: &str = "; create a new deployment instead";
@@ -107,6 +108,22 @@ pub struct OnlineDeploymentSpec {
     /// Manual or utilisation-based scaling.
     #[serde(default)]
     pub scale_settings: ScaleSettings,
+    /// ServiceAccount the instances run as. Omitted: no Kubernetes API token is mounted into
+    /// them (the namespace's `default` account is used without a token). Named: the account's own
+    /// `automountServiceAccountToken` decides whether its token is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new(format!("self.matches(r'{}')", super::common::DNS_SUBDOMAIN_PATTERN)).message("serviceAccountName must be a ServiceAccount name (lowercase letters, digits, '-' or '.')"))]
+    pub service_account_name: Option<String>,
+    /// Pod-wide security settings of the instances (user, group, fsGroup, seccomp). Omitted:
+    /// the image's user, seccomp `RuntimeDefault`. A non-root `runAsUser` lets the instances run in a
+    /// namespace enforcing PodSecurity `restricted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// Security settings of every container of the instances, init containers included. Omitted:
+    /// no privilege escalation, and all capabilities dropped when running as a non-root user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 fn one() -> i32 {

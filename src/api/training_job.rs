@@ -7,9 +7,12 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    Condition, DNS_SUBDOMAIN_PATTERN, JobInput, JobOutput, JobPhase, MAX_JOB_TIMEOUT,
-    MAX_TTL_SECONDS, max_properties, rules,
+use super::{
+    common::{
+        Condition, DNS_SUBDOMAIN_PATTERN, JobInput, JobOutput, JobPhase, MAX_JOB_TIMEOUT,
+        MAX_TTL_SECONDS, max_properties, rules,
+    },
+    security_context::{PodSecurityContext, SecurityContext},
 };
 
 const RECREATE: &str = "; delete and recreate the TrainingJob to change it";
@@ -151,6 +154,22 @@ pub struct TrainingJobSpec {
     #[schemars(length(max = 253))]
     #[x_kube(validation = Rule::new(format!("self.matches(r'{DNS_SUBDOMAIN_PATTERN}')")).message("priorityClassName must be the name of a PriorityClass (lowercase letters, digits, '-' and '.')"))]
     pub priority_class_name: Option<String>,
+    /// ServiceAccount the job's Pods run as. Omitted: no Kubernetes API token is mounted into
+    /// them (the namespace's `default` account is used without a token). Named: the account's own
+    /// `automountServiceAccountToken` decides whether its token is mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new(format!("self.matches(r'{}')", super::common::DNS_SUBDOMAIN_PATTERN)).message("serviceAccountName must be a ServiceAccount name (lowercase letters, digits, '-' or '.')"))]
+    pub service_account_name: Option<String>,
+    /// Pod-wide security settings of the job's Pods (user, group, fsGroup, seccomp). Omitted:
+    /// the image's user, seccomp `RuntimeDefault`. A non-root `runAsUser` lets the job's Pods run in a
+    /// namespace enforcing PodSecurity `restricted`. MPI runs sshd and keeps its keys in `/root/.ssh`: a non-root MPI job needs an image prepared for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// Security settings of every container of the job's Pods, init containers included. Omitted:
+    /// no privilege escalation, and all capabilities dropped when running as a non-root user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 /// Instance type, count and shared memory of a job.

@@ -35,7 +35,10 @@ use crate::{
     },
     batch::pod_env::{PodPaths, driver_env},
     cli::batch_driver::{EXIT_THRESHOLD_CROSSED, EXIT_WORKER_START_FAILED},
-    operator::children::{child_meta, labels},
+    operator::{
+        children::{child_meta, labels},
+        pod_security::{self, UserSecurity},
+    },
     training::data::{FETCH_FN, sh_quote},
 };
 
@@ -307,7 +310,7 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
         }),
         ..PodFailurePolicyRule::default()
     };
-    Job {
+    let mut job = Job {
         metadata: child_meta(bj, bj.name_any(), COMPONENT),
         spec: Some(JobSpec {
             completion_mode: Some("Indexed".into()),
@@ -362,7 +365,16 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
             ..JobSpec::default()
         }),
         status: None,
+    };
+    // Last, so that it covers every container the Pod got.
+    if let Some(pod) = job.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+        let user = UserSecurity {
+            pod: d.pod_security_context.as_ref(),
+            container: d.security_context.as_ref(),
+        };
+        pod_security::apply(pod, user);
     }
+    job
 }
 
 /// The driver Pods' ServiceAccount.
@@ -562,5 +574,39 @@ mod tests {
         assert_eq!(rules[0].verbs, vec!["get", "patch"]);
         let rb = role_binding(&b);
         assert_eq!(rb.subjects.unwrap()[0].namespace.as_deref(), Some("ns"));
+    }
+
+    #[test]
+    fn the_deployments_security_context_covers_every_container() {
+        let b = bj(json!(null));
+        let mut t = target(&b);
+        let pod_of = |t: &Target| job(&b, t, "img").spec.unwrap().template.spec.unwrap();
+        let pod = pod_of(&t);
+        assert_eq!(
+            pod.security_context.unwrap().seccomp_profile.unwrap().type_,
+            "RuntimeDefault"
+        );
+        for c in pod.init_containers.iter().flatten().chain(&pod.containers) {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        }
+        t.deployment.pod_security_context =
+            Some(serde_json::from_value(json!({ "runAsUser": 1000 })).unwrap());
+        let pod = pod_of(&t);
+        let every: Vec<_> = pod
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&pod.containers)
+            .collect();
+        assert_eq!(every.len(), 3, "copy-binary, fetch-data and the driver");
+        for c in every {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_string()][..])
+            );
+        }
     }
 }

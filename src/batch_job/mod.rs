@@ -13,7 +13,8 @@
 //! failure instead of retries.
 //!
 //! Operator RBAC this needs (for the chart): `batch/jobs` create, delete, get, list, watch; `pods` get,
-//! list, watch, patch; `serviceaccounts` create; `rbac.authorization.k8s.io` `roles` and `rolebindings`
+//! list, watch, patch; `events` (core) list, watch; `serviceaccounts` create;
+//! `rbac.authorization.k8s.io` `roles` and `rolebindings`
 //! create (the operator must itself hold pods get/patch to grant them); `batchjobs/status`,
 //! `batchendpoints/status`, `batchdeployments/status` patch; `events` create, patch.
 
@@ -27,7 +28,10 @@ pub mod submit;
 use std::sync::Arc;
 
 use k8s_openapi::{
-    api::{batch::v1::Job, core::v1::Pod},
+    api::{
+        batch::v1::Job,
+        core::v1::{Event, Pod},
+    },
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
@@ -87,6 +91,8 @@ pub struct Ctx {
     pub instance_types: Store<InstanceType>,
     pub jobs: Store<Job>,
     pub pods: Store<Pod>,
+    /// The Job controller's `FailedCreate` Events (admission refused a driver Pod).
+    pub failed_creates: Store<Event>,
     pub metrics: Metrics,
     pub events: Events,
     pub driver_image: String,
@@ -111,12 +117,14 @@ pub async fn reconcile(bj: Arc<BatchJob>, ctx: Arc<Ctx>) -> Result<Action, Error
     let job = own_job(&bj, &ctx.jobs, &ns);
     let pods = own_pods(&ctx.pods, &ns, job.as_deref());
     let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+    let refused = pods_refused(&ctx.failed_creates, job.as_deref());
     let plan = status::decide(
         &bj,
         &resolution,
         status::Observed {
             job: job.as_deref(),
             pods: &pod_refs,
+            pods_refused: refused.as_deref(),
         },
         Time(Timestamp::now()),
     );
@@ -191,6 +199,22 @@ fn own_pods(pods: &Store<Pod>, ns: &str, job: Option<&Job>) -> Vec<Arc<Pod>> {
                 && p.labels().get("batch.kubernetes.io/controller-uid") == Some(&uid)
         })
         .collect()
+}
+
+/// The message of the newest `FailedCreate` Event of the job's Job: why its Pods are refused.
+fn pods_refused(events: &Store<Event>, job: Option<&Job>) -> Option<String> {
+    let uid = job?.uid()?;
+    events
+        .state()
+        .into_iter()
+        .filter(|e| e.involved_object.uid.as_deref() == Some(uid.as_str()))
+        .max_by_key(|e| {
+            e.last_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .or(e.event_time.as_ref().map(|t| t.0))
+        })
+        .and_then(|e| e.message.clone())
 }
 
 /// Creates a write-once child; one of the same name that is not this job's is a conflict.
@@ -308,6 +332,15 @@ pub async fn run(
         watcher(namespaced::<Pod>(&client, &namespace), managed()).default_backoff(),
     )
     .modify(|p: &mut Pod| p.managed_fields_mut().clear());
+    let (failed_creates, w) = reflector::store();
+    let failed_create_stream = reflector(
+        w,
+        watcher(
+            namespaced::<Event>(&client, &namespace),
+            cfg().fields("involvedObject.kind=Job,reason=FailedCreate"),
+        )
+        .default_backoff(),
+    );
     let (endpoints, w) = reflector::store();
     let ep_stream = reflector(
         w,
@@ -371,6 +404,7 @@ pub async fn run(
         instance_types,
         jobs,
         pods,
+        failed_creates,
         metrics,
         events,
         driver_image,
@@ -388,6 +422,12 @@ pub async fn run(
         .watches_stream(pod_stream.touched_objects(), |p: Pod| {
             let ns = p.namespace().unwrap_or_default();
             status::owner_name(&p).map(|name| ObjectRef::new(&name).within(&ns))
+        })
+        // A Job's Pods refused by admission: the Job (named as its BatchJob) says so in an Event.
+        .watches_stream(failed_create_stream.applied_objects(), |e: Event| {
+            let ns = e.involved_object.namespace.clone()?;
+            let name = e.involved_object.name.clone()?;
+            Some(ObjectRef::new(&name).within(&ns))
         })
         // What a queued job waits for appearing or changing wakes it.
         .watches_stream(ep_stream.applied_objects(), move |o: BatchEndpoint| {

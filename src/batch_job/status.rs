@@ -41,6 +41,8 @@ pub mod reason {
     pub const BACKOFF_LIMIT: &str = "BackoffLimitExceeded";
     pub const JOB_FAILED: &str = "JobFailed";
     pub const CANCELED: &str = "Canceled";
+    /// Admission (PodSecurity, quota, a webhook) refuses the driver Pods.
+    pub const PODS_REJECTED: &str = "PodsRejected";
 }
 
 /// A phase change worth an Event.
@@ -67,6 +69,8 @@ pub struct Plan {
 pub struct Observed<'a> {
     pub job: Option<&'a Job>,
     pub pods: &'a [&'a Pod],
+    /// Why the Job controller cannot create the Job's Pods (its newest `FailedCreate` Event).
+    pub pods_refused: Option<&'a str>,
 }
 
 fn job_condition<'a>(
@@ -221,9 +225,12 @@ impl Decider<'_> {
     }
 
     fn phase(&mut self, phase: Phase, reason: &str, message: String) {
-        if self.prev.phase != Some(phase) {
+        let refused = reason == reason::PODS_REJECTED;
+        if self.prev.phase != Some(phase)
+            || (refused && self.prev.reason.as_deref() != Some(reason))
+        {
             self.plan.transition = Some(Transition {
-                warning: phase == Phase::Failed,
+                warning: phase == Phase::Failed || refused,
                 reason: reason.into(),
                 message: message.clone(),
             });
@@ -324,6 +331,11 @@ pub fn decide(
                 reason::RUNNING,
                 format!("{n} driver pod(s) running"),
             );
+        } else if let Some(why) = observed.pods_refused.filter(|_| observed.pods.is_empty()) {
+            // No Pod exists and the Job controller was refused: say why, with the server's words.
+            let message = format!("the driver Pods are refused: {why}");
+            d.phase(Phase::Starting, reason::PODS_REJECTED, message.clone());
+            d.cond(condition::RUNNING, false, reason::PODS_REJECTED, &message);
         } else if let Some(why) = observed.pods.iter().find_map(|p| unschedulable(p)) {
             d.phase(Phase::Starting, reason::UNSCHEDULABLE, why);
         } else if d.prev.phase != Some(Phase::Running) {
@@ -480,6 +492,7 @@ mod tests {
             Observed {
                 job: Some(&job),
                 pods: &refs,
+                pods_refused: None,
             },
             now(),
         );
@@ -494,6 +507,7 @@ mod tests {
             Observed {
                 job: Some(&done),
                 pods: &refs,
+                pods_refused: None,
             },
             now(),
         );
@@ -515,6 +529,7 @@ mod tests {
             Observed {
                 job: Some(&job),
                 pods: &refs,
+                pods_refused: None,
             },
             now(),
         );
@@ -537,6 +552,7 @@ mod tests {
             Observed {
                 job: Some(&job),
                 pods: &[],
+                pods_refused: None,
             },
             now(),
         );
@@ -546,5 +562,57 @@ mod tests {
         let again = decide(&b, &waiting(), Observed::default(), now());
         assert_eq!(again.status, p.status, "nothing changes once terminal");
         assert!(again.transition.is_none() && !again.delete_job);
+    }
+
+    #[test]
+    fn pods_refused_by_admission_are_reported_once_with_the_servers_message() {
+        let job = k8s_job(None);
+        let why = "pods \"scorer-abc12-0-x\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true";
+        let observed = Observed {
+            job: Some(&job),
+            pods: &[],
+            pods_refused: Some(why),
+        };
+        let p = decide(
+            &bj(json!({ "phase": "Starting" })),
+            &waiting(),
+            observed,
+            now(),
+        );
+        assert_eq!(p.status.phase, Some(Phase::Starting));
+        assert_eq!(p.status.reason.as_deref(), Some(reason::PODS_REJECTED));
+        assert!(p.status.message.as_deref().unwrap().ends_with(why));
+        let running = p
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::RUNNING)
+            .unwrap();
+        assert_eq!(
+            (running.status.as_str(), running.reason.as_str()),
+            ("False", reason::PODS_REJECTED)
+        );
+        assert!(p.transition.as_ref().unwrap().warning);
+        let mut b = bj(json!({ "phase": "Starting" }));
+        b.status = Some(p.status.clone());
+        let again = decide(&b, &waiting(), observed, now());
+        assert_eq!(again.status, p.status);
+        assert!(
+            again.transition.is_none(),
+            "one Event, not one per reconcile"
+        );
+        // Once Pods exist, an old refusal no longer describes the job.
+        let pods = [pod(0, "Running", None, None)];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let later = decide(
+            &b,
+            &waiting(),
+            Observed {
+                pods: &refs,
+                ..observed
+            },
+            now(),
+        );
+        assert_eq!(later.status.phase, Some(Phase::Running));
     }
 }

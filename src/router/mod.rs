@@ -28,6 +28,9 @@ pub mod table;
 pub mod token;
 pub mod upstream;
 
+#[cfg(test)]
+mod proptests;
+
 use std::{net::SocketAddr, time::Duration};
 
 use tokio::signal::unix::SignalKind;

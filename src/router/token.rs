@@ -56,9 +56,16 @@ fn parse(token: &[u8]) -> Option<(u64, [u8; 32])> {
     if parts.next()? != VERSION {
         return None;
     }
-    let expires = parts.next()?.parse::<u64>().ok()?;
+    // Only the canonical form `mint` writes: one token has one spelling (no sign, no leading
+    // zeros, lowercase hex).
+    let expiry_text = parts.next()?;
+    let expires = expiry_text.parse::<u64>().ok()?;
     let hex = parts.next()?.as_bytes();
-    if parts.next().is_some() || hex.len() != 64 {
+    if parts.next().is_some()
+        || hex.len() != 64
+        || expires.to_string() != expiry_text
+        || !hex.iter().all(|c| HEX.contains(c))
+    {
         return None;
     }
     let mut signature = [0u8; 32];

@@ -11,16 +11,21 @@ use std::{io, net::SocketAddr, time::Duration};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
     net::TcpStream,
 };
 
 /// The most header lines accepted in a response.
-const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// The largest response head accepted.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// The largest response body accepted.
 pub const MAX_BODY_BYTES: usize = 256 * 1024 * 1024;
+/// The most hex digits of a chunk size: 8 already exceed [`MAX_BODY_BYTES`], so more are refused
+/// (leading zeros included) before any arithmetic on them.
+const MAX_CHUNK_SIZE_DIGITS: usize = 8;
+/// The most trailer lines accepted after the last chunk.
+const MAX_TRAILERS: usize = MAX_HEADERS;
 /// How long connecting to an instance may take before another one is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -49,10 +54,10 @@ impl ExchangeError {
     }
 }
 
-/// One keep-alive connection to an instance.
+/// One keep-alive connection to an instance (a TCP stream; any byte stream in tests).
 #[derive(Debug)]
-pub struct Connection {
-    stream: TcpStream,
+pub struct Connection<S = TcpStream> {
+    stream: S,
     buf: BytesMut,
 }
 
@@ -63,10 +68,17 @@ impl Connection {
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         stream.set_nodelay(true)?;
-        Ok(Self {
+        Ok(Self::over(stream))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    /// A connection over an open byte stream.
+    pub fn over(stream: S) -> Self {
+        Self {
             stream,
             buf: BytesMut::with_capacity(8 * 1024),
-        })
+        }
     }
 
     /// Sends `head` (a complete request head) and `body`, then reads the answer. Returns the
@@ -171,6 +183,9 @@ impl Connection {
                     Ok(httparse::Status::Partial) => {
                         return Err(ExchangeError::Malformed("answer head too large"));
                     }
+                    Err(httparse::Error::TooManyHeaders) => {
+                        return Err(ExchangeError::Malformed("too many header lines"));
+                    }
                     Err(_) => return Err(ExchangeError::Malformed("not an HTTP/1.1 answer")),
                 }
             }
@@ -218,18 +233,20 @@ impl Connection {
         let mut body = BytesMut::new();
         loop {
             let line = self.read_line().await?;
-            let size_text = line.split(|&b| b == b';').next().unwrap_or_default();
-            let size_text = std::str::from_utf8(size_text)
-                .map_err(|_| ExchangeError::Malformed("bad chunk size"))?
-                .trim();
-            let size = usize::from_str_radix(size_text, 16)
-                .map_err(|_| ExchangeError::Malformed("bad chunk size"))?;
+            let size = chunk_size(&line)?;
             if size == 0 {
                 // Trailers, if any, end with an empty line; they are dropped.
-                while !self.read_line().await?.is_empty() {}
+                let mut trailers = 0;
+                while !self.read_line().await?.is_empty() {
+                    trailers += 1;
+                    if trailers > MAX_TRAILERS {
+                        return Err(ExchangeError::Malformed("too many trailers"));
+                    }
+                }
                 return Ok(body.freeze());
             }
-            if body.len() + size > MAX_BODY_BYTES {
+            // `size` is below 2^32 (see `chunk_size`) and body.len() at most MAX_BODY_BYTES: no overflow.
+            if size > MAX_BODY_BYTES - body.len() {
                 return Err(ExchangeError::Malformed("answer body too large"));
             }
             while self.buf.len() < size + 2 {
@@ -263,6 +280,28 @@ impl Connection {
     }
 }
 
+/// The size of a chunk-size line (`1*HEXDIG [ BWS ; chunk-ext ]`), refusing what is not one: signs,
+/// empty sizes, and more digits than any accepted body needs.
+fn chunk_size(line: &[u8]) -> Result<usize, ExchangeError> {
+    let size_text = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if size_text.is_empty()
+        || size_text.len() > MAX_CHUNK_SIZE_DIGITS
+        || !size_text.iter().all(u8::is_ascii_hexdigit)
+    {
+        return Err(ExchangeError::Malformed("bad chunk size"));
+    }
+    size_text.iter().try_fold(0usize, |size, &digit| {
+        let value = char::from(digit)
+            .to_digit(16)
+            .ok_or(ExchangeError::Malformed("bad chunk size"))?;
+        Ok(size * 16 + value as usize)
+    })
+}
+
 fn wants_close(headers: &HeaderMap) -> bool {
     headers.get_all(http::header::CONNECTION).iter().any(|v| {
         v.as_bytes()
@@ -288,11 +327,16 @@ fn content_length(headers: &HeaderMap) -> Result<Option<usize>, ExchangeError> {
     let Some(first) = values.next() else {
         return Ok(None);
     };
+    // `1*DIGIT` (RFC 9110): no sign, which `usize::from_str` would accept.
     let parse = |v: &HeaderValue| {
-        std::str::from_utf8(v.as_bytes())
+        let digits = v.as_bytes().trim_ascii();
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            return Err(ExchangeError::Malformed("bad content-length"));
+        }
+        std::str::from_utf8(digits)
             .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .ok_or(ExchangeError::Malformed("bad content-length"))
+            .and_then(|s| s.parse::<usize>().ok())
+            .ok_or(ExchangeError::Malformed("content-length too large"))
     };
     let length = parse(first)?;
     for other in values {

@@ -25,7 +25,10 @@ use crate::{
         common::parse_shm_size,
         training_job::{DistributionType, TrainingJob},
     },
-    operator::children::{child_meta, labels},
+    operator::{
+        children::{child_meta, labels},
+        pod_security::{self, UserSecurity},
+    },
 };
 
 pub const QUEUE_LABEL: &str = "kueue.x-k8s.io/queue-name";
@@ -196,30 +199,39 @@ pub fn pod(
         ..Container::default()
     });
 
+    let mut pod_spec = PodSpec {
+        // The operator restarts the whole gang on failure, so a Pod never restarts by itself.
+        restart_policy: Some("Never".into()),
+        hostname: Some(inst.pod_name.clone()),
+        subdomain: topology::needs_service(job).then(|| job.name_any()),
+        containers: vec![main],
+        init_containers: init.map(|c| vec![c]),
+        volumes: Some(volumes).filter(|v| !v.is_empty()),
+        node_selector: Some(resolved.node_selector.clone()).filter(|n| !n.is_empty()),
+        tolerations: Some(resolved.tolerations.clone()).filter(|t| !t.is_empty()),
+        image_pull_secrets: Some(
+            resolved
+                .image_pull_secrets
+                .iter()
+                .map(|s| LocalObjectReference { name: s.clone() })
+                .collect::<Vec<_>>(),
+        )
+        .filter(|s| !s.is_empty()),
+        priority_class_name: spec.priority_class_name.clone(),
+        enable_service_links: Some(false),
+        ..PodSpec::default()
+    };
+    pod_security::service_account(&mut pod_spec, spec.service_account_name.as_deref());
+    pod_security::apply(
+        &mut pod_spec,
+        UserSecurity {
+            pod: spec.pod_security_context.as_ref(),
+            container: spec.security_context.as_ref(),
+        },
+    );
     Pod {
         metadata: meta,
-        spec: Some(PodSpec {
-            // The operator restarts the whole gang on failure, so a Pod never restarts by itself.
-            restart_policy: Some("Never".into()),
-            hostname: Some(inst.pod_name.clone()),
-            subdomain: topology::needs_service(job).then(|| job.name_any()),
-            containers: vec![main],
-            init_containers: init.map(|c| vec![c]),
-            volumes: Some(volumes).filter(|v| !v.is_empty()),
-            node_selector: Some(resolved.node_selector.clone()).filter(|n| !n.is_empty()),
-            tolerations: Some(resolved.tolerations.clone()).filter(|t| !t.is_empty()),
-            image_pull_secrets: Some(
-                resolved
-                    .image_pull_secrets
-                    .iter()
-                    .map(|s| LocalObjectReference { name: s.clone() })
-                    .collect::<Vec<_>>(),
-            )
-            .filter(|s| !s.is_empty()),
-            priority_class_name: spec.priority_class_name.clone(),
-            enable_service_links: Some(false),
-            ..PodSpec::default()
-        }),
+        spec: Some(pod_spec),
         status: None,
     }
 }

@@ -398,3 +398,51 @@ fn data_inputs_outputs_and_code_become_mounts_and_fetch_steps() {
         "a single instance needs no rendezvous service"
     );
 }
+
+#[test]
+fn pods_mount_no_token_and_run_non_root_once_the_user_says_so() {
+    let job = fixture("single");
+    let all = topology::instances(&job);
+    let spec = children::pod(&job, &resolved(&job), &all, &all[0], 1)
+        .spec
+        .unwrap();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    assert_eq!(spec.service_account_name, None);
+    let seccomp = spec.security_context.unwrap().seccomp_profile.unwrap();
+    assert_eq!(seccomp.type_, "RuntimeDefault");
+    let every = spec
+        .init_containers
+        .unwrap()
+        .into_iter()
+        .chain(spec.containers);
+    for c in every {
+        let sc = c.security_context.unwrap();
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        assert_eq!(
+            sc.capabilities, None,
+            "root keeps the runtime's capabilities"
+        );
+    }
+
+    let mut job = fixture("single");
+    job.spec.service_account_name = Some("trainer".into());
+    job.spec.pod_security_context = Some(
+        serde_json::from_value(serde_json::json!({ "runAsUser": 1000, "fsGroup": 1000 })).unwrap(),
+    );
+    let spec = children::pod(&job, &resolved(&job), &all, &all[0], 1)
+        .spec
+        .unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("trainer"));
+    assert_eq!(spec.automount_service_account_token, None);
+    assert_eq!(spec.security_context.unwrap().run_as_user, Some(1000));
+    let init = spec.init_containers.unwrap();
+    assert_eq!(init[0].name, "fetch-inputs");
+    for c in init.iter().chain(&spec.containers) {
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
+        assert_eq!(
+            sc.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_string()][..])
+        );
+    }
+}

@@ -142,4 +142,8 @@ Never a wildcard: tests/chart.rs fails on `*`.
 - apiGroups: ["events.k8s.io"]
   resources: [events]
   verbs: [create, patch]
+# The Job controller's FailedCreate Events: a BatchJob whose driver Pods admission refuses says why.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [list, watch]
 {{- end }}

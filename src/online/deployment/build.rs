@@ -27,7 +27,10 @@ use crate::{
         online_deployment::{OnlineDeployment, ProbeSettings, ScaleType},
     },
     online::resolve::{Resolved, Routes},
-    operator::children::{LABEL_MANAGED_BY, MANAGER, child_meta, owner_label_key},
+    operator::{
+        children::{LABEL_MANAGED_BY, MANAGER, child_meta, owner_label_key},
+        pod_security::{self, UserSecurity},
+    },
     training::data::{FETCH_FN, sh_quote},
 };
 
@@ -299,27 +302,35 @@ pub fn pod_template(
         .labels
         .unwrap_or_default();
     labels.extend(selector_labels(od));
+    let mut pod_spec = PodSpec {
+        containers: vec![container],
+        init_containers: (!init_containers.is_empty()).then_some(init_containers),
+        volumes: (!volumes.is_empty()).then_some(volumes),
+        node_selector: (!resolved.node_selector.is_empty()).then(|| resolved.node_selector.clone()),
+        tolerations: (!resolved.tolerations.is_empty()).then(|| resolved.tolerations.clone()),
+        image_pull_secrets: (!resolved.image_pull_secrets.is_empty()).then(|| {
+            resolved
+                .image_pull_secrets
+                .iter()
+                .map(|s| LocalObjectReference { name: s.clone() })
+                .collect()
+        }),
+        ..PodSpec::default()
+    };
+    pod_security::service_account(&mut pod_spec, spec.service_account_name.as_deref());
+    pod_security::apply(
+        &mut pod_spec,
+        UserSecurity {
+            pod: spec.pod_security_context.as_ref(),
+            container: spec.security_context.as_ref(),
+        },
+    );
     PodTemplateSpec {
         metadata: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             labels: Some(labels),
             ..Default::default()
         }),
-        spec: Some(PodSpec {
-            containers: vec![container],
-            init_containers: (!init_containers.is_empty()).then_some(init_containers),
-            volumes: (!volumes.is_empty()).then_some(volumes),
-            node_selector: (!resolved.node_selector.is_empty())
-                .then(|| resolved.node_selector.clone()),
-            tolerations: (!resolved.tolerations.is_empty()).then(|| resolved.tolerations.clone()),
-            image_pull_secrets: (!resolved.image_pull_secrets.is_empty()).then(|| {
-                resolved
-                    .image_pull_secrets
-                    .iter()
-                    .map(|s| LocalObjectReference { name: s.clone() })
-                    .collect()
-            }),
-            ..PodSpec::default()
-        }),
+        spec: Some(pod_spec),
     }
 }
 
@@ -565,5 +576,60 @@ mod tests {
                 .average_utilization,
             Some(70)
         );
+    }
+
+    #[test]
+    fn instances_mount_no_token_unless_an_account_is_named_and_harden_every_container() {
+        let d = od(json!({ "endpointName": "fraud", "image": "python:3.12",
+            "model": "https://example.com/m/model.pkl",
+            "codeConfiguration": { "code": "configmap://fraud-code", "scoringScript": "score.py" } }));
+        let r = resolve_from(&d, None, None).unwrap();
+        let pod = deployment(&d, &r, &routes(&d, None))
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let init = pod.init_containers.clone().unwrap();
+        assert_eq!(init.len(), 2, "code and model initializers");
+        for c in init.iter().chain(&pod.containers) {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(sc.run_as_non_root, None);
+        }
+
+        let d = od(json!({ "endpointName": "fraud", "image": "python:3.12",
+            "model": "https://example.com/m/model.pkl",
+            "serviceAccountName": "scorer",
+            "podSecurityContext": { "runAsUser": 1000 },
+            "securityContext": { "readOnlyRootFilesystem": true } }));
+        let r = resolve_from(&d, None, None).unwrap();
+        let pod = deployment(&d, &r, &routes(&d, None))
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap();
+        assert_eq!(
+            (
+                pod.service_account_name.as_deref(),
+                pod.automount_service_account_token
+            ),
+            (Some("scorer"), None)
+        );
+        for c in pod.init_containers.iter().flatten().chain(&pod.containers) {
+            let sc = c.security_context.as_ref().unwrap();
+            assert_eq!(
+                (sc.run_as_non_root, sc.read_only_root_filesystem),
+                (Some(true), Some(true)),
+                "{}",
+                c.name
+            );
+            assert_eq!(
+                sc.capabilities.as_ref().unwrap().drop.as_deref(),
+                Some(&["ALL".to_string()][..])
+            );
+        }
     }
 }

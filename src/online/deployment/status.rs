@@ -26,7 +26,7 @@ pub enum EndpointPresence {
 }
 
 /// What the Deployment reports, reduced to what status needs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
     pub exists: bool,
     pub desired: i32,
@@ -35,6 +35,9 @@ pub struct Observed {
     pub updated: i32,
     /// The Deployment controller has seen the latest Deployment spec.
     pub current: bool,
+    /// Why the ReplicaSet cannot create Pods (the Deployment's `ReplicaFailure` condition, with
+    /// reason `FailedCreate`): admission (PodSecurity, quota, a webhook) refused them.
+    pub pods_rejected: Option<String>,
 }
 
 impl Observed {
@@ -51,9 +54,26 @@ impl Observed {
             ready: st.ready_replicas.unwrap_or(0),
             updated: st.updated_replicas.unwrap_or(0),
             current: st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0),
+            pods_rejected: st
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| {
+                    c.type_ == "ReplicaFailure"
+                        && c.status == "True"
+                        && c.reason.as_deref() == Some("FailedCreate")
+                })
+                .map(|c| {
+                    c.message
+                        .clone()
+                        .unwrap_or_else(|| "the API server refused the instances' Pods".into())
+                }),
         }
     }
 }
+
+/// Ready's reason when admission refuses the instances' Pods.
+pub const PODS_REJECTED: &str = "PodsRejected";
 
 /// The new status of `od`.
 pub fn compute(
@@ -140,6 +160,14 @@ pub fn compute(
             *reason,
             "not started: see the Resolved condition".to_string(),
         ),
+        (_, 0) if observed.pods_rejected.is_some() => (
+            false,
+            PODS_REJECTED,
+            format!(
+                "the instances' Pods are refused: {}",
+                observed.pods_rejected.clone().unwrap_or_default()
+            ),
+        ),
         (_, 0) => (
             false,
             "NoReadyInstances",
@@ -160,7 +188,14 @@ pub fn compute(
         generation,
         now,
     );
-    let (progressing, reason, message) = if rolling {
+    let (progressing, reason, message) = if let Some(why) = &observed.pods_rejected {
+        // Waiting does not help: the spec or the namespace's policy must change.
+        (
+            false,
+            PODS_REJECTED,
+            format!("the instances' Pods are refused: {why}"),
+        )
+    } else if rolling {
         (
             true,
             "RollingUpdate",
@@ -256,8 +291,9 @@ mod tests {
             ready: 2,
             updated: 2,
             current: true,
+            pods_rejected: None,
         };
-        let st = compute(&d, &r, EndpointPresence::Found, seen, &now());
+        let st = compute(&d, &r, EndpointPresence::Found, seen.clone(), &now());
         assert_eq!(st.provisioning_state, Some(ProvisioningState::Succeeded));
         assert_eq!(
             (st.ready_instances, st.selector.as_deref()),
@@ -269,10 +305,46 @@ mod tests {
         assert_eq!(transitions(None, &st).len(), 2);
         d.status = Some(st.clone());
         let later = Time(Timestamp::from_second(200).unwrap());
-        assert_eq!(compute(&d, &r, EndpointPresence::Found, seen, &later), st);
+        assert_eq!(
+            compute(&d, &r, EndpointPresence::Found, seen.clone(), &later),
+            st
+        );
         let scaling = Observed { desired: 3, ..seen };
         let st2 = compute(&d, &r, EndpointPresence::Found, scaling, &later);
         assert_eq!(st2.provisioning_state, Some(ProvisioningState::Scaling));
         assert!(transitions(Some(&st), &st2).is_empty());
+    }
+
+    #[test]
+    fn pods_refused_by_admission_are_reported_with_the_servers_message() {
+        let d = od();
+        let r = resolve_from(&d, None, None);
+        let deployment: Deployment = serde_json::from_value(json!({
+            "metadata": { "name": "blue", "generation": 1 },
+            "spec": { "replicas": 2, "selector": {}, "template": {} },
+            "status": { "observedGeneration": 1, "conditions": [
+                { "type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable" },
+                { "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                  "message": "pods \"blue-1\" is forbidden: violates PodSecurity \"restricted:latest\": runAsNonRoot != true" }
+            ] }
+        }))
+        .unwrap();
+        let seen = Observed::from_deployment(Some(&deployment));
+        let st = compute(&d, &r, EndpointPresence::Found, seen, &now());
+        let ready = st.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", PODS_REJECTED)
+        );
+        assert!(
+            ready.message.contains("violates PodSecurity"),
+            "{}",
+            ready.message
+        );
+        let changed = transitions(None, &st);
+        assert!(
+            changed.iter().any(|t| t.reason == PODS_REJECTED),
+            "{changed:?}"
+        );
     }
 }
