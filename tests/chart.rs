@@ -119,6 +119,83 @@ fn no_chart_template_grants_a_wildcard() {
     );
 }
 
+/// Whether `rules` (a rendered Role's) allow `verb` on `group`/`resource`.
+fn allows(rules: &Value, group: &str, resource: &str, verb: &str) -> bool {
+    let has = |rule: &Value, field: &str, want: &str| {
+        rule[field]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|v| v.as_str() == Some(want))
+    };
+    rules.as_sequence().into_iter().flatten().any(|r| {
+        has(r, "apiGroups", group)
+            && has(r, "resources", resource)
+            && has(r, "verbs", verb)
+            && r["resourceNames"].is_null()
+    })
+}
+
+#[test]
+fn the_operator_holds_what_the_batch_driver_roles_grant_and_no_pod_patch() {
+    // RBAC escalation prevention: the operator can create a driver's Role only if it holds every
+    // permission in it. The Role is built by the controller's own code.
+    let base = fs::read_to_string(root().join("deploy/kustomize/base/mlcompute.yaml")).unwrap();
+    let docs = documents(&base);
+    let operator = docs
+        .iter()
+        .find(|d| {
+            d["kind"].as_str() == Some("ClusterRole")
+                && d["metadata"]["name"].as_str() == Some("mlcompute-operator")
+        })
+        .expect("the operator's namespaced ClusterRole");
+    let rules = &operator["rules"];
+    let bj: mlcompute::api::batch_job::BatchJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
+        "metadata": { "name": "j", "namespace": "ns", "uid": "u" },
+        "spec": { "endpointName": "e", "input": { "path": "pvc://d/x" } }
+    }))
+    .unwrap();
+    let role = mlcompute::batch_job::build::role(&bj);
+    for rule in role.rules.unwrap() {
+        for group in rule.api_groups.unwrap() {
+            for resource in rule.resources.clone().unwrap() {
+                for verb in &rule.verbs {
+                    assert!(
+                        allows(rules, &group, &resource, verb),
+                        "the operator cannot grant {verb} on {resource}"
+                    );
+                }
+            }
+        }
+    }
+    for (group, resource) in [
+        ("", "configmaps"),
+        ("", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+    ] {
+        assert!(allows(rules, group, resource, "create"), "{resource}");
+    }
+    assert!(
+        allows(rules, "", "configmaps", "watch"),
+        "the progress cache"
+    );
+    assert!(
+        !allows(rules, "", "pods", "patch"),
+        "nothing patches Pods any more: the operator does not need it"
+    );
+    assert!(
+        !["escalate", "bind"].iter().any(|v| allows(
+            rules,
+            "rbac.authorization.k8s.io",
+            "roles",
+            v
+        )),
+        "no escalate or bind"
+    );
+}
+
 #[test]
 fn wildcard_check_sees_a_wildcard() {
     let docs = documents(

@@ -11,6 +11,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("creating the progress ConfigMap {name}")]
+    CreateProgress {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("creating Job {name}")]
     CreateJob {
         name: String,
@@ -34,6 +40,7 @@ impl Error {
     pub fn category(&self) -> &'static str {
         match self {
             Error::CreateAccount { source, .. }
+            | Error::CreateProgress { source, .. }
             | Error::CreateJob { source, .. }
             | Error::DeleteJob { source, .. }
             | Error::PatchStatus(source) => error_category(source),
