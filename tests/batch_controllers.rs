@@ -13,7 +13,7 @@ use std::{collections::BTreeMap, time::Duration};
 use k8s_openapi::api::{
     authorization::v1::SubjectAccessReview,
     batch::v1::Job,
-    core::v1::{ConfigMap, Pod, ServiceAccount},
+    core::v1::{ConfigMap, Pod},
 };
 use kube::{
     Api, ResourceExt,
@@ -533,34 +533,6 @@ async fn may(
     answer.status.unwrap().allowed
 }
 
-/// A kubeconfig (written to a temporary file) that authenticates as ServiceAccount `account` of
-/// `ns` with a fresh bound token (TokenRequest), against the local plane.
-async fn kubeconfig_as(client: &kube::Client, ns: &str, account: &str) -> std::path::PathBuf {
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let request = serde_json::from_value(json!({ "spec": { "expirationSeconds": 600 } })).unwrap();
-    let token = accounts
-        .create_token_request(account, &PostParams::default(), &request)
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .token;
-    let admin: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(support::kubeconfig_path()).unwrap())
-            .unwrap();
-    let cluster = admin["clusters"][0]["cluster"].clone();
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{ "name": "plane", "cluster": cluster }],
-        "users": [{ "name": account, "user": { "token": token } }],
-        "contexts": [{ "name": "sa", "context": { "cluster": "plane", "user": account } }],
-        "current-context": "sa"
-    });
-    let path = std::env::temp_dir().join(format!("mlc-kubeconfig-{ns}-{account}.yaml"));
-    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane"]
 async fn a_batch_pod_identity_may_patch_its_own_progress_and_nothing_else() {
@@ -691,14 +663,8 @@ async fn a_batch_pod_identity_may_patch_its_own_progress_and_nothing_else() {
     // The relay, run as that identity (a bound token, as the projected volume holds): what the
     // driver writes reaches the job's status, the final snapshot lands on SIGTERM, and the token
     // is refused everywhere else.
-    let kubeconfig = kubeconfig_as(&client, n, "a-driver").await;
-    let sa = {
-        let kc = kube::config::Kubeconfig::read_from(&kubeconfig).unwrap();
-        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap();
-        kube::Client::try_from(config).unwrap()
-    };
+    let kubeconfig = support::kubeconfig_as(&client, n, "a-driver").await;
+    let sa = support::client_from(&kubeconfig).await;
     let forbidden =
         |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
     let sa_pods: Api<Pod> = Api::namespaced(sa.clone(), n);

@@ -512,3 +512,95 @@ async fn helm_install_creates_the_release_and_its_deployments_become_available()
         None,
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn with_the_chart_rbac_the_operator_may_create_the_batch_driver_role() {
+    use k8s_openapi::api::{
+        core::v1::{ConfigMap, ServiceAccount},
+        rbac::v1::{ClusterRole, Role, RoleBinding},
+    };
+    use kube::api::{DeleteParams, PostParams};
+    // The operator's namespaced ClusterRole as the kustomize base renders it, bound in a test
+    // namespace to a ServiceAccount; as that identity, create what the BatchJob controller creates.
+    // The API server's escalation check refuses a Role granting more than the creator holds.
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "chart-rbac").await;
+    let base = fs::read_to_string(root().join("deploy/kustomize/base/mlcompute.yaml")).unwrap();
+    let mut role = documents(&base)
+        .into_iter()
+        .find(|d| {
+            d["kind"].as_str() == Some("ClusterRole")
+                && d["metadata"]["name"].as_str() == Some("mlcompute-operator")
+        })
+        .unwrap();
+    let name = format!("{}-operator", ns.name());
+    role["metadata"] = serde_yaml::from_str(&format!("{{name: {name}}}")).unwrap();
+    let role: ClusterRole = serde_json::from_value(serde_json::to_value(&role).unwrap()).unwrap();
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    cluster_roles
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    struct Cleanup(Api<ClusterRole>, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let (api, name) = (self.0.clone(), self.1.clone());
+            tokio::spawn(async move { api.delete(&name, &DeleteParams::default()).await });
+        }
+    }
+    let _cleanup = Cleanup(cluster_roles, name.clone());
+    let pp = PostParams::default();
+    let accounts: Api<ServiceAccount> = ns.api();
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": "operator" } })).unwrap();
+    accounts.create(&pp, &sa).await.unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "operator" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": "operator", "namespace": ns.name() }]
+    }))
+    .unwrap();
+    ns.api::<RoleBinding>().create(&pp, &binding).await.unwrap();
+    let kubeconfig = support::kubeconfig_as(&client, ns.name(), "operator").await;
+    let operator = support::client_from(&kubeconfig).await;
+
+    let bj: mlcompute::api::batch_job::BatchJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
+        "metadata": { "name": "j", "namespace": ns.name(), "uid": "00000000-0000-0000-0000-000000000001" },
+        "spec": { "endpointName": "e", "input": { "path": "pvc://d/x" } }
+    }))
+    .unwrap();
+    use mlcompute::batch_job::build;
+    let cms: Api<ConfigMap> = Api::namespaced(operator.clone(), ns.name());
+    cms.create(&pp, &build::progress_config_map(&bj))
+        .await
+        .unwrap_or_else(|e| panic!("as the chart\'s operator role: ConfigMap: {e}"));
+    let sas: Api<ServiceAccount> = Api::namespaced(operator.clone(), ns.name());
+    sas.create(&pp, &build::service_account(&bj))
+        .await
+        .unwrap_or_else(|e| panic!("as the chart\'s operator role: ServiceAccount: {e}"));
+    let roles: Api<Role> = Api::namespaced(operator.clone(), ns.name());
+    roles
+        .create(&pp, &build::role(&bj))
+        .await
+        .unwrap_or_else(|e| panic!("as the chart\'s operator role: Role: {e}"));
+    let bindings: Api<RoleBinding> = Api::namespaced(operator.clone(), ns.name());
+    bindings
+        .create(&pp, &build::role_binding(&bj))
+        .await
+        .unwrap_or_else(|e| panic!("as the chart\'s operator role: RoleBinding: {e}"));
+    // The old driver Role (patch on every Pod) is more than the operator holds now: refused.
+    let mut old = build::role(&bj);
+    old.metadata.name = Some("old-driver".into());
+    old.rules = serde_json::from_value(serde_json::json!([
+        { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"] }
+    ]))
+    .unwrap();
+    let refused = roles.create(&pp, &old).await.unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 403 && s.message.contains("escalat")),
+        "{refused:?}"
+    );
+    fs::remove_file(&kubeconfig).unwrap();
+}

@@ -72,7 +72,8 @@ pub const PROGRESS_FILE: &str = "/var/run/mlcompute/progress/progress.json";
 pub const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// The relay's projected token volume.
 pub const TOKEN_VOLUME: &str = "progress-token";
-/// Lifetime asked for the relay's token (the kubelet refreshes it; kube re-reads the file).
+/// Lifetime asked for the relay's token (the kubelet refreshes it; kube re-reads the file). Not
+/// 3607, the kubelet's own value, which the API server may extend to a year.
 const TOKEN_SECONDS: i64 = 3600;
 /// Exit code of a usage error (clap), which no retry fixes either.
 const EXIT_USAGE: i32 = 2;
