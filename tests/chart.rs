@@ -586,10 +586,14 @@ async fn with_the_chart_rbac_the_operator_may_create_the_batch_driver_role() {
         .await
         .unwrap_or_else(|e| panic!("as the chart\'s operator role: Role: {e}"));
     let bindings: Api<RoleBinding> = Api::namespaced(operator.clone(), ns.name());
-    bindings
-        .create(&pp, &build::role_binding(&bj))
-        .await
-        .unwrap_or_else(|e| panic!("as the chart\'s operator role: RoleBinding: {e}"));
+    // Binding needs the new Role in the authorizer's cache, which may lag a moment (the
+    // controller retries the same way).
+    let mut tries = 0;
+    while let Err(e) = bindings.create(&pp, &build::role_binding(&bj)).await {
+        tries += 1;
+        assert!(tries < 20, "as the chart's operator role: RoleBinding: {e}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     // The old driver Role (patch on every Pod) is more than the operator holds now: refused.
     let mut old = build::role(&bj);
     old.metadata.name = Some("old-driver".into());
@@ -599,7 +603,7 @@ async fn with_the_chart_rbac_the_operator_may_create_the_batch_driver_role() {
     .unwrap();
     let refused = roles.create(&pp, &old).await.unwrap_err();
     assert!(
-        matches!(&refused, kube::Error::Api(s) if s.code == 403 && s.message.contains("escalat")),
+        matches!(&refused, kube::Error::Api(s) if s.code == 403 && s.message.contains("not currently held")),
         "{refused:?}"
     );
     fs::remove_file(&kubeconfig).unwrap();
