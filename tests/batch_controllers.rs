@@ -1,14 +1,20 @@
 //! The batch controllers on the local plane: `mlcompute batch invoke` → BatchJob → Indexed Job and
-//! driver Pods with the sharding environment; progress (annotations a real driver would write) and the
-//! final phase in status; a missing default deployment; an instance exiting 3 (error threshold); a
-//! batch endpoint name already held in another watched namespace is refused until its holder goes.
+//! driver Pods with the sharding environment; progress (entries of the job's progress ConfigMap, as
+//! the relay sidecars write them) and the final phase in status; a missing default deployment; an
+//! instance exiting 3 (error threshold); a batch endpoint name already held in another watched
+//! namespace is refused until its holder goes. Batch Pod credentials: SubjectAccessReviews for the
+//! driver identity, and the relay run as that identity.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use std::{collections::BTreeMap, time::Duration};
 
-use k8s_openapi::api::{batch::v1::Job, core::v1::Pod};
+use k8s_openapi::api::{
+    authorization::v1::SubjectAccessReview,
+    batch::v1::Job,
+    core::v1::{ConfigMap, Pod},
+};
 use kube::{
     Api, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
@@ -90,6 +96,43 @@ async fn driver_pods(ns: &TestNamespace, job: &str, n: usize) -> Vec<Pod> {
         (list.items.len() >= n).then_some(list.items)
     })
     .await
+}
+
+/// The Pod as the API server stored it: no token volume anywhere but in the relay sidecar, and no
+/// automounted one.
+fn assert_only_the_relay_holds_a_token(pod: &Pod) {
+    let spec = pod.spec.as_ref().unwrap();
+    assert_eq!(spec.automount_service_account_token, Some(false));
+    let token_volumes: Vec<&str> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| {
+            v.secret.is_some()
+                || v.projected.as_ref().is_some_and(|p| {
+                    p.sources
+                        .iter()
+                        .flatten()
+                        .any(|s| s.service_account_token.is_some())
+                })
+        })
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(token_volumes, ["progress-token"]);
+    let holders: Vec<&str> = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers)
+        .filter(|c| {
+            c.volume_mounts.iter().flatten().any(|m| {
+                token_volumes.contains(&m.name.as_str())
+                    || m.mount_path.starts_with("/var/run/secrets")
+            })
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(holders, ["progress-relay"], "{}", pod.name_any());
 }
 
 fn phase(j: Option<&BatchJob>) -> Option<JobPhase> {
@@ -181,11 +224,15 @@ async fn invoke_creates_an_indexed_job_and_progress_reaches_status() {
             env["MLCOMPUTE_BATCH_SCORING_SCRIPT"],
             "/var/azureml-app/score.py"
         );
-        assert_eq!(env["MLCOMPUTE_PROGRESS_ANNOTATE"], "1");
+        assert_eq!(
+            env["MLCOMPUTE_PROGRESS_FILE"],
+            "/var/run/mlcompute/progress/progress.json"
+        );
         assert_eq!(
             p.spec.as_ref().unwrap().service_account_name.as_deref(),
             Some(format!("{name}-driver").as_str())
         );
+        assert_only_the_relay_holds_a_token(p);
     }
 
     // KWOK completes Job pods at once: the BatchJob completes.
@@ -212,23 +259,24 @@ async fn invoke_creates_an_indexed_job_and_progress_reaches_status() {
     .unwrap();
     jobs.create(&PostParams::default(), &slow).await.unwrap();
     let pods = driver_pods(&ns, "slow", 3).await;
-    let pod_api: Api<Pod> = ns.api();
+    let progress: Api<ConfigMap> = ns.api();
+    let cm = progress.get("slow-progress").await.unwrap();
+    assert_eq!(cm.owner_references()[0].name, "slow");
     for p in &pods {
         let i: u32 = p.labels()["batch.kubernetes.io/job-completion-index"]
             .parse()
             .unwrap();
-        let progress = json!({
+        let entry = json!({
             "instance": i, "instanceCount": 3, "phase": "Running",
             "miniBatches": { "total": 10, "succeeded": 4 + i, "failed": 0 },
             "items": { "total": 40, "succeeded": 8 + 2 * i - 1, "failed": 1 },
             "updatedUnixMs": 1000 + u64::from(i)
         });
-        pod_api
+        progress
             .patch(
-                &p.name_any(),
+                "slow-progress",
                 &PatchParams::default(),
-                &Patch::Merge(json!({ "metadata": { "annotations": {
-                    "mlcompute.io/progress": progress.to_string() } } })),
+                &Patch::Merge(json!({ "data": { i.to_string(): entry.to_string() } })),
             )
             .await
             .unwrap();
@@ -456,4 +504,230 @@ async fn a_batch_endpoint_name_taken_in_another_namespace_is_refused_until_the_h
     );
     let (_, reason, _) = ready(&took).unwrap();
     assert_eq!(reason, "NoDefaultDeployment");
+}
+
+/// `group`, `resource`, `subresource` of a SubjectAccessReview.
+type Resource<'a> = (&'a str, &'a str, &'a str);
+
+/// Whether the API server's authorizer allows `user` (a ServiceAccount of `ns`) `verb` on
+/// `group/resource[/subresource]` (named `name`) in `ns`: a SubjectAccessReview, as the admin.
+async fn may(
+    client: &kube::Client,
+    ns: &str,
+    account: &str,
+    verb: &str,
+    (group, resource, subresource): Resource<'_>,
+    name: Option<&str>,
+) -> bool {
+    let review: SubjectAccessReview = serde_json::from_value(json!({
+        "spec": {
+            "user": format!("system:serviceaccount:{ns}:{account}"),
+            "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+            "resourceAttributes": { "namespace": ns, "verb": verb, "group": group,
+                                    "resource": resource, "subresource": subresource, "name": name }
+        }
+    }))
+    .unwrap();
+    let api: Api<SubjectAccessReview> = Api::all(client.clone());
+    let answer = api.create(&PostParams::default(), &review).await.unwrap();
+    answer.status.unwrap().allowed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn a_batch_pod_identity_may_patch_its_own_progress_and_nothing_else() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "batch-rbac").await;
+    let _op = Operator::start(ns.name());
+    setup(&ns, Some("blue")).await;
+    let jobs: Api<BatchJob> = ns.api();
+    for (name, exit_after) in [("a", "60s"), ("b", "0s")] {
+        let j: BatchJob = serde_json::from_value(json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
+            "metadata": { "name": name, "annotations": {
+                "kwok.mlcompute.io/exit-code": "0", "kwok.mlcompute.io/exit-after": exit_after } },
+            "spec": { "endpointName": "scorer", "input": { "path": "pvc://data/in" },
+                      "overrides": { "instanceCount": 2 } }
+        }))
+        .unwrap();
+        jobs.create(&PostParams::default(), &j).await.unwrap();
+    }
+    let pods = driver_pods(&ns, "a", 2).await;
+    for p in &pods {
+        assert_only_the_relay_holds_a_token(p);
+    }
+    driver_pods(&ns, "b", 2).await;
+    let n = ns.name();
+    // A user's ConfigMap and Secret in the same namespace.
+    let cms: Api<ConfigMap> = ns.api();
+    let mine: ConfigMap =
+        serde_json::from_value(json!({ "metadata": { "name": "app-settings" } })).unwrap();
+    cms.create(&PostParams::default(), &mine).await.unwrap();
+
+    let core = |r: &'static str| ("", r, "");
+    let allowed = [
+        ("get", core("configmaps"), Some("a-progress")),
+        ("patch", core("configmaps"), Some("a-progress")),
+    ];
+    for (verb, res, name) in allowed {
+        assert!(
+            may(&client, n, "a-driver", verb, res, name).await,
+            "{verb} {res:?} {name:?}"
+        );
+    }
+    let pod_name = pods[0].name_any();
+    let mut denied: Vec<(&str, Resource<'_>, Option<&str>)> = vec![
+        // Its own progress object: nothing but get and patch.
+        ("update", core("configmaps"), Some("a-progress")),
+        ("delete", core("configmaps"), Some("a-progress")),
+        ("list", core("configmaps"), None),
+        ("watch", core("configmaps"), None),
+        ("create", core("configmaps"), None),
+        // Other ConfigMaps: another job's progress, the user's own.
+        ("get", core("configmaps"), Some("b-progress")),
+        ("patch", core("configmaps"), Some("b-progress")),
+        ("patch", core("configmaps"), Some("app-settings")),
+        ("delete", core("configmaps"), Some("app-settings")),
+        // Secrets.
+        ("get", core("secrets"), None),
+        ("list", core("secrets"), None),
+        ("watch", core("secrets"), None),
+        ("create", core("secrets"), None),
+        ("get", core("serviceaccounts"), None),
+        ("create", ("", "serviceaccounts", "token"), Some("a-driver")),
+        ("create", ("", "serviceaccounts", "token"), Some("default")),
+        // Workloads and the job itself.
+        ("create", ("apps", "deployments", ""), None),
+        ("patch", ("apps", "deployments", ""), None),
+        ("update", ("apps", "deployments", ""), None),
+        ("delete", ("apps", "deployments", ""), None),
+        ("create", ("batch", "jobs", ""), None),
+        ("patch", ("batch", "jobs", ""), Some("a")),
+        ("update", ("batch", "jobs", ""), Some("a")),
+        ("delete", ("batch", "jobs", ""), Some("a")),
+        ("get", ("mlcompute.io", "batchjobs", ""), Some("a")),
+        ("patch", ("mlcompute.io", "batchjobs", ""), Some("a")),
+        ("update", ("mlcompute.io", "batchjobs", ""), Some("a")),
+        ("delete", ("mlcompute.io", "batchjobs", ""), Some("a")),
+        ("create", ("mlcompute.io", "batchjobs", ""), None),
+        ("patch", ("mlcompute.io", "batchjobs", "status"), Some("a")),
+        // Its own RBAC.
+        (
+            "patch",
+            ("rbac.authorization.k8s.io", "roles", ""),
+            Some("a-driver"),
+        ),
+        (
+            "create",
+            ("rbac.authorization.k8s.io", "rolebindings", ""),
+            None,
+        ),
+    ];
+    for verb in ["get", "list", "create", "patch", "update", "delete"] {
+        denied.push((verb, core("pods"), None));
+    }
+    for verb in ["get", "patch", "update", "delete"] {
+        denied.push((verb, core("pods"), Some(pod_name.as_str())));
+    }
+    denied.push(("create", ("", "pods", "exec"), Some(pod_name.as_str())));
+    for (verb, (group, resource, sub), name) in denied {
+        assert!(
+            !may(&client, n, "a-driver", verb, (group, resource, sub), name).await,
+            "a-driver may {verb} {group}/{resource}/{sub} {name:?}"
+        );
+    }
+    // The other job's identity has the mirror image.
+    assert!(
+        may(
+            &client,
+            n,
+            "b-driver",
+            "patch",
+            core("configmaps"),
+            Some("b-progress")
+        )
+        .await
+    );
+    assert!(
+        !may(
+            &client,
+            n,
+            "b-driver",
+            "patch",
+            core("configmaps"),
+            Some("a-progress")
+        )
+        .await
+    );
+
+    // The relay, run as that identity (a bound token, as the projected volume holds): what the
+    // driver writes reaches the job's status, the final snapshot lands on SIGTERM, and the token
+    // is refused everywhere else.
+    let kubeconfig = support::kubeconfig_as(&client, n, "a-driver").await;
+    let sa = support::client_from(&kubeconfig).await;
+    let forbidden =
+        |r: Result<_, kube::Error>| matches!(r, Err(kube::Error::Api(s)) if s.code == 403);
+    let sa_pods: Api<Pod> = Api::namespaced(sa.clone(), n);
+    let image = json!({ "spec": { "containers": [{ "name": "driver", "image": "evil" }] } });
+    assert!(forbidden(
+        sa_pods
+            .patch(&pod_name, &PatchParams::default(), &Patch::Merge(&image))
+            .await
+            .map(|_| ())
+    ));
+    let sa_cms: Api<ConfigMap> = Api::namespaced(sa.clone(), n);
+    assert!(forbidden(sa_cms.get("b-progress").await.map(|_| ())));
+    assert!(forbidden(
+        sa_cms.list(&ListParams::default()).await.map(|_| ())
+    ));
+    assert!(sa_cms.get("a-progress").await.is_ok());
+
+    let dir = std::env::temp_dir().join(format!("mlc-relay-{n}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("progress.json");
+    let snapshot = |done: u32| {
+        json!({
+            "instance": 1, "instanceCount": 2, "phase": "Running",
+            "miniBatches": { "total": 8, "succeeded": done, "failed": 0 },
+            "items": { "total": 32, "succeeded": done * 4, "failed": 0 },
+            "updatedUnixMs": 5000 + u64::from(done)
+        })
+        .to_string()
+    };
+    std::fs::write(&file, snapshot(3)).unwrap();
+    let mut relay = std::process::Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+        .args(["batch-progress-relay", "--interval", "1h"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("MLCOMPUTE_PROGRESS_FILE", &file)
+        .env("MLCOMPUTE_PROGRESS_CONFIGMAP", "a-progress")
+        .env("POD_NAMESPACE", n)
+        .env("JOB_COMPLETION_INDEX", "1")
+        .spawn()
+        .unwrap();
+    // The first write is at once; the next would be an hour later.
+    wait_for(&jobs, "a", T, |j: Option<&BatchJob>| {
+        j.and_then(|j| j.status.as_ref())
+            .is_some_and(|s| s.mini_batches_succeeded == Some(3))
+    })
+    .await;
+    std::fs::write(&file, snapshot(8)).unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &relay.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let exit = relay.wait().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    let s = wait_for(&jobs, "a", T, |j: Option<&BatchJob>| {
+        j.and_then(|j| j.status.as_ref())
+            .is_some_and(|s| s.mini_batches_succeeded == Some(8))
+    })
+    .await
+    .status
+    .unwrap();
+    assert_eq!(s.mini_batches_total, Some(8), "only instance 1 reported");
+    let cm = cms.get("a-progress").await.unwrap();
+    assert_eq!(cm.data.unwrap().keys().collect::<Vec<_>>(), ["1"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_file(&kubeconfig).unwrap();
 }

@@ -128,8 +128,11 @@ fn ten_thousand_files_are_scored_completely_and_in_order() {
     let script = write_script(&dir, TRIPLE);
     let out = dir.join("out");
     let started = Instant::now();
+    // As in a driver Pod: the snapshot for the relay sidecar goes to a file (no credentials).
+    let snapshot = dir.join("progress/progress.json");
     let result = run(driver(&input, &out, &script)
         .args(["--max-concurrency", "2"])
+        .env("MLCOMPUTE_PROGRESS_FILE", &snapshot)
         .env("INPUT_ROOT", &input));
     assert!(
         result.status.success(),
@@ -167,6 +170,12 @@ fn ten_thousand_files_are_scored_completely_and_in_order() {
         stdout.lines().all(|l| l.starts_with(r#"{"progress":"#)),
         "stdout carries only progress lines"
     );
+    // What the relay would write to the job's progress object: the final counts.
+    let relayed = mlcompute::batch::progress_relay::read_snapshot(&snapshot, 0).unwrap();
+    let relayed: Value = serde_json::from_str(&relayed).unwrap();
+    assert_eq!(relayed["phase"], "Completed");
+    assert_eq!(relayed["miniBatches"]["succeeded"], 1_000);
+    assert_eq!(relayed["items"]["total"], 10_000);
 }
 
 #[test]

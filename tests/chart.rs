@@ -119,6 +119,83 @@ fn no_chart_template_grants_a_wildcard() {
     );
 }
 
+/// Whether `rules` (a rendered Role's) allow `verb` on `group`/`resource`.
+fn allows(rules: &Value, group: &str, resource: &str, verb: &str) -> bool {
+    let has = |rule: &Value, field: &str, want: &str| {
+        rule[field]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|v| v.as_str() == Some(want))
+    };
+    rules.as_sequence().into_iter().flatten().any(|r| {
+        has(r, "apiGroups", group)
+            && has(r, "resources", resource)
+            && has(r, "verbs", verb)
+            && r["resourceNames"].is_null()
+    })
+}
+
+#[test]
+fn the_operator_holds_what_the_batch_driver_roles_grant_and_no_pod_patch() {
+    // RBAC escalation prevention: the operator can create a driver's Role only if it holds every
+    // permission in it. The Role is built by the controller's own code.
+    let base = fs::read_to_string(root().join("deploy/kustomize/base/mlcompute.yaml")).unwrap();
+    let docs = documents(&base);
+    let operator = docs
+        .iter()
+        .find(|d| {
+            d["kind"].as_str() == Some("ClusterRole")
+                && d["metadata"]["name"].as_str() == Some("mlcompute-operator")
+        })
+        .expect("the operator's namespaced ClusterRole");
+    let rules = &operator["rules"];
+    let bj: mlcompute::api::batch_job::BatchJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
+        "metadata": { "name": "j", "namespace": "ns", "uid": "u" },
+        "spec": { "endpointName": "e", "input": { "path": "pvc://d/x" } }
+    }))
+    .unwrap();
+    let role = mlcompute::batch_job::build::role(&bj);
+    for rule in role.rules.unwrap() {
+        for group in rule.api_groups.unwrap() {
+            for resource in rule.resources.clone().unwrap() {
+                for verb in &rule.verbs {
+                    assert!(
+                        allows(rules, &group, &resource, verb),
+                        "the operator cannot grant {verb} on {resource}"
+                    );
+                }
+            }
+        }
+    }
+    for (group, resource) in [
+        ("", "configmaps"),
+        ("", "serviceaccounts"),
+        ("rbac.authorization.k8s.io", "roles"),
+        ("rbac.authorization.k8s.io", "rolebindings"),
+    ] {
+        assert!(allows(rules, group, resource, "create"), "{resource}");
+    }
+    assert!(
+        allows(rules, "", "configmaps", "watch"),
+        "the progress cache"
+    );
+    assert!(
+        !allows(rules, "", "pods", "patch"),
+        "nothing patches Pods any more: the operator does not need it"
+    );
+    assert!(
+        !["escalate", "bind"].iter().any(|v| allows(
+            rules,
+            "rbac.authorization.k8s.io",
+            "roles",
+            v
+        )),
+        "no escalate or bind"
+    );
+}
+
 #[test]
 fn wildcard_check_sees_a_wildcard() {
     let docs = documents(
@@ -434,4 +511,100 @@ async fn helm_install_creates_the_release_and_its_deployments_become_available()
         ],
         None,
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn with_the_chart_rbac_the_operator_may_create_the_batch_driver_role() {
+    use k8s_openapi::api::{
+        core::v1::{ConfigMap, ServiceAccount},
+        rbac::v1::{ClusterRole, Role, RoleBinding},
+    };
+    use kube::api::{DeleteParams, PostParams};
+    // The operator's namespaced ClusterRole as the kustomize base renders it, bound in a test
+    // namespace to a ServiceAccount; as that identity, create what the BatchJob controller creates.
+    // The API server's escalation check refuses a Role granting more than the creator holds.
+    let client = support::client().await;
+    let ns = support::TestNamespace::new(&client, "chart-rbac").await;
+    let base = fs::read_to_string(root().join("deploy/kustomize/base/mlcompute.yaml")).unwrap();
+    let mut role = documents(&base)
+        .into_iter()
+        .find(|d| {
+            d["kind"].as_str() == Some("ClusterRole")
+                && d["metadata"]["name"].as_str() == Some("mlcompute-operator")
+        })
+        .unwrap();
+    let name = format!("{}-operator", ns.name());
+    role["metadata"] = serde_yaml::from_str(&format!("{{name: {name}}}")).unwrap();
+    let role: ClusterRole = serde_json::from_value(serde_json::to_value(&role).unwrap()).unwrap();
+    let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
+    cluster_roles
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    struct Cleanup(Api<ClusterRole>, String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let (api, name) = (self.0.clone(), self.1.clone());
+            tokio::spawn(async move { api.delete(&name, &DeleteParams::default()).await });
+        }
+    }
+    let _cleanup = Cleanup(cluster_roles, name.clone());
+    let pp = PostParams::default();
+    let accounts: Api<ServiceAccount> = ns.api();
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({ "metadata": { "name": "operator" } })).unwrap();
+    accounts.create(&pp, &sa).await.unwrap();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": "operator" },
+        "roleRef": { "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name },
+        "subjects": [{ "kind": "ServiceAccount", "name": "operator", "namespace": ns.name() }]
+    }))
+    .unwrap();
+    ns.api::<RoleBinding>().create(&pp, &binding).await.unwrap();
+    let kubeconfig = support::kubeconfig_as(&client, ns.name(), "operator").await;
+    let operator = support::client_from(&kubeconfig).await;
+
+    let bj: mlcompute::api::batch_job::BatchJob = serde_json::from_value(serde_json::json!({
+        "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
+        "metadata": { "name": "j", "namespace": ns.name(), "uid": "00000000-0000-0000-0000-000000000001" },
+        "spec": { "endpointName": "e", "input": { "path": "pvc://d/x" } }
+    }))
+    .unwrap();
+    use mlcompute::batch_job::build;
+    let cms: Api<ConfigMap> = Api::namespaced(operator.clone(), ns.name());
+    cms.create(&pp, &build::progress_config_map(&bj))
+        .await
+        .unwrap_or_else(|e| panic!("as the chart\'s operator role: ConfigMap: {e}"));
+    let sas: Api<ServiceAccount> = Api::namespaced(operator.clone(), ns.name());
+    sas.create(&pp, &build::service_account(&bj))
+        .await
+        .unwrap_or_else(|e| panic!("as the chart\'s operator role: ServiceAccount: {e}"));
+    let roles: Api<Role> = Api::namespaced(operator.clone(), ns.name());
+    roles
+        .create(&pp, &build::role(&bj))
+        .await
+        .unwrap_or_else(|e| panic!("as the chart\'s operator role: Role: {e}"));
+    let bindings: Api<RoleBinding> = Api::namespaced(operator.clone(), ns.name());
+    // Binding needs the new Role in the authorizer's cache, which may lag a moment (the
+    // controller retries the same way).
+    let mut tries = 0;
+    while let Err(e) = bindings.create(&pp, &build::role_binding(&bj)).await {
+        tries += 1;
+        assert!(tries < 20, "as the chart's operator role: RoleBinding: {e}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The old driver Role (patch on every Pod) is more than the operator holds now: refused.
+    let mut old = build::role(&bj);
+    old.metadata.name = Some("old-driver".into());
+    old.rules = serde_json::from_value(serde_json::json!([
+        { "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"] }
+    ]))
+    .unwrap();
+    let refused = roles.create(&pp, &old).await.unwrap_err();
+    assert!(
+        matches!(&refused, kube::Error::Api(s) if s.code == 403 && s.message.contains("not currently held")),
+        "{refused:?}"
+    );
+    fs::remove_file(&kubeconfig).unwrap();
 }

@@ -11,7 +11,8 @@
 //! - [`threshold`] — `errorThreshold`.
 //! - [`driver`] — one instance from start to end.
 //! - [`pod_env`] — the environment the BatchJob controller gives a driver pod (pure).
-//! - [`pod_progress`] — progress as an annotation on the driver's own Pod, for the BatchJob status.
+//! - [`pod_progress`] — one instance's progress as the BatchJob status reads it (checked, summed).
+//! - [`progress_relay`] — the sidecar that copies it into the job's progress ConfigMap.
 
 pub mod driver;
 pub mod journal;
@@ -20,6 +21,7 @@ pub mod plan;
 pub mod pod_env;
 pub mod pod_progress;
 pub mod progress;
+pub mod progress_relay;
 pub mod protocol;
 pub mod shim;
 pub mod threshold;

@@ -1,35 +1,33 @@
-//! Progress through the driver's own Pod: an annotation the BatchJob controller sums into status.
+//! Progress of one driver Pod, for the BatchJob status: a small JSON [`PodProgress`] per instance.
 //!
-//! The progress files live on the output volume, which the operator cannot read, and scraping pod logs
-//! would be heavy. So a driver started with `MLCOMPUTE_PROGRESS_ANNOTATE=1` patches annotation
-//! [`ANNOTATION`] of its own Pod (named by `POD_NAME` / `POD_NAMESPACE` from the downward API) with a
-//! small JSON [`PodProgress`], at most once per [`MIN_INTERVAL`], using the Pod's service account. The
-//! BatchJob controller watches its Job's Pods and adds the counters up per instance.
+//! The progress files on the output volume are out of the operator's reach, and the driver container
+//! runs the user's scoring script, so it must hold no Kubernetes credentials. The channel therefore
+//! has three legs:
+//! 1. the driver, started with `MLCOMPUTE_PROGRESS_FILE`, rewrites that file (an emptyDir shared with
+//!    the relay) atomically with its latest [`PodProgress`] ([`SnapshotSink`]);
+//! 2. the relay sidecar ([`crate::batch::progress_relay`]), the only container with a token, copies
+//!    the snapshot into its instance's key of the job's progress ConfigMap — the one object its Role
+//!    allows it to patch;
+//! 3. the BatchJob controller reads that ConfigMap, checks every entry ([`parse_entry`]) and adds
+//!    them up ([`sum`]).
 //!
-//! [`PodAnnotationSink::report`] never blocks the driver: it hands the latest snapshot to a
-//! background task, which patches it; [`Flusher::finish`] waits for the last one before the process
-//! exits.
+//! Whatever writes the file (the scoring script can) can only change its own job's counters; the
+//! relay and the controller treat the value as untrusted input.
 
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::Pod;
-use kube::{
-    Api, Client,
-    api::{Patch, PatchParams},
-};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
-use super::progress::{Counts, Phase, Progress, ProgressError, ProgressSink};
+use super::progress::{Counts, Phase, Progress, ProgressError, ProgressSink, write_atomic};
 
-/// The Pod annotation holding an instance's progress.
-pub const ANNOTATION: &str = "mlcompute.io/progress";
-/// Fewest time between two patches of the annotation.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
-/// Longest reason kept in the annotation.
-const MAX_REASON: usize = 1000;
+/// Longest value (bytes) of one instance's entry; longer ones are ignored, so a progress object
+/// of thousands of instances stays far below the API server's 1 MiB object limit.
+pub const MAX_VALUE: usize = 2048;
+/// Longest reason (bytes) kept in an entry.
+const MAX_REASON: usize = 512;
 
-/// What one instance reports through its Pod: counters of its shard, and why it stopped.
+/// What one instance reports: counters of its shard, and why it stopped. Unknown fields are
+/// accepted (a newer driver may add some).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodProgress {
@@ -43,116 +41,100 @@ pub struct PodProgress {
     pub updated_unix_ms: u64,
 }
 
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 impl PodProgress {
-    /// The annotation's subset of a driver snapshot.
+    /// The reported subset of a driver snapshot.
     pub fn from_progress(p: &Progress) -> Self {
         Self {
             instance: p.instance,
             instance_count: p.instance_count,
             phase: p.phase,
-            reason: p
-                .reason
-                .as_ref()
-                .map(|r| r.chars().take(MAX_REASON).collect()),
+            reason: p.reason.as_deref().map(|r| truncate(r, MAX_REASON)),
             mini_batches: p.mini_batches,
             items: p.items,
             updated_unix_ms: p.updated_unix_ms,
         }
     }
 
-    /// The annotation value.
-    pub fn to_annotation(&self) -> Result<String, ProgressError> {
-        serde_json::to_string(self).map_err(ProgressError::Encode)
+    /// The JSON value, at most [`MAX_VALUE`] bytes: the reason is shortened until it fits (JSON
+    /// escapes can make a short reason long).
+    pub fn to_json(&self) -> Result<String, ProgressError> {
+        let mut me = self.clone();
+        loop {
+            let json = serde_json::to_string(&me).map_err(ProgressError::Encode)?;
+            match &me.reason {
+                Some(r) if json.len() > MAX_VALUE => {
+                    me.reason = Some(truncate(r, r.len() / 2)).filter(|r| !r.is_empty());
+                }
+                _ => return Ok(json),
+            }
+        }
     }
 
-    /// Reads an annotation value; `None` when it is not one.
+    /// Reads a value; `None` when it is longer than [`MAX_VALUE`] or not one.
     pub fn parse(value: &str) -> Option<Self> {
+        if value.len() > MAX_VALUE {
+            return None;
+        }
         serde_json::from_str(value).ok()
     }
 }
 
-/// The merge patch that sets the annotation.
-pub fn annotation_patch(value: &str) -> serde_json::Value {
-    serde_json::json!({ "metadata": { "annotations": { ANNOTATION: value } } })
+/// The progress object's key of instance `index`.
+pub fn entry_key(index: u32) -> String {
+    index.to_string()
 }
 
-/// Hands snapshots to the patching task.
-pub struct PodAnnotationSink {
-    latest: watch::Sender<Option<String>>,
-}
-
-/// Waits for the last snapshot to reach the Pod.
-pub struct Flusher {
-    latest: watch::Sender<Option<String>>,
-    done: watch::Receiver<Option<String>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl PodAnnotationSink {
-    /// Starts the patching task for Pod `namespace/pod`. Needs a Tokio runtime.
-    pub fn start(client: Client, namespace: &str, pod: &str) -> (Self, Flusher) {
-        let (latest, mut rx) = watch::channel::<Option<String>>(None);
-        let (done_tx, done) = watch::channel::<Option<String>>(None);
-        let api: Api<Pod> = Api::namespaced(client, namespace);
-        let pod = pod.to_string();
-        let task = tokio::spawn(async move {
-            loop {
-                let value = rx.borrow_and_update().clone();
-                if let Some(value) = value {
-                    match api
-                        .patch(
-                            &pod,
-                            &PatchParams::default(),
-                            &Patch::Merge(annotation_patch(&value)),
-                        )
-                        .await
-                    {
-                        Ok(_) => {
-                            let _ = done_tx.send(Some(value));
-                        }
-                        Err(err) => tracing::warn!(%err, pod, "progress annotation not written"),
-                    }
-                    tokio::time::sleep(MIN_INTERVAL).await;
-                }
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
-        (
-            Self {
-                latest: latest.clone(),
-            },
-            Flusher { latest, done, task },
-        )
+/// One entry of the progress object, checked: the key is a plain instance index below
+/// `instance_count`, and the value a [`PodProgress`] of that index and count. Anything else is
+/// ignored (`None`), whoever wrote it.
+pub fn parse_entry(key: &str, value: &str, instance_count: u32) -> Option<PodProgress> {
+    if key.is_empty() || key.len() > 10 || !key.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
     }
-}
-
-impl ProgressSink for PodAnnotationSink {
-    fn report(&mut self, progress: &Progress) -> Result<(), ProgressError> {
-        let value = PodProgress::from_progress(progress).to_annotation()?;
-        self.latest.send_replace(Some(value));
-        Ok(())
+    let index: u32 = key.parse().ok()?;
+    if entry_key(index) != key {
+        return None; // "01": one instance, one key
     }
+    let p = PodProgress::parse(value)?;
+    (index < instance_count && p.instance == index && p.instance_count == instance_count)
+        .then_some(p)
 }
 
-impl Flusher {
-    /// Waits (at most `timeout`) until the last reported snapshot is on the Pod, then stops the task.
-    pub async fn finish(mut self, timeout: Duration) {
-        let want = self.latest.borrow().clone();
-        if want.is_some() {
-            let reached = tokio::time::timeout(timeout, self.done.wait_for(|d| *d == want)).await;
-            if reached.is_err() {
-                tracing::warn!("the final progress did not reach the pod annotation in time");
-            }
+/// Rewrites one file atomically with the latest [`PodProgress`] (for the relay sidecar).
+pub struct SnapshotSink {
+    path: PathBuf,
+}
+
+impl SnapshotSink {
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
         }
-        self.task.abort();
     }
 }
 
-/// Sums the instances' reports into the job's counters. One report per instance counts (the newest,
-/// so a retried Pod of the same index replaces its predecessor's); reports of another instance count
-/// (a different plan) are ignored.
+impl ProgressSink for SnapshotSink {
+    fn report(&mut self, progress: &Progress) -> Result<(), ProgressError> {
+        let json = PodProgress::from_progress(progress).to_json()?;
+        write_atomic(&self.path, json.as_bytes()).map_err(|source| ProgressError::Write {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Sums the instances' reports into the job's counters. One report per instance counts (the newest);
+/// reports of another instance count (a different plan) are ignored. Sums saturate: the values
+/// come from the job's own Pods and are not trusted.
 pub fn sum<'a>(reports: impl IntoIterator<Item = &'a PodProgress>, instance_count: u32) -> Totals {
     let mut newest: std::collections::BTreeMap<u32, &PodProgress> = Default::default();
     for r in reports {
@@ -164,17 +146,18 @@ pub fn sum<'a>(reports: impl IntoIterator<Item = &'a PodProgress>, instance_coun
             *slot = r;
         }
     }
+    let add = |a: &mut Counts, b: &Counts| {
+        a.total = a.total.saturating_add(b.total);
+        a.succeeded = a.succeeded.saturating_add(b.succeeded);
+        a.failed = a.failed.saturating_add(b.failed);
+    };
     let mut t = Totals {
-        instances_reporting: newest.len() as u32,
+        instances_reporting: u32::try_from(newest.len()).unwrap_or(u32::MAX),
         ..Totals::default()
     };
     for r in newest.values() {
-        t.mini_batches.total += r.mini_batches.total;
-        t.mini_batches.succeeded += r.mini_batches.succeeded;
-        t.mini_batches.failed += r.mini_batches.failed;
-        t.items.total += r.items.total;
-        t.items.succeeded += r.items.succeeded;
-        t.items.failed += r.items.failed;
+        add(&mut t.mini_batches, &r.mini_batches);
+        add(&mut t.items, &r.items);
         if r.phase == Phase::Failed && t.reason.is_none() {
             t.reason = r.reason.clone();
         }
@@ -217,11 +200,11 @@ mod tests {
     }
 
     #[test]
-    fn the_annotation_is_small_camel_case_json() {
+    fn the_value_is_small_camel_case_json() {
         let mut p = progress(1, 4, 2, 1234);
         p.phase = Phase::Failed;
-        p.reason = Some("x".repeat(5000));
-        let value = PodProgress::from_progress(&p).to_annotation().unwrap();
+        p.reason = Some("é".repeat(5000));
+        let value = PodProgress::from_progress(&p).to_json().unwrap();
         let json: serde_json::Value = serde_json::from_str(&value).unwrap();
         assert_eq!(json["instance"], 1);
         assert_eq!(json["instanceCount"], 2);
@@ -231,19 +214,53 @@ mod tests {
         assert_eq!(json["updatedUnixMs"], 1234);
         assert_eq!(json["reason"].as_str().unwrap().len(), MAX_REASON);
         assert!(json.get("plan").is_none() && json.get("timing").is_none());
-        assert!(value.len() < 1400, "{}", value.len());
-        assert_eq!(
-            annotation_patch(&value)["metadata"]["annotations"][ANNOTATION],
-            value.as_str()
-        );
+        // Control characters escape to six bytes each: the reason shrinks until the value fits.
+        p.reason = Some("\u{1}".repeat(5000));
+        let value = PodProgress::from_progress(&p).to_json().unwrap();
+        assert!(value.len() <= MAX_VALUE, "{}", value.len());
+        assert_eq!(PodProgress::parse(&value).unwrap().items.failed, 2);
     }
 
     #[test]
-    fn sums_the_newest_report_of_each_instance() {
+    fn entries_are_checked_and_garbage_is_ignored() {
+        let ok = PodProgress::from_progress(&progress(1, 4, 2, 1))
+            .to_json()
+            .unwrap();
+        assert_eq!(parse_entry("1", &ok, 2).unwrap().mini_batches.succeeded, 4);
+        // Unknown fields are accepted.
+        let mut extra: serde_json::Value = serde_json::from_str(&ok).unwrap();
+        extra["newField"] = serde_json::json!({ "x": [1, 2] });
+        assert!(parse_entry("1", &extra.to_string(), 2).is_some());
+        // The key must be the entry's own index, below the job's instance count.
+        assert_eq!(parse_entry("0", &ok, 2), None);
+        assert_eq!(parse_entry("01", &ok, 2), None);
+        assert_eq!(parse_entry("+1", &ok, 2), None);
+        assert_eq!(parse_entry("1", &ok, 3), None, "another instance count");
+        assert_eq!(parse_entry("1", &ok, 1), None);
+        assert_eq!(parse_entry("99999999999", &ok, 2), None);
+        // Garbage, wrong types, negative counts, oversized values.
+        for bad in [
+            "",
+            "not json",
+            "null",
+            "[]",
+            r#"{"instance":1}"#,
+            r#"{"instance":-1,"instanceCount":2,"phase":"Running","miniBatches":{"total":1,"succeeded":1,"failed":0},"items":{"total":1,"succeeded":1,"failed":0},"updatedUnixMs":1}"#,
+            r#"{"instance":1,"instanceCount":2,"phase":"Exploded","miniBatches":{"total":1,"succeeded":1,"failed":0},"items":{"total":1,"succeeded":1,"failed":0},"updatedUnixMs":1}"#,
+        ] {
+            assert_eq!(parse_entry("1", bad, 2), None, "{bad}");
+        }
+        let mut big = extra.clone();
+        big["pad"] = serde_json::json!("x".repeat(MAX_VALUE));
+        assert_eq!(parse_entry("1", &big.to_string(), 2), None);
+    }
+
+    #[test]
+    fn sums_the_newest_report_of_each_instance_and_saturates() {
         let from = |p: Progress| PodProgress::from_progress(&p);
         let reports = vec![
             from(progress(0, 3, 1, 10)),
-            from(progress(0, 5, 1, 20)), // a newer report of instance 0 (or of its retried pod)
+            from(progress(0, 5, 1, 20)), // a newer report of instance 0
             from(progress(1, 2, 0, 15)),
             PodProgress {
                 instance_count: 3, // another plan
@@ -255,6 +272,32 @@ mod tests {
         assert_eq!(t.mini_batches.total, 20);
         assert_eq!(t.mini_batches.succeeded, 7);
         assert_eq!(t.items.failed, 1);
-        assert_eq!(PodProgress::parse("not json"), None);
+        let huge = |i| PodProgress {
+            items: Counts {
+                total: u64::MAX,
+                succeeded: u64::MAX,
+                failed: u64::MAX,
+            },
+            ..from(progress(i, 1, 0, 1))
+        };
+        let t = sum(&[huge(0), huge(1)], 2);
+        assert_eq!(t.items.failed, u64::MAX);
+    }
+
+    #[test]
+    fn the_snapshot_file_is_replaced_atomically() {
+        let dir = std::env::temp_dir().join(format!("mlc-snapshot-{}", std::process::id()));
+        let path = dir.join("progress.json");
+        let mut sink = SnapshotSink::new(&path);
+        sink.report(&progress(0, 1, 0, 1)).unwrap();
+        sink.report(&progress(0, 2, 0, 2)).unwrap();
+        let back = PodProgress::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(back.mini_batches.succeeded, 2);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            1,
+            "no temp files left"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,6 +1,12 @@
 //! The desired children of a BatchJob (pure): an Indexed batch/v1 Job running `mlcompute
-//! batch-driver`, and the ServiceAccount, Role and RoleBinding that let each driver Pod write its
-//! progress annotation on itself.
+//! batch-driver`, the job's progress ConfigMap, and the ServiceAccount, Role and RoleBinding that
+//! let each driver Pod's relay sidecar write its entry there — and nothing else.
+//!
+//! Credentials: the Pod does not automount its token. The driver container (and the Python scoring
+//! script it runs) and the init containers get none; only the relay sidecar
+//! (`mlcompute batch-progress-relay`, the mlcompute image, no user code) mounts a projected token at
+//! the standard in-cluster path. The driver hands its progress to the relay through a file on a
+//! shared emptyDir ([`PROGRESS_FILE`]).
 //!
 //! The driver Pod runs the deployment's image (the user's Python environment, which the scoring script
 //! needs). The `mlcompute` binary gets there through an init container of the mlcompute image
@@ -17,13 +23,16 @@ use k8s_openapi::{
             PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
         },
         core::v1::{
-            ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-            LocalObjectReference, ObjectFieldSelector, PersistentVolumeClaimVolumeSource, PodSpec,
-            PodTemplateSpec, ResourceRequirements, ServiceAccount, Volume, VolumeMount,
+            ConfigMap, ConfigMapProjection, ConfigMapVolumeSource, Container,
+            DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar,
+            EnvVarSource, KeyToPath, LocalObjectReference, ObjectFieldSelector,
+            PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ProjectedVolumeSource,
+            ResourceRequirements, ServiceAccount, ServiceAccountTokenProjection, Volume,
+            VolumeMount, VolumeProjection,
         },
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
-    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
 };
 use kube::ResourceExt;
 
@@ -55,12 +64,31 @@ pub const DOWNLOADS_DIR: &str = "/mnt/azureml/downloads";
 pub const DRIVER_CONTAINER: &str = "driver";
 /// `app.kubernetes.io/component` of the driver Pods.
 pub const COMPONENT: &str = "batch-driver";
+/// `app.kubernetes.io/component` of the progress ConfigMap (the controller watches these).
+pub const PROGRESS_COMPONENT: &str = "batch-progress";
+/// Name of the relay sidecar, the one container holding a token.
+pub const RELAY_CONTAINER: &str = "progress-relay";
+/// The emptyDir the driver writes its progress snapshot to and the relay reads.
+pub const PROGRESS_DIR: &str = "/var/run/mlcompute/progress";
+pub const PROGRESS_FILE: &str = "/var/run/mlcompute/progress/progress.json";
+/// Where in-cluster clients look for the token, CA and namespace.
+pub const TOKEN_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The relay's projected token volume.
+pub const TOKEN_VOLUME: &str = "progress-token";
+/// Lifetime asked for the relay's token (the kubelet refreshes it; kube re-reads the file). Not
+/// 3607, the kubelet's own value, which the API server may extend to a year.
+const TOKEN_SECONDS: i64 = 3600;
 /// Exit code of a usage error (clap), which no retry fixes either.
 const EXIT_USAGE: i32 = 2;
 
 /// Name of the ServiceAccount, Role and RoleBinding of a job's driver Pods.
 pub fn driver_account_name(job: &BatchJob) -> String {
     format!("{}-driver", job.name_any())
+}
+
+/// Name of the job's progress ConfigMap (one key per instance).
+pub fn progress_name(job: &BatchJob) -> String {
+    format!("{}-progress", job.name_any())
 }
 
 /// The instance count of the job: the override, else the deployment's.
@@ -234,6 +262,9 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
     }
     data.volumes.push(empty_dir("mlcompute-bin"));
     data.mounts.push(mount("mlcompute-bin", BIN_DIR, "", true));
+    data.volumes.push(empty_dir("progress"));
+    data.mounts.push(mount("progress", PROGRESS_DIR, "", false));
+    data.volumes.push(token_volume());
 
     let script = format!("{CODE_DIR}/{}", d.code_configuration.scoring_script);
     let paths = PodPaths {
@@ -251,9 +282,7 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
         .map(|(k, v)| env(k, v.clone()))
         .collect();
     vars.extend(driver_vars.into_iter().map(|(k, v)| env(&k, v)));
-    vars.push(field_env("POD_NAME", "metadata.name"));
-    vars.push(field_env("POD_NAMESPACE", "metadata.namespace"));
-    vars.push(env("MLCOMPUTE_PROGRESS_ANNOTATE", "1"));
+    vars.push(env("MLCOMPUTE_PROGRESS_FILE", PROGRESS_FILE));
 
     let driver = Container {
         name: DRIVER_CONTAINER.into(),
@@ -292,6 +321,7 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
             ..Container::default()
         });
     }
+    init.push(relay(bj, driver_image));
 
     let annotations: BTreeMap<String, String> = bj
         .annotations()
@@ -346,6 +376,8 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     service_account_name: Some(driver_account_name(bj)),
+                    // Only the relay mounts a token (its own projected volume).
+                    automount_service_account_token: Some(false),
                     init_containers: Some(init),
                     containers: vec![driver],
                     volumes: Some(data.volumes),
@@ -377,6 +409,98 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
     job
 }
 
+/// The relay sidecar (an init container that keeps running): the mlcompute image, the Pod's only
+/// token, the progress folder read-only.
+fn relay(bj: &BatchJob, driver_image: &str) -> Container {
+    let quantities = |cpu: Option<&str>, memory: &str| {
+        let mut m = BTreeMap::from([("memory".to_string(), Quantity(memory.into()))]);
+        if let Some(cpu) = cpu {
+            m.insert("cpu".into(), Quantity(cpu.into()));
+        }
+        Some(m)
+    };
+    Container {
+        name: RELAY_CONTAINER.into(),
+        image: Some(driver_image.into()),
+        args: Some(vec!["batch-progress-relay".into()]),
+        restart_policy: Some("Always".into()),
+        env: Some(vec![
+            env("MLCOMPUTE_PROGRESS_FILE", PROGRESS_FILE),
+            env("MLCOMPUTE_PROGRESS_CONFIGMAP", progress_name(bj)),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env(
+                "JOB_COMPLETION_INDEX",
+                "metadata.annotations['batch.kubernetes.io/job-completion-index']",
+            ),
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: quantities(Some("10m"), "16Mi"),
+            limits: quantities(None, "64Mi"),
+            ..ResourceRequirements::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("progress", PROGRESS_DIR, "", true),
+            mount(TOKEN_VOLUME, TOKEN_DIR, "", true),
+        ]),
+        ..Container::default()
+    }
+}
+
+/// The relay's credentials, as the kubelet would have mounted them for every container: a bound
+/// token of the Pod's ServiceAccount, the cluster CA and the namespace.
+fn token_volume() -> Volume {
+    Volume {
+        name: TOKEN_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        path: "token".into(),
+                        expiration_seconds: Some(TOKEN_SECONDS),
+                        audience: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: "kube-root-ca.crt".into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: "ca.crt".into(),
+                            mode: None,
+                        }]),
+                        optional: None,
+                    }),
+                    ..VolumeProjection::default()
+                },
+                VolumeProjection {
+                    downward_api: Some(DownwardAPIProjection {
+                        items: Some(vec![DownwardAPIVolumeFile {
+                            path: "namespace".into(),
+                            field_ref: Some(ObjectFieldSelector {
+                                api_version: Some("v1".into()),
+                                field_path: "metadata.namespace".into(),
+                            }),
+                            ..DownwardAPIVolumeFile::default()
+                        }]),
+                    }),
+                    ..VolumeProjection::default()
+                },
+            ]),
+            default_mode: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The job's progress object: the relays write one key each, the controller sums them.
+pub fn progress_config_map(bj: &BatchJob) -> ConfigMap {
+    ConfigMap {
+        metadata: child_meta(bj, progress_name(bj), PROGRESS_COMPONENT),
+        ..ConfigMap::default()
+    }
+}
+
 /// The driver Pods' ServiceAccount.
 pub fn service_account(bj: &BatchJob) -> ServiceAccount {
     ServiceAccount {
@@ -385,14 +509,14 @@ pub fn service_account(bj: &BatchJob) -> ServiceAccount {
     }
 }
 
-/// May read and patch Pods in the namespace: each driver writes its own progress annotation. (Pod
-/// names of an Indexed Job are random, so `resourceNames` cannot narrow it further.)
+/// May read and patch the job's progress ConfigMap, and nothing else.
 pub fn role(bj: &BatchJob) -> Role {
     Role {
         metadata: child_meta(bj, driver_account_name(bj), COMPONENT),
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![String::new()]),
-            resources: Some(vec!["pods".into()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![progress_name(bj)]),
             verbs: vec!["get".into(), "patch".into()],
             ..PolicyRule::default()
         }]),
@@ -503,8 +627,7 @@ mod tests {
             "/var/azureml-app/score.py"
         );
         assert_eq!(env["AZUREML_MODEL_DIR"], "/mnt/azureml/downloads/model");
-        assert_eq!(env["MLCOMPUTE_PROGRESS_ANNOTATE"], "1");
-        assert_eq!(env["POD_NAME"], "<ref>");
+        assert_eq!(env["MLCOMPUTE_PROGRESS_FILE"], PROGRESS_FILE);
         assert_eq!(env["LABELS"], "a,b");
 
         let pod = spec.template.spec.as_ref().unwrap();
@@ -563,17 +686,137 @@ mod tests {
     }
 
     #[test]
-    fn the_driver_may_patch_pods_and_nothing_else() {
+    fn the_driver_account_may_patch_its_progress_object_and_nothing_else() {
         let b = bj(json!(null));
         let rules = role(&b).rules.unwrap();
         assert_eq!(rules.len(), 1);
         assert_eq!(
             rules[0].resources.as_deref(),
-            Some(&["pods".to_string()][..])
+            Some(&["configmaps".to_string()][..])
+        );
+        assert_eq!(
+            rules[0].resource_names.as_deref(),
+            Some(&["scorer-abc12-progress".to_string()][..])
         );
         assert_eq!(rules[0].verbs, vec!["get", "patch"]);
+        assert_eq!(rules[0].api_groups.as_deref(), Some(&[String::new()][..]));
         let rb = role_binding(&b);
         assert_eq!(rb.subjects.unwrap()[0].namespace.as_deref(), Some("ns"));
+        let cm = progress_config_map(&b);
+        assert_eq!(cm.name_any(), "scorer-abc12-progress");
+        assert_eq!(cm.owner_references()[0].uid, "u1");
+        assert_eq!(
+            cm.labels()["app.kubernetes.io/component"],
+            PROGRESS_COMPONENT
+        );
+    }
+
+    /// Every volume that carries a token (projected serviceAccountToken, or a Secret).
+    fn token_volumes(pod: &PodSpec) -> Vec<String> {
+        pod.volumes
+            .iter()
+            .flatten()
+            .filter(|v| {
+                v.secret.is_some()
+                    || v.projected.as_ref().is_some_and(|p| {
+                        p.sources
+                            .iter()
+                            .flatten()
+                            .any(|s| s.service_account_token.is_some())
+                    })
+            })
+            .map(|v| v.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn only_the_relay_holds_a_token() {
+        let b = bj(json!(null));
+        let j = job(&b, &target(&b), "img");
+        let pod = j.spec.unwrap().template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        assert_eq!(token_volumes(&pod), vec![TOKEN_VOLUME.to_string()]);
+        let init = pod.init_containers.clone().unwrap();
+        assert!(init.len() >= 3, "install, fetch, relay: {init:?}");
+        let mut with_token = Vec::new();
+        for c in init.iter().chain(&pod.containers) {
+            let mounts = c.volume_mounts.iter().flatten();
+            let has = mounts.clone().any(|m| {
+                token_volumes(&pod).contains(&m.name)
+                    || m.mount_path.starts_with("/var/run/secrets")
+            });
+            if has {
+                with_token.push(c.name.clone());
+            }
+        }
+        assert_eq!(with_token, vec![RELAY_CONTAINER]);
+
+        let relay = init.iter().find(|c| c.name == RELAY_CONTAINER).unwrap();
+        assert_eq!(relay.restart_policy.as_deref(), Some("Always"), "a sidecar");
+        assert_eq!(relay.image.as_deref(), Some("img"), "the mlcompute image");
+        assert_eq!(
+            relay.args.as_deref(),
+            Some(&["batch-progress-relay".to_string()][..])
+        );
+        assert!(
+            relay.command.is_none(),
+            "the image's entrypoint is mlcompute"
+        );
+        let at = |c: &Container, path: &str| {
+            c.volume_mounts
+                .iter()
+                .flatten()
+                .find(|m| m.mount_path == path)
+                .cloned()
+        };
+        let token = at(relay, TOKEN_DIR).unwrap();
+        assert_eq!(
+            (token.name.as_str(), token.read_only),
+            (TOKEN_VOLUME, Some(true))
+        );
+        assert_eq!(at(relay, PROGRESS_DIR).unwrap().read_only, Some(true));
+        let driver = &pod.containers[0];
+        assert_eq!(at(driver, PROGRESS_DIR).unwrap().read_only, None);
+        let projected = pod
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == TOKEN_VOLUME)
+            .and_then(|v| v.projected.clone())
+            .unwrap();
+        let paths: Vec<String> = projected
+            .sources
+            .unwrap()
+            .iter()
+            .map(|s| {
+                s.service_account_token
+                    .as_ref()
+                    .map(|t| t.path.clone())
+                    .or_else(|| Some(s.config_map.as_ref()?.items.as_ref()?[0].path.clone()))
+                    .or_else(|| Some(s.downward_api.as_ref()?.items.as_ref()?[0].path.clone()))
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            ["token", "ca.crt", "namespace"],
+            "what in-cluster config reads"
+        );
+        let relay_env: BTreeMap<_, _> = relay
+            .env
+            .iter()
+            .flatten()
+            .map(|e| (e.name.as_str(), e))
+            .collect();
+        assert_eq!(
+            relay_env["MLCOMPUTE_PROGRESS_CONFIGMAP"].value.as_deref(),
+            Some("scorer-abc12-progress")
+        );
+        assert_eq!(
+            relay_env["MLCOMPUTE_PROGRESS_FILE"].value.as_deref(),
+            Some(PROGRESS_FILE)
+        );
+        assert!(relay_env["JOB_COMPLETION_INDEX"].value_from.is_some());
     }
 
     #[test]

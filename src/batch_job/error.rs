@@ -16,6 +16,12 @@ pub enum Error {
         #[source]
         source: ChildError,
     },
+    #[error("creating the progress ConfigMap {name}: {source}")]
+    CreateProgress {
+        name: String,
+        #[source]
+        source: ChildError,
+    },
     #[error("creating Job {name}: {source}")]
     CreateJob {
         name: String,
@@ -46,6 +52,9 @@ impl Error {
             Error::CreateAccount { what, name, source } => {
                 Refusal::of_child(&format!("{what} {name}"), source)
             }
+            Error::CreateProgress { name, source } => {
+                Refusal::of_child(&format!("ConfigMap {name}"), source)
+            }
             Error::CreateJob { name, source } => Refusal::of_child(&format!("Job {name}"), source),
             _ => None,
         }
@@ -55,9 +64,9 @@ impl Error {
 impl ReconcileError for Error {
     fn category(&self) -> &'static str {
         match self {
-            Error::CreateAccount { source, .. } | Error::CreateJob { source, .. } => {
-                source.category()
-            }
+            Error::CreateAccount { source, .. }
+            | Error::CreateProgress { source, .. }
+            | Error::CreateJob { source, .. } => source.category(),
             Error::DeleteJob { source, .. } | Error::PatchStatus(source) => error_category(source),
             Error::MissingNamespace => "invalid",
             Error::Refused(r) => r.category(),

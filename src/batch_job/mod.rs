@@ -2,20 +2,23 @@
 //! instances run `mlcompute batch-driver` over their shard of the input.
 //!
 //! Stages: [`resolve`] (endpoint → deployment → environment and instance type, from caches; pure) →
-//! [`status::decide`] (pure: create, cancel, phase, counters) → apply (ServiceAccount, Role,
-//! RoleBinding, Job: create once; delete on cancel) → status (written only when it changed) → Event on
-//! a phase change.
+//! [`status::decide`] (pure: create, cancel, phase, counters) → apply (progress ConfigMap,
+//! ServiceAccount, Role, RoleBinding, Job: create once; delete on cancel) → status (written only when
+//! it changed) → Event on a phase change.
 //!
-//! Progress: each driver Pod writes its counters into its own annotation `mlcompute.io/progress`
-//! ([`crate::batch::pod_progress`]); the controller watches the Job's Pods and sums them into status.
+//! Progress: each driver Pod's relay sidecar writes its instance's counters into one key of the job's
+//! progress ConfigMap `<job>-progress` ([`crate::batch::pod_progress`]); the controller watches those
+//! ConfigMaps (its own label-filtered cache) and sums the checked entries into status. The Pod's
+//! ServiceAccount may get and patch that one ConfigMap and nothing else; only the relay mounts its
+//! token ([`build`]).
 //! Outcome: the Job's conditions, and the driver's exit codes (3: error threshold, 4: the scoring
 //! script cannot start, 2: bad settings), which the Job's pod failure policy turns into an immediate
 //! failure instead of retries.
 //!
 //! Operator RBAC this needs (for the chart): `batch/jobs` create, delete, get, list, watch; `pods` get,
-//! list, watch, patch; `events` (core) list, watch; `serviceaccounts` create;
-//! `rbac.authorization.k8s.io` `roles` and `rolebindings`
-//! create (the operator must itself hold pods get/patch to grant them); `batchjobs/status`,
+//! list, watch; `events` (core) list, watch; `configmaps` get, list, watch, create, patch;
+//! `serviceaccounts` create; `rbac.authorization.k8s.io` `roles` and `rolebindings` create (the
+//! operator must itself hold configmaps get/patch to grant them); `batchjobs/status`,
 //! `batchendpoints/status`, `batchdeployments/status` patch; `events` create, patch.
 
 pub mod build;
@@ -30,7 +33,7 @@ use std::sync::Arc;
 use k8s_openapi::{
     api::{
         batch::v1::Job,
-        core::v1::{Event, Pod},
+        core::v1::{ConfigMap, Event, Pod},
     },
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
@@ -93,6 +96,7 @@ pub struct Ctx {
     pub pods: Store<Pod>,
     /// The Job controller's `FailedCreate` Events (admission refused a driver Pod).
     pub failed_creates: Store<Event>,
+    pub progress: Store<ConfigMap>,
     pub metrics: Metrics,
     pub events: Events,
     pub driver_image: String,
@@ -118,6 +122,7 @@ pub async fn reconcile(bj: Arc<BatchJob>, ctx: Arc<Ctx>) -> Result<Action, Error
     let pods = own_pods(&ctx.pods, &ns, job.as_deref());
     let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
     let refused = pods_refused(&ctx.failed_creates, job.as_deref());
+    let progress = owned(&bj, &ctx.progress, &build::progress_name(&bj), &ns);
     let plan = status::decide(
         &bj,
         &resolution,
@@ -125,6 +130,7 @@ pub async fn reconcile(bj: Arc<BatchJob>, ctx: Arc<Ctx>) -> Result<Action, Error
             job: job.as_deref(),
             pods: &pod_refs,
             pods_refused: refused.as_deref(),
+            progress: progress.as_deref(),
         },
         Time(Timestamp::now()),
     );
@@ -182,9 +188,19 @@ fn resolve_job(bj: &BatchJob, ctx: &Ctx, ns: &str) -> JobResolution {
 
 /// The job's Job from the cache, if it is ours (owner UID).
 fn own_job(bj: &BatchJob, jobs: &Store<Job>, ns: &str) -> Option<Arc<Job>> {
+    owned(bj, jobs, &bj.name_any(), ns)
+}
+
+/// The cached child `name`, if it is ours (owner UID): a same-named object someone else made is
+/// neither read nor trusted.
+fn owned<K>(bj: &BatchJob, store: &Store<K>, name: &str, ns: &str) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
     let uid = bj.uid()?;
-    jobs.get(&ObjectRef::new(&bj.name_any()).within(ns))
-        .filter(|j| j.owner_references().iter().any(|o| o.uid == uid))
+    store
+        .get(&ObjectRef::new(name).within(ns))
+        .filter(|o| o.owner_references().iter().any(|r| r.uid == uid))
 }
 
 /// The Job's Pods from the cache, matched by the Job's UID label (set by the Job controller).
@@ -257,6 +273,12 @@ async fn apply(
         let name = build::driver_account_name(bj);
         move |source| Error::CreateAccount { what, name, source }
     };
+    create(&ctx.client, ns, &build::progress_config_map(bj))
+        .await
+        .map_err(|source| Error::CreateProgress {
+            name: build::progress_name(bj),
+            source,
+        })?;
     create(&ctx.client, ns, &build::service_account(bj))
         .await
         .map_err(account("ServiceAccount"))?;
@@ -341,6 +363,20 @@ pub async fn run(
         )
         .default_backoff(),
     );
+    // Only the progress ConfigMaps of BatchJobs, not every ConfigMap of the namespace.
+    let (progress, w) = reflector::store();
+    let progress_stream = reflector(
+        w,
+        watcher(
+            namespaced::<ConfigMap>(&client, &namespace),
+            cfg().labels(&format!(
+                "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER},app.kubernetes.io/component={}",
+                build::PROGRESS_COMPONENT
+            )),
+        )
+        .default_backoff(),
+    )
+    .modify(|c: &mut ConfigMap| c.managed_fields_mut().clear());
     let (endpoints, w) = reflector::store();
     let ep_stream = reflector(
         w,
@@ -387,9 +423,12 @@ pub async fn run(
             environments.clone(),
             instance_types.clone(),
         );
+        let (f, g) = (failed_creates.clone(), progress.clone());
         Synced::spawn(health, async move {
             ready(j).await
                 && ready(p).await
+                && ready(f).await
+                && ready(g).await
                 && ready(e).await
                 && ready(d).await
                 && ready(v).await
@@ -405,6 +444,7 @@ pub async fn run(
         jobs,
         pods,
         failed_creates,
+        progress,
         metrics,
         events,
         driver_image,
@@ -418,6 +458,7 @@ pub async fn run(
     let results = controller
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns_stream(job_stream.applied_objects())
+        .owns_stream(progress_stream.applied_objects())
         // Driver Pods carry the BatchJob's name as a label (they are owned by the Job).
         .watches_stream(pod_stream.touched_objects(), |p: Pod| {
             let ns = p.namespace().unwrap_or_default();

@@ -1,9 +1,12 @@
-//! What to do and what to report for a BatchJob (pure): from the job, its resolution, its Job and the
-//! Job's Pods. The caller creates or deletes what the [`Plan`] says and writes the status only when
+//! What to do and what to report for a BatchJob (pure): from the job, its resolution, its Job, the
+//! Job's Pods and the job's progress ConfigMap. The caller creates or deletes what the [`Plan`] says and writes the status only when
 //! it changed.
 
 use k8s_openapi::{
-    api::{batch::v1::Job, core::v1::Pod},
+    api::{
+        batch::v1::Job,
+        core::v1::{ConfigMap, Pod},
+    },
     apimachinery::pkg::apis::meta::v1::Time,
 };
 use kube::ResourceExt;
@@ -14,7 +17,7 @@ use crate::{
         batch_job::{BatchJob, BatchJobStatus},
         common::JobPhase as Phase,
     },
-    batch::pod_progress::{self, ANNOTATION, PodProgress},
+    batch::pod_progress::{self, PodProgress},
     cli::batch_driver::{EXIT_THRESHOLD_CROSSED, EXIT_WORKER_START_FAILED},
     operator::conditions,
 };
@@ -64,13 +67,14 @@ pub struct Plan {
     pub transition: Option<Transition>,
 }
 
-/// The Job of a BatchJob and its Pods, as observed.
+/// The Job of a BatchJob, its Pods and its progress ConfigMap, as observed.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Observed<'a> {
     pub job: Option<&'a Job>,
     pub pods: &'a [&'a Pod],
     /// Why the Job controller cannot create the Job's Pods (its newest `FailedCreate` Event).
     pub pods_refused: Option<&'a str>,
+    pub progress: Option<&'a ConfigMap>,
 }
 
 fn job_condition<'a>(
@@ -182,12 +186,20 @@ fn to_i32(v: u64) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
-/// Sums the Pods' progress annotations into the counters of `status`; leaves them when no Pod reported.
-fn counters(status: &mut BatchJobStatus, pods: &[&Pod], instances: u32) -> Option<String> {
-    let reports: Vec<PodProgress> = pods
-        .iter()
-        .filter_map(|p| p.annotations().get(ANNOTATION))
-        .filter_map(|v| PodProgress::parse(v))
+/// Sums the instances' entries of the progress ConfigMap into the counters of `status`; leaves them
+/// when no instance reported. Entries are written from the job's Pods, so each is checked
+/// ([`pod_progress::parse_entry`]) and anything else ignored. The ConfigMap outlives the Pods, so
+/// the final counts stay.
+fn counters(
+    status: &mut BatchJobStatus,
+    progress: Option<&ConfigMap>,
+    instances: u32,
+) -> Option<String> {
+    let reports: Vec<PodProgress> = progress
+        .and_then(|cm| cm.data.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| pod_progress::parse_entry(k, v, instances))
         .collect();
     if reports.is_empty() {
         return None;
@@ -280,7 +292,7 @@ pub fn decide(
         .and_then(|j| j.spec.as_ref()?.completions)
         .and_then(|n| u32::try_from(n).ok())
         .unwrap_or(0);
-    let reported_reason = counters(&mut d.plan.status, observed.pods, instances);
+    let reported_reason = counters(&mut d.plan.status, observed.progress, instances);
 
     if d.prev.phase.is_some_and(Phase::is_terminal) {
         return d.plan;
@@ -386,9 +398,10 @@ pub fn waiting(job: &BatchJob) -> bool {
         .is_none_or(|p| p == Phase::Queued)
 }
 
-/// The BatchJob a driver Pod belongs to (by label).
-pub fn owner_name(pod: &Pod) -> Option<String> {
-    pod.labels()
+/// The BatchJob a child (a driver Pod) belongs to (by label).
+pub fn owner_name(child: &impl ResourceExt) -> Option<String> {
+    child
+        .labels()
         .get(&crate::operator::children::owner_label_key::<BatchJob>())
         .cloned()
 }
@@ -428,22 +441,36 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(index: u32, phase: &str, exit: Option<i32>, progress: Option<(u64, u64, u64)>) -> Pod {
-        let annotations = progress.map(|(total, ok, failed_items)| {
-            json!({ ANNOTATION: json!({
-                "instance": index, "instanceCount": 2, "phase": "Running",
-                "miniBatches": { "total": total, "succeeded": ok, "failed": 0 },
-                "items": { "total": total * 10, "succeeded": ok * 10 - failed_items, "failed": failed_items },
-                "updatedUnixMs": 1
-            }).to_string() })
-        });
+    fn pod(index: u32, phase: &str, exit: Option<i32>) -> Pod {
         let statuses = exit.map(|code| json!([{ "name": "driver", "image": "x", "ready": false, "restartCount": 0,
             "state": { "terminated": { "exitCode": code, "message": "error: 7 items failed, more than the error threshold of 5" } } }]));
         serde_json::from_value(json!({
-            "metadata": { "name": format!("scorer-abc12-{index}-x"), "annotations": annotations },
+            "metadata": { "name": format!("scorer-abc12-{index}-x") },
             "status": { "phase": phase, "containerStatuses": statuses }
         }))
         .unwrap()
+    }
+
+    /// The progress ConfigMap with `(key, value)` entries.
+    fn progress(entries: &[(&str, String)]) -> ConfigMap {
+        let data: serde_json::Map<String, serde_json::Value> = entries
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": { "name": "scorer-abc12-progress" }, "data": data
+        }))
+        .unwrap()
+    }
+
+    fn entry(index: u32, (total, ok, failed_items): (u64, u64, u64)) -> String {
+        json!({
+            "instance": index, "instanceCount": 2, "phase": "Running",
+            "miniBatches": { "total": total, "succeeded": ok, "failed": 0 },
+            "items": { "total": total * 10, "succeeded": ok * 10 - failed_items, "failed": failed_items },
+            "updatedUnixMs": 1
+        })
+        .to_string()
     }
 
     fn waiting() -> JobResolution {
@@ -481,11 +508,9 @@ mod tests {
     #[test]
     fn progress_is_summed_while_running_and_kept_at_the_end() {
         let job = k8s_job(None);
-        let pods = [
-            pod(0, "Running", None, Some((5, 2, 1))),
-            pod(1, "Running", None, Some((5, 3, 0))),
-        ];
+        let pods = [pod(0, "Running", None), pod(1, "Running", None)];
         let refs: Vec<&Pod> = pods.iter().collect();
+        let cm = progress(&[("0", entry(0, (5, 2, 1))), ("1", entry(1, (5, 3, 0)))]);
         let p = decide(
             &bj(json!({ "phase": "Starting" })),
             &waiting(),
@@ -493,6 +518,7 @@ mod tests {
                 job: Some(&job),
                 pods: &refs,
                 pods_refused: None,
+                progress: Some(&cm),
             },
             now(),
         );
@@ -500,28 +526,73 @@ mod tests {
         assert_eq!(p.status.mini_batches_total, Some(10));
         assert_eq!(p.status.mini_batches_succeeded, Some(5));
         assert_eq!(p.status.items_failed, Some(1));
+        // The Pods are gone (the Job completed and was cleaned up): the object keeps the counts.
         let done = k8s_job(Some(("Complete", "CompletionsReached")));
         let p = decide(
             &bj(json!({ "phase": "Running" })),
             &waiting(),
             Observed {
                 job: Some(&done),
-                pods: &refs,
                 pods_refused: None,
+                pods: &[],
+                progress: Some(&cm),
             },
             now(),
         );
         assert_eq!(p.status.phase, Some(Phase::Completed));
-        assert!(p.status.completion_time.is_some() || p.status.phase.is_some());
+        assert_eq!(p.status.mini_batches_succeeded, Some(5));
+        assert!(
+            p.status
+                .message
+                .unwrap()
+                .contains("all 10 mini-batches done")
+        );
+    }
+
+    #[test]
+    fn garbage_in_the_progress_object_is_ignored() {
+        let job = k8s_job(None);
+        let prev = json!({ "phase": "Running", "miniBatchesSucceeded": 4, "miniBatchesTotal": 9 });
+        let decide_with = |cm: &ConfigMap| {
+            decide(
+                &bj(prev.clone()),
+                &waiting(),
+                Observed {
+                    job: Some(&job),
+                    pods: &[],
+                    pods_refused: None,
+                    progress: Some(cm),
+                },
+                now(),
+            )
+            .status
+        };
+        // Nothing valid: the counters stay as they were.
+        let junk = progress(&[
+            ("0", "{not json".into()),
+            ("1", entry(0, (1, 1, 0))), // instance 0's report under key 1
+            ("7", entry(7, (1, 1, 0))), // beyond the instance count
+            ("x", entry(0, (1, 1, 0))),
+            ("00", entry(0, (1, 1, 0))),
+        ]);
+        let s = decide_with(&junk);
+        assert_eq!(
+            (s.mini_batches_succeeded, s.mini_batches_total),
+            (Some(4), Some(9))
+        );
+        // One valid entry among junk counts alone; huge values saturate in status.
+        let mut huge: serde_json::Value = serde_json::from_str(&entry(1, (1, 1, 0))).unwrap();
+        huge["miniBatches"]["total"] = json!(u64::MAX);
+        huge["extra"] = json!({ "ignored": true });
+        let s = decide_with(&progress(&[("0", "{}".into()), ("1", huge.to_string())]));
+        assert_eq!(s.mini_batches_succeeded, Some(1));
+        assert_eq!(s.mini_batches_total, Some(i32::MAX));
     }
 
     #[test]
     fn exit_code_3_is_the_error_threshold() {
         let job = k8s_job(Some(("Failed", "PodFailurePolicy")));
-        let pods = [
-            pod(0, "Failed", Some(3), None),
-            pod(1, "Succeeded", Some(0), None),
-        ];
+        let pods = [pod(0, "Failed", Some(3)), pod(1, "Succeeded", Some(0))];
         let refs: Vec<&Pod> = pods.iter().collect();
         let p = decide(
             &bj(json!({ "phase": "Running" })),
@@ -530,6 +601,7 @@ mod tests {
                 job: Some(&job),
                 pods: &refs,
                 pods_refused: None,
+                progress: None,
             },
             now(),
         );
@@ -553,6 +625,7 @@ mod tests {
                 job: Some(&job),
                 pods: &[],
                 pods_refused: None,
+                progress: None,
             },
             now(),
         );
@@ -572,6 +645,7 @@ mod tests {
             job: Some(&job),
             pods: &[],
             pods_refused: Some(why),
+            progress: None,
         };
         let p = decide(
             &bj(json!({ "phase": "Starting" })),
@@ -602,7 +676,7 @@ mod tests {
             "one Event, not one per reconcile"
         );
         // Once Pods exist, an old refusal no longer describes the job.
-        let pods = [pod(0, "Running", None, None)];
+        let pods = [pod(0, "Running", None)];
         let refs: Vec<&Pod> = pods.iter().collect();
         let later = decide(
             &b,

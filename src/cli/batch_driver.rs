@@ -19,7 +19,7 @@ use crate::batch::{
     driver::{self, DriverConfig, DriverOutcome},
     output::{self, MergeOutcome, OutputAction, OutputSettings},
     plan::Shard,
-    pod_progress::{Flusher, PodAnnotationSink},
+    pod_progress::SnapshotSink,
     progress::{FileSink, Phase, ProgressSink, StdoutSink},
     threshold::ErrorThreshold,
     worker::RetryPolicy,
@@ -101,16 +101,11 @@ pub struct BatchDriverArgs {
     /// Only merge the journals in OUTPUT into the output, error and summary files, then exit.
     #[arg(long)]
     pub merge_only: bool,
-    /// Also report progress as annotation `mlcompute.io/progress` of this Pod (in-cluster credentials;
-    /// set by the BatchJob controller).
-    #[arg(long, env = "MLCOMPUTE_PROGRESS_ANNOTATE", default_value_t = false, value_parser = clap::builder::BoolishValueParser::new())]
-    pub progress_annotate: bool,
-    /// This Pod's name (downward API), for `--progress-annotate`.
-    #[arg(long, env = "POD_NAME")]
-    pub pod_name: Option<String>,
-    /// This Pod's namespace (downward API), for `--progress-annotate`.
-    #[arg(long, env = "POD_NAMESPACE")]
-    pub pod_namespace: Option<String>,
+    /// Also rewrite this file with the instance's latest progress (set by the BatchJob controller:
+    /// the Pod's relay sidecar copies it into the job's progress object). The driver itself holds
+    /// no Kubernetes credentials.
+    #[arg(long, env = "MLCOMPUTE_PROGRESS_FILE")]
+    pub progress_file: Option<PathBuf>,
 }
 
 /// Runs the driver; exits the process with code 3, 4 or 5 for the outcomes that have one.
@@ -157,14 +152,10 @@ pub async fn run(args: BatchDriverArgs) -> anyhow::Result<()> {
         Box::new(FileSink::new(&config.output, shard.index)),
         Box::new(StdoutSink),
     ];
-    let flusher = annotation_sink(&args).await?.map(|(sink, flusher)| {
-        sinks.push(Box::new(sink));
-        flusher
-    });
-    let outcome = driver::run(config, sinks).await;
-    if let Some(flusher) = flusher {
-        flusher.finish(Duration::from_secs(10)).await;
+    if let Some(path) = &args.progress_file {
+        sinks.push(Box::new(SnapshotSink::new(path)));
     }
+    let outcome = driver::run(config, sinks).await;
     if let Some(dir) = cleanup {
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -183,22 +174,6 @@ pub async fn run(args: BatchDriverArgs) -> anyhow::Result<()> {
         DriverOutcome::ThresholdCrossed { reason } => exit(EXIT_THRESHOLD_CROSSED, &reason),
         DriverOutcome::WorkerStartFailed { reason, .. } => exit(EXIT_WORKER_START_FAILED, &reason),
     }
-}
-
-/// The Pod-annotation progress sink, when asked for.
-async fn annotation_sink(
-    args: &BatchDriverArgs,
-) -> anyhow::Result<Option<(PodAnnotationSink, Flusher)>> {
-    if !args.progress_annotate {
-        return Ok(None);
-    }
-    let (Some(pod), Some(ns)) = (&args.pod_name, &args.pod_namespace) else {
-        anyhow::bail!("MLCOMPUTE_PROGRESS_ANNOTATE needs POD_NAME and POD_NAMESPACE");
-    };
-    let client = kube::Client::try_default()
-        .await
-        .context("cannot build an in-cluster client to report progress")?;
-    Ok(Some(PodAnnotationSink::start(client, ns, pod)))
 }
 
 fn merge_only(args: &BatchDriverArgs, settings: &OutputSettings) -> anyhow::Result<()> {

@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 pub mod batch;
 pub mod batch_driver;
 pub mod batch_logs;
+pub mod batch_progress_relay;
 pub mod crd;
 pub mod endpoint;
 pub mod endpoint_credentials;
@@ -46,6 +47,9 @@ pub enum Command {
     Router(router::RouterArgs),
     /// Run one instance of a batch job: score a folder of files with a scoring script.
     BatchDriver(Box<batch_driver::BatchDriverArgs>),
+    /// Copy a batch driver's progress into its job's progress ConfigMap (the driver Pods' sidecar).
+    #[command(hide = true)]
+    BatchProgressRelay(batch_progress_relay::RelayArgs),
     /// Run the operator: the controllers for every mlcompute resource.
     Operator(crate::operator::settings::Settings),
     /// Verbs on TrainingJobs (cancel).
@@ -81,6 +85,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crd(args) => crd::run(&args),
         Command::Router(args) => router::run(args).await,
         Command::BatchDriver(args) => batch_driver::run(*args).await,
+        Command::BatchProgressRelay(args) => batch_progress_relay::run(args).await,
         Command::Endpoint { command } => endpoint::run(command).await,
         Command::Operator(settings) => operator::run(settings).await,
         Command::Job { command } => job::run(command).await,

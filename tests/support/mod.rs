@@ -33,6 +33,45 @@ pub async fn client() -> Client {
     Client::try_from(config).expect("build client")
 }
 
+/// A kubeconfig (written to a temporary file) that authenticates as ServiceAccount `account` of
+/// `ns` with a fresh bound token (TokenRequest), against the local plane.
+pub async fn kubeconfig_as(client: &Client, ns: &str, account: &str) -> std::path::PathBuf {
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(client.clone(), ns);
+    let request =
+        serde_json::from_value(serde_json::json!({ "spec": { "expirationSeconds": 600 } }))
+            .unwrap();
+    let token = accounts
+        .create_token_request(account, &PostParams::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let admin: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(kubeconfig_path()).unwrap()).unwrap();
+    let cluster = admin["clusters"][0]["cluster"].clone();
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{ "name": "plane", "cluster": cluster }],
+        "users": [{ "name": account, "user": { "token": token } }],
+        "contexts": [{ "name": "sa", "context": { "cluster": "plane", "user": account } }],
+        "current-context": "sa"
+    });
+    let path = std::env::temp_dir().join(format!("mlc-kubeconfig-{ns}-{account}.yaml"));
+    std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+/// A client from the kubeconfig at `path`.
+pub async fn client_from(path: &std::path::Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid");
+    Client::try_from(config).expect("build client")
+}
+
 /// A namespace created for one test and deleted when the test ends (even when it panics).
 pub struct TestNamespace {
     name: String,

@@ -104,13 +104,14 @@ Never a wildcard: tests/chart.rs fails on `*`.
 - apiGroups: ["mlcompute.io"]
   resources: [batchjobs]
   verbs: [create]
-# Children. Pods: TrainingJob instances (created and deleted directly; batch Pods come from Jobs;
-# patch because the batch drivers' Role grants it, and RBAC lets no one grant more than it holds).
+# Children. Pods: TrainingJob instances (created and deleted directly; batch Pods come from Jobs).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch, create, patch, delete]
-# Rendezvous and deployment Services; MPI hostfiles and routing tables (ConfigMaps); OnlineDeployment
-# Deployments and HPAs; BatchJob Jobs; HTTPRoutes. Server-side apply needs create and patch.
+  verbs: [get, list, watch, create, delete]
+# Rendezvous and deployment Services; MPI hostfiles, routing tables and BatchJob progress objects
+# (ConfigMaps); OnlineDeployment Deployments and HPAs; BatchJob Jobs; HTTPRoutes. Server-side apply
+# needs create and patch. The batch drivers' Roles grant get and patch on their job's progress
+# ConfigMap: RBAC lets no one grant more than it holds, so the operator holds those verbs here.
 - apiGroups: [""]
   resources: [services, configmaps]
   verbs: [get, list, watch, create, patch, delete]
@@ -130,8 +131,9 @@ Never a wildcard: tests/chart.rs fails on `*`.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch]
-# Each BatchJob's driver Pods get a ServiceAccount with a Role allowing get/patch on Pods (their
-# progress annotation); the operator holds those verbs itself, so it needs no escalate or bind.
+# Each BatchJob's driver Pods get a ServiceAccount with a Role allowing get/patch on one ConfigMap
+# (resourceNames: the job's progress object); the operator holds those verbs itself, so it needs no
+# escalate or bind.
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, create, patch]

@@ -107,7 +107,12 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
     match &refused {
         Some(r) => {
             let old = od.status.as_ref().map(|s| s.conditions.as_slice());
-            r.mark(old.unwrap_or(&[]), &mut new.conditions, od.metadata.generation, &now)
+            r.mark(
+                old.unwrap_or(&[]),
+                &mut new.conditions,
+                od.metadata.generation,
+                &now,
+            )
         }
         None => refusal::clear(&mut new.conditions),
     }

@@ -236,7 +236,12 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
     match &refused {
         Some(r) => {
             let old = ep.status.as_ref().map(|s| s.conditions.as_slice());
-            r.mark(old.unwrap_or(&[]), &mut new.conditions, ep.metadata.generation, &now)
+            r.mark(
+                old.unwrap_or(&[]),
+                &mut new.conditions,
+                ep.metadata.generation,
+                &now,
+            )
         }
         None => refusal::clear(&mut new.conditions),
     }
