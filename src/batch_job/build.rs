@@ -842,7 +842,11 @@ mod tests {
             .flatten()
             .chain(&pod.containers)
             .collect();
-        assert_eq!(every.len(), 3, "copy-binary, fetch-data and the driver");
+        assert_eq!(
+            every.len(),
+            4,
+            "copy-binary, the progress relay, fetch-data and the driver"
+        );
         for c in every {
             let sc = c.security_context.as_ref().unwrap();
             assert_eq!(sc.run_as_non_root, Some(true), "{}", c.name);
