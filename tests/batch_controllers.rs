@@ -731,3 +731,67 @@ async fn a_batch_pod_identity_may_patch_its_own_progress_and_nothing_else() {
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_file(&kubeconfig).unwrap();
 }
+
+/// An older operator gave each batch driver a Role with `pods get,patch` on the whole namespace.
+/// After an upgrade, the first reconcile of the job narrows it to the job's progress ConfigMap, so
+/// tokens still held by that job's Pods lose the grant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn a_driver_role_left_by_an_older_operator_is_narrowed() {
+    use k8s_openapi::api::rbac::v1::Role;
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "batch-old-role").await;
+    let jobs: Api<BatchJob> = ns.api();
+    // A job whose endpoint does not exist: it stays queued, and only the Role matters here.
+    let bj: BatchJob = serde_json::from_value(json!({
+        "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
+        "metadata": { "name": "legacy" },
+        "spec": { "endpointName": "gone", "input": { "path": "pvc://data/in" } }
+    }))
+    .unwrap();
+    let bj = jobs.create(&PostParams::default(), &bj).await.unwrap();
+    let roles: Api<Role> = ns.api();
+    let old: Role = serde_json::from_value(json!({
+        "metadata": { "name": "legacy-driver",
+            "labels": { "app.kubernetes.io/managed-by": "mlcompute", "app.kubernetes.io/name": "batchjob",
+                        "app.kubernetes.io/component": "batch-driver", "mlcompute.io/batchjob": "legacy" },
+            "ownerReferences": [{ "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob", "name": "legacy",
+                                  "uid": bj.metadata.uid.clone().unwrap(), "controller": true }] },
+        "rules": [{ "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"] }]
+    }))
+    .unwrap();
+    roles.create(&PostParams::default(), &old).await.unwrap();
+    // A user's Role of a similar shape, not controlled by the job, is left alone.
+    let mine: Role = serde_json::from_value(json!({
+        "metadata": { "name": "mine" },
+        "rules": [{ "apiGroups": [""], "resources": ["pods"], "verbs": ["get", "patch"] }]
+    }))
+    .unwrap();
+    roles.create(&PostParams::default(), &mine).await.unwrap();
+
+    let _op = Operator::start(ns.name());
+    let narrowed = wait_for(&roles, "legacy-driver", T, |r: Option<&Role>| {
+        r.and_then(|r| r.rules.as_ref()).is_some_and(|rules| {
+            rules
+                .iter()
+                .all(|p| p.resources.as_deref() != Some(&["pods".to_string()][..]))
+        })
+    })
+    .await;
+    let rules = narrowed.rules.unwrap();
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    assert_eq!(
+        rules[0].resources.as_deref(),
+        Some(&["configmaps".to_string()][..])
+    );
+    assert_eq!(
+        rules[0].resource_names.as_deref(),
+        Some(&["legacy-progress".to_string()][..])
+    );
+    assert_eq!(rules[0].verbs, vec!["get", "patch"]);
+    let untouched = roles.get("mine").await.unwrap();
+    assert_eq!(
+        untouched.rules.unwrap()[0].resources.as_deref(),
+        Some(&["pods".to_string()][..])
+    );
+}

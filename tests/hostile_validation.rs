@@ -305,7 +305,7 @@ fn refused_on_create() -> Vec<(&'static str, Value, &'static str)> {
                 "/nodeSelector",
                 json!({ "pool": "a".repeat(64) }),
             ),
-            "nodeSelector keys must be label keys",
+            "may not be more than 63",
         ),
         (
             "a toleration operator that does not exist",

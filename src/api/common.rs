@@ -345,6 +345,18 @@ pub(crate) fn max_properties<const N: u32>(schema: &mut Schema) {
     schema.insert("maxProperties".into(), N.into());
 }
 
+/// A map of label keys to label values: at most `N` entries, values at most 63 characters. The
+/// bounds keep the CEL rule that checks them ([`rules::labels`]) within the API server's budget.
+pub(crate) fn label_map<const N: u32>(schema: &mut Schema) {
+    schema.insert("maxProperties".into(), N.into());
+    if let Some(values) = schema
+        .get_mut("additionalProperties")
+        .and_then(|v| v.as_object_mut())
+    {
+        values.insert("maxLength".into(), 63.into());
+    }
+}
+
 /// Bounds a map of deployment name to percent: at most `N` entries, each value within 0..=`MAX`.
 pub(crate) fn percent_map<const N: u32, const MAX: i32>(schema: &mut Schema) {
     schema.insert("maxProperties".into(), N.into());

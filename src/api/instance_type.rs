@@ -8,7 +8,7 @@ use schemars::{Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    Condition, LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, ResourceRequirements, max_properties, rules,
+    Condition, LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN, ResourceRequirements, label_map, rules,
 };
 
 /// The instance type used when a job or deployment names none, as in Azure ML. Creating an
@@ -43,7 +43,7 @@ pub struct InstanceTypeSpec {
     pub description: Option<String>,
     /// Node labels an instance's node must carry (ANDed with the operator's own node selector).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(transform = max_properties::<32>)]
+    #[schemars(transform = label_map::<32>)]
     #[x_kube(validation = rules::labels("nodeSelector"))]
     pub node_selector: BTreeMap<String, String>,
     /// Taints the instances tolerate, e.g. a spot or GPU pool's `NoSchedule` taint.

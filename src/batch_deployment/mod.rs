@@ -238,14 +238,15 @@ pub async fn run(
     let controller = Controller::new(api::<BatchDeployment>(&client, namespace.as_deref()), cfg());
     let deployments = controller.store();
     let synced = {
-        let (e, v, i, d) = (
+        // Not the deployments' own store: the controller itself awaits it, and a store wakes
+        // only one waiter.
+        let (e, v, i) = (
             endpoints.clone(),
             environments.clone(),
             instance_types.clone(),
-            deployments.clone(),
         );
         Synced::spawn(health, async move {
-            ready(e).await && ready(v).await && ready(i).await && ready(d).await
+            ready(e).await && ready(v).await && ready(i).await
         })
     };
     let (d1, d2, d3) = (deployments.clone(), deployments.clone(), deployments);

@@ -280,8 +280,9 @@ pub async fn run(
     let (endpoints, endpoint_stream) = options.names.watch(endpoints_api);
     let controller = Controller::for_stream(endpoint_stream, endpoints.clone());
     let synced = {
-        let (d, e) = (deployments.clone(), endpoints.clone());
-        Synced::spawn(health, async move { ready(d).await && ready(e).await })
+        // Not the endpoints' store: the controller itself awaits it, and a store wakes one waiter.
+        let d = deployments.clone();
+        Synced::spawn(health, async move { ready(d).await })
     };
     let ctx = Arc::new(Ctx {
         client: client.clone(),

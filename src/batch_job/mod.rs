@@ -30,6 +30,7 @@ pub mod submit;
 
 use std::sync::Arc;
 
+use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::{
     api::{
         batch::v1::Job,
@@ -40,6 +41,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -60,7 +62,7 @@ use crate::{
     },
     batch_deployment::resolve_from_stores,
     operator::{
-        apply::{ChildError, create_owned, delete_owned},
+        apply::{ChildError, controller_uid, create_owned, delete_owned},
         backoff::{self, Backoffs},
         children::MANAGER,
         events::Events,
@@ -97,6 +99,8 @@ pub struct Ctx {
     /// The Job controller's `FailedCreate` Events (admission refused a driver Pod).
     pub failed_creates: Store<Event>,
     pub progress: Store<ConfigMap>,
+    /// The jobs' driver Roles (to narrow those an older operator made).
+    pub roles: Store<Role>,
     pub metrics: Metrics,
     pub events: Events,
     pub driver_image: String,
@@ -266,6 +270,7 @@ async fn apply(
                 source,
             })?;
     }
+    narrow_driver_role(bj, ctx, ns).await?;
     let (true, JobResolution::Ready(target)) = (plan.create, resolution) else {
         return Ok(());
     };
@@ -298,6 +303,35 @@ async fn apply(
         .pods_created
         .with_label_values(&[CONTROLLER])
         .inc_by(u64::try_from(build::instance_count(bj, target)).unwrap_or(0));
+    Ok(())
+}
+
+/// Rewrites a driver Role of this job whose rules differ from [`build::role`]'s: BatchJobs made
+/// before the progress ConfigMap kept a Role granting `pods get,patch` on the whole namespace to
+/// the token of Pods that run user code; this takes that grant away on the first reconcile after
+/// an upgrade (and undoes any later edit). Only a Role this job controls is touched.
+async fn narrow_driver_role(bj: &BatchJob, ctx: &Ctx, ns: &str) -> Result<(), Error> {
+    let desired = build::role(bj);
+    let name = build::driver_account_name(bj);
+    let Some(current) = ctx.roles.get(&ObjectRef::new(&name).within(ns)) else {
+        return Ok(());
+    };
+    let ours =
+        controller_uid(&*current).is_some() && controller_uid(&*current) == bj.uid().as_deref();
+    if !ours || current.rules == desired.rules {
+        return Ok(());
+    }
+    let roles: Api<Role> = Api::namespaced(ctx.client.clone(), ns);
+    let patch = serde_json::json!({ "rules": desired.rules });
+    roles
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| Error::CreateAccount {
+            what: "Role",
+            name: name.clone(),
+            source: source.into(),
+        })?;
+    info!(role = %name, "driver Role narrowed to the job's progress ConfigMap");
     Ok(())
 }
 
@@ -377,6 +411,19 @@ pub async fn run(
         .default_backoff(),
     )
     .modify(|c: &mut ConfigMap| c.managed_fields_mut().clear());
+    let (roles, w) = reflector::store();
+    let role_stream = reflector(
+        w,
+        watcher(
+            namespaced::<Role>(&client, &namespace),
+            cfg().labels(&format!(
+                "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER},app.kubernetes.io/component={}",
+                build::COMPONENT
+            )),
+        )
+        .default_backoff(),
+    )
+    .modify(|r: &mut Role| r.managed_fields_mut().clear());
     let (endpoints, w) = reflector::store();
     let ep_stream = reflector(
         w,
@@ -423,12 +470,13 @@ pub async fn run(
             environments.clone(),
             instance_types.clone(),
         );
-        let (f, g) = (failed_creates.clone(), progress.clone());
+        let (f, g, r) = (failed_creates.clone(), progress.clone(), roles.clone());
         Synced::spawn(health, async move {
             ready(j).await
                 && ready(p).await
                 && ready(f).await
                 && ready(g).await
+                && ready(r).await
                 && ready(e).await
                 && ready(d).await
                 && ready(v).await
@@ -445,6 +493,7 @@ pub async fn run(
         pods,
         failed_creates,
         progress,
+        roles,
         metrics,
         events,
         driver_image,
@@ -459,6 +508,7 @@ pub async fn run(
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .owns_stream(job_stream.applied_objects())
         .owns_stream(progress_stream.applied_objects())
+        .owns_stream(role_stream.applied_objects())
         // Driver Pods carry the BatchJob's name as a label (they are owned by the Job).
         .watches_stream(pod_stream.touched_objects(), |p: Pod| {
             let ns = p.namespace().unwrap_or_default();

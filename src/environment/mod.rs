@@ -7,10 +7,16 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Client, ResourceExt,
-    runtime::{Controller, controller::Action, watcher},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        reflector::{self, reflector},
+        watcher,
+    },
 };
 use tracing::{info, info_span};
 
@@ -187,14 +193,21 @@ pub async fn run(
         namespace = namespace.as_deref().unwrap_or("*"),
         "starting Environment controller"
     );
-    let controller = Controller::new(api, watcher::Config::default());
-    let store = controller.store();
-    tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            health.set_synced();
-        }
-    });
-    let results = controller
+    // Synced once the watch has listed everything (its InitDone), read off the stream: the
+    // controller itself awaits the store, and a store wakes only one waiter.
+    let (store, writer) = reflector::store();
+    let stream = reflector(
+        writer,
+        watcher(api, watcher::Config::default())
+            .default_backoff()
+            .inspect(move |e| {
+                if matches!(e, Ok(watcher::Event::InitDone)) {
+                    health.set_synced();
+                }
+            }),
+    )
+    .applied_objects();
+    let results = Controller::for_stream(stream, store)
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown)
         .run(

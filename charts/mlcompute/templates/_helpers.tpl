@@ -138,7 +138,11 @@ Never a wildcard: tests/chart.rs fails on `*`.
   resources: [serviceaccounts]
   verbs: [get, create, patch]
 - apiGroups: ["rbac.authorization.k8s.io"]
-  resources: [roles, rolebindings]
+  resources: [roles]
+  # list/watch: the driver Roles are cached, so one an older operator made is narrowed.
+  verbs: [get, list, watch, create, patch]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: [rolebindings]
   verbs: [get, create, patch]
 # Events (kube-runtime's Recorder creates, then patches a series).
 - apiGroups: ["events.k8s.io"]
