@@ -154,6 +154,21 @@ impl Refusal {
     }
 }
 
+/// Shows `refused` in `conds` (see [`Refusal::mark`]) or, when the writes succeeded, removes a
+/// refusal shown before; `old` is the status on record.
+pub fn show(
+    refused: Option<&Refusal>,
+    old: Option<&[Condition]>,
+    conds: &mut Vec<Condition>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    match refused {
+        Some(r) => r.mark(old.unwrap_or(&[]), conds, generation, now),
+        None => clear(conds),
+    }
+}
+
 /// Removes a `Stalled` condition that one of [`reason`]'s refusals set, once the writes succeed.
 pub fn clear(conds: &mut Vec<Condition>) {
     conds.retain(|c| {

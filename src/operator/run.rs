@@ -130,128 +130,51 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     let mut controllers: Vec<(ControllerHealth, JoinHandle<()>)> = Vec::new();
     for ns in namespaces {
         // One health entry per controller and namespace, so `/readyz` names what is not synced.
-        let register = |kind: &str| {
-            health.register(match &ns {
+        let runtime = |kind: &str| Runtime {
+            client: client.clone(),
+            metrics: metrics.clone(),
+            events: events.clone(),
+            health: health.register(match &ns {
                 Some(ns) => format!("{kind}/{ns}"),
                 None => kind.to_string(),
-            })
+            }),
+            namespace: ns.clone(),
+            concurrency: settings.concurrency,
         };
-        let h = register("environment");
-        controllers.push((
-            h.clone(),
-            tokio::spawn(crate::environment::run(
-                Runtime {
-                    client: client.clone(),
-                    metrics: metrics.clone(),
-                    events: events.clone(),
-                    health: h,
-                    namespace: ns.clone(),
-                    concurrency: settings.concurrency,
-                },
-                stopped(),
-            )),
-        ));
-        let h = register("trainingjob");
-        controllers.push((
-            h.clone(),
-            tokio::spawn(crate::training::run(
-                Runtime {
-                    client: client.clone(),
-                    metrics: metrics.clone(),
-                    events: events.clone(),
-                    health: h,
-                    namespace: ns.clone(),
-                    concurrency: settings.concurrency,
-                },
-                settings.debounce,
-                stopped(),
-            )),
-        ));
-        let h = register("onlinedeployment");
-        controllers.push((
-            h.clone(),
-            tokio::spawn(crate::online::deployment::run(
-                Runtime {
-                    client: client.clone(),
-                    metrics: metrics.clone(),
-                    events: events.clone(),
-                    health: h,
-                    namespace: ns.clone(),
-                    concurrency: settings.concurrency,
-                },
-                stopped(),
-            )),
-        ));
-        let h = register("onlineendpoint");
-        controllers.push((
-            h.clone(),
-            tokio::spawn(crate::online::endpoint::run(
-                Runtime {
-                    client: client.clone(),
-                    metrics: metrics.clone(),
-                    events: events.clone(),
-                    health: h,
-                    namespace: ns.clone(),
-                    concurrency: settings.concurrency,
-                },
-                crate::online::endpoint::Options {
-                    gateway: settings.gateway.clone(),
-                    router_url: settings.batch.router_url.clone(),
-                    names: endpoint_names.clone(),
-                },
-                stopped(),
-            )),
-        ));
-        let h = register("batchendpoint");
-        controllers.push((
-            h.clone(),
-            tokio::spawn(crate::batch_endpoint::run(
-                Runtime {
-                    client: client.clone(),
-                    metrics: metrics.clone(),
-                    events: events.clone(),
-                    health: h,
-                    namespace: ns.clone(),
-                    concurrency: settings.concurrency,
-                },
-                crate::batch_endpoint::Options {
-                    router_url: settings.batch.router_url.clone(),
-                    names: batch_endpoint_names.clone(),
-                },
-                stopped(),
-            )),
-        ));
-        let h = register("batchdeployment");
-        controllers.push((
-            h.clone(),
-            tokio::spawn(crate::batch_deployment::run(
-                Runtime {
-                    client: client.clone(),
-                    metrics: metrics.clone(),
-                    events: events.clone(),
-                    health: h,
-                    namespace: ns.clone(),
-                    concurrency: settings.concurrency,
-                },
-                stopped(),
-            )),
-        ));
-        let h = register("batchjob");
-        controllers.push((
-            h.clone(),
-            tokio::spawn(crate::batch_job::run(
-                Runtime {
-                    client: client.clone(),
-                    metrics: metrics.clone(),
-                    events: events.clone(),
-                    health: h,
-                    namespace: ns.clone(),
-                    concurrency: settings.concurrency,
-                },
-                settings.batch.driver_image.clone(),
-                stopped(),
-            )),
-        ));
+        let mut spawn = |rt: Runtime, run: &dyn Fn(Runtime) -> JoinHandle<()>| {
+            controllers.push((rt.health.clone(), run(rt)));
+        };
+        spawn(runtime("environment"), &|rt| {
+            tokio::spawn(crate::environment::run(rt, stopped()))
+        });
+        spawn(runtime("trainingjob"), &|rt| {
+            tokio::spawn(crate::training::run(rt, settings.debounce, stopped()))
+        });
+        spawn(runtime("onlinedeployment"), &|rt| {
+            tokio::spawn(crate::online::deployment::run(rt, stopped()))
+        });
+        spawn(runtime("onlineendpoint"), &|rt| {
+            let options = crate::online::endpoint::Options {
+                gateway: settings.gateway.clone(),
+                router_url: settings.batch.router_url.clone(),
+                names: endpoint_names.clone(),
+            };
+            tokio::spawn(crate::online::endpoint::run(rt, options, stopped()))
+        });
+        spawn(runtime("batchendpoint"), &|rt| {
+            let options = crate::batch_endpoint::Options {
+                router_url: settings.batch.router_url.clone(),
+                names: batch_endpoint_names.clone(),
+            };
+            tokio::spawn(crate::batch_endpoint::run(rt, options, stopped()))
+        });
+        spawn(runtime("batchdeployment"), &|rt| {
+            tokio::spawn(crate::batch_deployment::run(rt, stopped()))
+        });
+        spawn(runtime("batchjob"), &|rt| {
+            let image = settings.batch.driver_image.clone();
+            tokio::spawn(crate::batch_job::run(rt, image, stopped()))
+        });
     }
     health.set_serving(true);
     let Some(mut leadership) = leadership else {

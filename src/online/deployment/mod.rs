@@ -104,18 +104,9 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
         Observed::from_deployment(cached(&ctx.deployments, &ns, &build::name(&od)).as_deref());
     let now = Time(Timestamp::now());
     let mut new = status::compute(&od, &resolution, endpoint, observed, &now);
-    match &refused {
-        Some(r) => {
-            let old = od.status.as_ref().map(|s| s.conditions.as_slice());
-            r.mark(
-                old.unwrap_or(&[]),
-                &mut new.conditions,
-                od.metadata.generation,
-                &now,
-            )
-        }
-        None => refusal::clear(&mut new.conditions),
-    }
+    let old = od.status.as_ref().map(|s| s.conditions.as_slice());
+    let generation = od.metadata.generation;
+    refusal::show(refused.as_ref(), old, &mut new.conditions, generation, &now);
     if od.status.as_ref() != Some(&new) {
         let api: Api<OnlineDeployment> = Api::namespaced(ctx.client.clone(), &ns);
         let patch = json!({ "apiVersion": OnlineDeployment::api_version(&()), "kind": "OnlineDeployment", "status": new });

@@ -233,18 +233,9 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
         &ctx.options.router_url,
         &now,
     );
-    match &refused {
-        Some(r) => {
-            let old = ep.status.as_ref().map(|s| s.conditions.as_slice());
-            r.mark(
-                old.unwrap_or(&[]),
-                &mut new.conditions,
-                ep.metadata.generation,
-                &now,
-            )
-        }
-        None => refusal::clear(&mut new.conditions),
-    }
+    let old = ep.status.as_ref().map(|s| s.conditions.as_slice());
+    let generation = ep.metadata.generation;
+    refusal::show(refused.as_ref(), old, &mut new.conditions, generation, &now);
     write_status(&ep, &ctx, &ns, new).await?;
     if let Some(r) = refused {
         return Err(r.into());
