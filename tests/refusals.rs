@@ -88,10 +88,14 @@ fn delta(
         .collect()
 }
 
-/// Operator log lines at info level or above in `text`.
+/// Operator log lines at info level or above in `text` (its level may be wrapped in colour codes).
 fn log_lines(text: &str) -> usize {
     text.lines()
-        .filter(|l| l.contains(" INFO ") || l.contains(" WARN ") || l.contains(" ERROR "))
+        .filter(|l| {
+            ["INFO", "WARN", "ERROR"].iter().any(|level| {
+                l.contains(&format!(" {level} ")) || l.contains(&format!(" {level}\u{1b}"))
+            })
+        })
         .count()
 }
 
