@@ -62,7 +62,7 @@ use crate::{
     },
     batch_deployment::resolve_from_stores,
     operator::{
-        apply::{ChildError, controller_uid, create_owned, delete_owned},
+        apply::{ChildError, controlled_by, create_owned, delete_owned},
         backoff::{self, Backoffs},
         children::MANAGER,
         events::Events,
@@ -316,9 +316,7 @@ async fn narrow_driver_role(bj: &BatchJob, ctx: &Ctx, ns: &str) -> Result<(), Er
     let Some(current) = ctx.roles.get(&ObjectRef::new(&name).within(ns)) else {
         return Ok(());
     };
-    let ours =
-        controller_uid(&*current).is_some() && controller_uid(&*current) == bj.uid().as_deref();
-    if !ours || current.rules == desired.rules {
+    if !controlled_by(&*current, bj) || current.rules == desired.rules {
         return Ok(());
     }
     let roles: Api<Role> = Api::namespaced(ctx.client.clone(), ns);

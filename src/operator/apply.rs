@@ -103,6 +103,15 @@ pub fn controller_uid<K: Resource>(obj: &K) -> Option<&str> {
         .map(|o| o.uid.as_str())
 }
 
+/// Whether `owner` (by UID) is the controller of `child`.
+pub fn controlled_by<C: Resource, O: Resource>(child: &C, owner: &O) -> bool {
+    owner
+        .meta()
+        .uid
+        .as_deref()
+        .is_some_and(|uid| controller_uid(child) == Some(uid))
+}
+
 /// `Ok` when `existing` is controlled by the owner named in `desired`'s controller reference;
 /// otherwise the conflict, describing who holds the name.
 pub fn check_owner<K: Resource<DynamicType = ()>>(

@@ -23,8 +23,6 @@ pub mod settings;
 pub mod status;
 pub mod synced;
 
-use std::time::Duration;
-
 /// A bounded category for an API error: for metrics labels and Event reasons.
 pub fn error_category(err: &kube::Error) -> &'static str {
     match err {
@@ -47,10 +45,4 @@ pub fn is_already_exists(err: &kube::Error) -> bool {
 /// Whether an API error says the object is gone.
 pub fn is_not_found(err: &kube::Error) -> bool {
     matches!(err, kube::Error::Api(s) if s.code == 404)
-}
-
-/// Requeue delay after a failed reconcile: longer when the API server throttles us.
-pub fn error_backoff(category: &str, retries: u32) -> Duration {
-    let base = if category == "throttled" { 2.0 } else { 0.5 };
-    Duration::from_secs_f64((base * 2f64.powi(retries.min(6) as i32)).min(60.0))
 }

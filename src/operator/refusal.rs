@@ -169,33 +169,27 @@ pub fn show(
     }
 }
 
+/// Whether `c` is a `Stalled` condition one of [`reason`]'s refusals set.
+fn is_refusal(c: &Condition) -> bool {
+    c.type_ == STALLED
+        && [
+            reason::NAME_CONFLICT,
+            reason::CHILD_INVALID,
+            reason::CHILD_FORBIDDEN,
+        ]
+        .contains(&c.reason.as_str())
+}
+
 /// Removes a `Stalled` condition that one of [`reason`]'s refusals set, once the writes succeed.
 pub fn clear(conds: &mut Vec<Condition>) {
-    conds.retain(|c| {
-        !(c.type_ == STALLED
-            && [
-                reason::NAME_CONFLICT,
-                reason::CHILD_INVALID,
-                reason::CHILD_FORBIDDEN,
-            ]
-            .contains(&c.reason.as_str()))
-    });
+    conds.retain(|c| !is_refusal(c));
 }
 
 /// Copies a refusal shown in `old` (its `Ready`, `Stalled` and `Reconciling`) into `new`, for a
 /// status written before retrying the refused write: the refusal stays on record until a write
 /// succeeds, instead of disappearing and coming back on every attempt.
 pub fn carry(old: &[Condition], new: &mut Vec<Condition>) {
-    let refused = old.iter().any(|c| {
-        c.type_ == STALLED
-            && c.status == "True"
-            && [
-                reason::NAME_CONFLICT,
-                reason::CHILD_INVALID,
-                reason::CHILD_FORBIDDEN,
-            ]
-            .contains(&c.reason.as_str())
-    });
+    let refused = old.iter().any(|c| is_refusal(c) && c.status == "True");
     if !refused {
         return;
     }

@@ -33,11 +33,6 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whether the API server asked us to slow down (HTTP 429).
-    pub fn is_throttled(&self) -> bool {
-        self.category() == "throttled"
-    }
-
     /// The refusal in a failed child write, which the job's status should show.
     pub fn refusal(&self) -> Option<Refusal> {
         match self {

@@ -45,7 +45,7 @@ use crate::{
         online_endpoint::OnlineEndpoint,
     },
     operator::{
-        apply::{apply_if_changed, controller_uid, delete_owned},
+        apply::{apply_if_changed, controlled_by, delete_owned},
         backoff::{self, Backoffs},
         children::MANAGER,
         events::Events,
@@ -183,7 +183,7 @@ async fn apply_children(
         log_write(ctx, written, "HorizontalPodAutoscaler", &name);
     } else if let Some(hpa) = current_hpa
         && let Some(uid) = hpa.uid()
-        && controller_uid(&*hpa) == od.uid().as_deref()
+        && controlled_by(&*hpa, od)
     {
         // Only an HPA this deployment controls, and only that very object (UID precondition).
         delete_owned(&hpas, &name, &uid)

@@ -58,7 +58,7 @@ use crate::{
     },
     operator::{
         apply::{
-            DESIRED_HASH, apply_if_changed, check_owner, check_owner_meta, controller_uid,
+            DESIRED_HASH, apply_if_changed, check_owner, check_owner_meta, controlled_by,
             create_owned, delete_owned, hash_of,
         },
         backoff::{self, Backoffs},
@@ -275,8 +275,7 @@ async fn withdraw(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<Gateway, E
     let name = ep.name_any();
     let cm_name = routing_config_map_name(&name);
     if let Some(cm) = cached(&ctx.config_maps, ns, &cm_name)
-        && controller_uid(&*cm).is_some()
-        && controller_uid(&*cm) == ep.uid().as_deref()
+        && controlled_by(&*cm, ep)
         && let Some(uid) = cm.uid()
     {
         let api = Api::<ConfigMap>::namespaced(ctx.client.clone(), ns);
@@ -295,10 +294,7 @@ async fn withdraw(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<Gateway, E
         Api::namespaced_with(ctx.client.clone(), ns, &http_route_resource());
     let key = format!("{ns}/{name}");
     // The route to delete: ours only (controlled by this endpoint), and that very object.
-    let ours = |r: &DynamicObject| {
-        let uid = ep.uid();
-        uid.is_some() && controller_uid(r) == uid.as_deref()
-    };
+    let ours = |r: &DynamicObject| controlled_by(r, ep);
     let present = match &ctx.http_routes {
         Some(store) => store
             .get(&ObjectRef::new_with(&name, http_route_resource()).within(ns))
