@@ -32,6 +32,10 @@ MLC_PORT_KWOK="${MLC_PORT_KWOK:-$((MLC_PORT_BASE + 247))}"
 # Service cluster IPs and pod IPs are disjoint.
 MLC_SERVICE_CIDR="${MLC_SERVICE_CIDR:-10.96.0.0/16}"
 MLC_POD_CIDR="${MLC_POD_CIDR:-10.244.0.0/16}"
+# A plane that serves a real node (e2e/node/up sets it, inside the node's network namespace only):
+# the API server also listens on that address, so Pods reach it through the `kubernetes` Service,
+# and ServiceAccount tokens are mounted as on a real cluster. Empty: loopback only, KWOK nodes only.
+MLC_APISERVER_NODE_ADDRESS="${MLC_APISERVER_NODE_ADDRESS:-}"
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-}"
 

@@ -1,0 +1,3 @@
+module mlcompute.local/node
+
+go 1.26.0
