@@ -1,0 +1,501 @@
+//! The real-node tier: what only a kubelet decides, checked on a real node (e2e/node/up) with
+//! mlcompute installed by `helm install` (e2e/node/install-mlcompute). Processes really run from the
+//! images built by e2e/images/build: exit codes and logs, a PyTorch rendezvous, the MPI launcher,
+//! probes of the scoring server, router -> Pod traffic through EndpointSlices, the batch driver's
+//! init container and Job, PodSecurity admission, an image that cannot be pulled.
+//!
+//! Run inside the node's network namespace, where the plane and the Pods are:
+//!   e2e/node/exec cargo test --test real_node -- --include-ignored
+//! (e2e/run-tests does this). Elsewhere these tests fail, saying so: they never pass by skipping.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{io::Write, path::PathBuf, process::Command, time::Duration};
+
+use k8s_openapi::api::{core::v1::Pod, discovery::v1::EndpointSlice};
+use kube::{Api, Client, api::ListParams};
+use mlcompute::api::{
+    batch_job::BatchJob, online_endpoint::OnlineEndpoint,
+    training_job::TrainingJob,
+};
+use support::{TestNamespace, client, eventually, kubeconfig_path, kubectl, wait_for};
+
+/// Image pulls, Python start-up and PyTorch imports on a shared 2-core machine.
+const SLOW: Duration = Duration::from_secs(300);
+
+/// The real node's environment, as e2e/node/exec exports it.
+struct Node {
+    volumes: PathBuf,
+}
+
+impl Node {
+    fn require() -> Self {
+        let run = std::env::var("MLC_NODE_RUN").unwrap_or_default();
+        assert!(
+            !run.is_empty() && std::env::var("MLC_IMAGE_PYTHON_ML").is_ok(),
+            "no real node here (MLC_NODE_RUN / MLC_IMAGE_* unset): run e2e/node/up, then \
+             e2e/node/exec cargo test --test real_node -- --include-ignored"
+        );
+        Node {
+            volumes: PathBuf::from(run).join("volumes"),
+        }
+    }
+
+    /// The instance type, environments and volumes of e2e/demo-data/real-node/setup.yaml in `ns`.
+    async fn setup(&self, client: &Client, prefix: &str) -> TestNamespace {
+        let ns = TestNamespace::new(client, prefix).await;
+        for v in ["models", "datasets", "results"] {
+            let dir = self.dir(&ns, v);
+            std::fs::create_dir_all(&dir).unwrap();
+            // Pods may run as any user (PodSecurity restricted: non-root).
+            Command::new("chmod").arg("0777").arg(&dir).status().unwrap();
+        }
+        self.apply(&ns, &self.render(&ns, "setup.yaml"));
+        ns
+    }
+
+    fn dir(&self, ns: &TestNamespace, volume: &str) -> PathBuf {
+        self.volumes.join(ns.name()).join(volume)
+    }
+
+    /// A file of e2e/demo-data/real-node with images, namespace and volume directory filled in.
+    fn render(&self, ns: &TestNamespace, file: &str) -> String {
+        let out = Command::new("e2e/demo-data/real-node/render")
+            .arg(ns.name())
+            .arg(self.volumes.join(ns.name()))
+            .arg(format!("e2e/demo-data/real-node/{file}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "render {file}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Applies YAML with the placeholders of `render` filled in.
+    fn apply(&self, ns: &TestNamespace, yaml: &str) {
+        let yaml = yaml
+            .replace(
+                "@PYTHON_ML@",
+                &std::env::var("MLC_IMAGE_PYTHON_ML").unwrap(),
+            )
+            .replace("@PYTORCH@", &std::env::var("MLC_IMAGE_PYTORCH").unwrap());
+        let mut child = Command::new(kubectl())
+            .args(["--kubeconfig", &kubeconfig_path(), "apply", "-n", ns.name(), "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(yaml.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "kubectl apply failed:\n{yaml}");
+    }
+}
+
+fn phase_is(
+    phase: &'static str,
+) -> impl Fn(Option<&TrainingJob>) -> bool + Send + Clone + 'static {
+    move |j: Option<&TrainingJob>| {
+        j.and_then(|j| j.status.as_ref()?.phase.as_ref())
+            .map(|p| format!("{p:?}") == phase)
+            .unwrap_or(false)
+    }
+}
+
+/// Every log line of the Pods of TrainingJob `job`.
+async fn job_logs(ns: &TestNamespace, job: &str) -> String {
+    let pods: Api<Pod> = ns.api();
+    let mut all = String::new();
+    for p in pods
+        .list(&ListParams::default().labels(&format!("mlcompute.io/trainingjob={job}")))
+        .await
+        .unwrap()
+    {
+        let name = p.metadata.name.unwrap();
+        let logs = pods
+            .logs(&name, &kube::api::LogParams::default())
+            .await
+            .unwrap_or_default();
+        all.push_str(&format!("--- {name}\n{logs}"));
+    }
+    all
+}
+
+#[tokio::test]
+#[ignore = "needs a real node: e2e/run-tests runs this inside e2e/node/exec"]
+async fn a_real_exit_code_and_its_logs_reach_the_job() {
+    let node = Node::require();
+    let client = client().await;
+    let ns = node.setup(&client, "rn-exit").await;
+    node.apply(
+        &ns,
+        r#"
+apiVersion: mlcompute.io/v1alpha1
+kind: TrainingJob
+metadata: {name: exits-3}
+spec:
+  command: python3 -c "import sys; print('hello from a real container', flush=True); sys.exit(3)"
+  environment: sklearn:1
+  resources: {instanceType: real-cpu}
+  retryPolicy: {maxRetries: 0}
+"#,
+    );
+    let jobs: Api<TrainingJob> = ns.api();
+    let job = wait_for(&jobs, "exits-3", SLOW, phase_is("Failed")).await;
+    let st = job.status.unwrap();
+    assert_eq!(st.instances[0].exit_code, Some(3), "{st:#?}");
+    assert!(
+        st.message.as_deref().unwrap_or_default().contains('3'),
+        "the message names the exit code: {st:#?}"
+    );
+    let logs = job_logs(&ns, "exits-3").await;
+    assert!(logs.contains("hello from a real container"), "{logs}");
+    // The CLI streams the same logs and, like `az ml job stream`, fails for a failed job.
+    let out = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+        .args(["logs", "trainingjob/exits-3", "-n", ns.name()])
+        .args(["--kubeconfig", &kubeconfig_path()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("hello from a real container"), "{out:?}");
+    assert!(!out.status.success(), "{out:?}");
+}
+
+#[tokio::test]
+#[ignore = "needs a real node: e2e/run-tests runs this inside e2e/node/exec"]
+async fn scikit_learn_trains_in_a_pod_and_writes_the_model_to_a_volume() {
+    let node = Node::require();
+    let client = client().await;
+    let ns = node.setup(&client, "rn-train").await;
+    node.apply(&ns, &node.render(&ns, "training.yaml"));
+    let jobs: Api<TrainingJob> = ns.api();
+    wait_for(&jobs, "iris-train", SLOW, phase_is("Completed")).await;
+    let model = node.dir(&ns, "models").join("iris");
+    assert!(model.join("model.pkl").is_file(), "no model.pkl in {model:?}");
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).unwrap()).unwrap();
+    assert!(meta["accuracy"].as_f64().unwrap() > 0.8, "{meta}");
+    assert!(job_logs(&ns, "iris-train").await.contains("test accuracy"));
+
+    // The gang of the same file: instance 1 really exits 3 once; the whole gang restarts.
+    let job = wait_for(&jobs, "flaky-gang", SLOW, phase_is("Completed")).await;
+    assert_eq!(job.status.unwrap().attempts, Some(2));
+}
+
+#[tokio::test]
+#[ignore = "needs a real node: e2e/run-tests runs this inside e2e/node/exec"]
+async fn pytorch_ranks_rendezvous_through_the_headless_service_and_all_reduce() {
+    let node = Node::require();
+    let client = client().await;
+    let ns = node.setup(&client, "rn-ddp").await;
+    let training = node.render(&ns, "training.yaml");
+    // Only the DDP job (and its code) of the file.
+    let ddp: Vec<&str> = training
+        .split("\n---")
+        .filter(|d| d.contains("name: ddp"))
+        .collect();
+    assert_eq!(ddp.len(), 2, "ddp-code and ddp in training.yaml");
+    node.apply(&ns, &ddp.join("\n---\n"));
+    let jobs: Api<TrainingJob> = ns.api();
+    wait_for(&jobs, "ddp", SLOW, phase_is("Completed")).await;
+    let logs = job_logs(&ns, "ddp").await;
+    for rank in 0..2 {
+        assert!(
+            logs.contains(&format!("rank {rank}/2 on ")) && logs.contains("= 3, expected 3"),
+            "{logs}"
+        );
+        assert!(
+            logs.contains(&format!("rank {rank}: weights identical across ranks: True")),
+            "{logs}"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a real node: e2e/run-tests runs this inside e2e/node/exec"]
+async fn the_mpi_launcher_reaches_every_worker_over_ssh() {
+    let node = Node::require();
+    let client = client().await;
+    let ns = node.setup(&client, "rn-mpi").await;
+    node.apply(
+        &ns,
+        r#"
+apiVersion: mlcompute.io/v1alpha1
+kind: TrainingJob
+metadata: {name: mpi}
+spec:
+  command: >-
+    python3 -c "from mpi4py import MPI; c = MPI.COMM_WORLD;
+    print('mpi rank', c.Get_rank(), 'of', c.Get_size(), 'sum', c.allreduce(c.Get_rank() + 1), flush=True)"
+  environment: pytorch:1
+  distribution: {type: mpi, processCountPerInstance: 1, launcher: separate}
+  resources: {instanceType: real-cpu, instanceCount: 2}
+"#,
+    );
+    let jobs: Api<TrainingJob> = ns.api();
+    wait_for(&jobs, "mpi", SLOW, phase_is("Completed")).await;
+    let logs = job_logs(&ns, "mpi").await;
+    for rank in 0..2 {
+        assert!(logs.contains(&format!("mpi rank {rank} of 2 sum 3")), "{logs}");
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a real node: e2e/run-tests runs this inside e2e/node/exec"]
+async fn the_scoring_server_passes_its_probes_and_the_router_reaches_it() {
+    let node = Node::require();
+    let client = client().await;
+    let ns = node.setup(&client, "rn-serve").await;
+    node.apply(
+        &ns,
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: sum-code}
+data:
+  score.py: |
+    import json, os
+    def init():
+        pass
+    def run(raw_data):
+        return {"sum": sum(json.loads(raw_data)["data"]), "deployment": os.environ["DEPLOYMENT_NAME"]}
+---
+apiVersion: mlcompute.io/v1alpha1
+kind: OnlineEndpoint
+metadata: {name: adder}
+spec: {authMode: key, traffic: {blue: 100}}
+---
+apiVersion: mlcompute.io/v1alpha1
+kind: OnlineDeployment
+metadata: {name: blue}
+spec:
+  endpointName: adder
+  codeConfiguration: {code: configmap://sum-code, scoringScript: score.py}
+  environment: sklearn:1
+  environmentVariables: {DEPLOYMENT_NAME: blue}
+  instanceType: real-cpu
+  instanceCount: 1
+"#,
+    );
+    let endpoints: Api<OnlineEndpoint> = ns.api();
+    wait_for(&endpoints, "adder", SLOW, |e: Option<&OnlineEndpoint>| {
+        e.and_then(|e| e.status.as_ref())
+            .map(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    // The readiness probe of the scoring container passed on the kubelet.
+    let pods: Api<Pod> = ns.api();
+    let ready = pods
+        .list(&ListParams::default().labels("mlcompute.io/onlinedeployment=blue"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    assert_eq!(ready, 1);
+    // The router finds the Pod through its EndpointSlice.
+    let slices: Api<EndpointSlice> = ns.api();
+    let addresses: Vec<String> = slices
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .flat_map(|s| s.endpoints.into_iter().flatten().flat_map(|e| e.addresses))
+        .collect();
+    assert!(addresses.iter().any(|a| a.starts_with("10.245.")), "{addresses:?}");
+
+    let key = credentials(&ns, "adder");
+    let body = score(&ns, "adder", &key, r#"{"data": [1, 2, 39]}"#).await;
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["sum"], 42, "{body}");
+    assert_eq!(answer["deployment"], "blue", "{body}");
+}
+
+/// The endpoint's primary key, from the CLI.
+fn credentials(ns: &TestNamespace, endpoint: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+        .args(["endpoint", "get-credentials", endpoint, "-n", ns.name()])
+        .args(["--kubeconfig", &kubeconfig_path()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["primaryKey"].as_str().unwrap().to_string()
+}
+
+/// One scoring request through the router's Service, retried while routes propagate.
+async fn score(ns: &TestNamespace, endpoint: &str, key: &str, body: &str) -> String {
+    let router = router_url().await;
+    let file = std::env::temp_dir().join(format!("{}-req.json", ns.name()));
+    std::fs::write(&file, body).unwrap();
+    eventually("a 200 answer through the router", Duration::from_secs(60), || {
+        let (router, file) = (router.clone(), file.clone());
+        async move {
+            let out = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+                .args(["endpoint", "invoke", endpoint, "-n", ns.name()])
+                .args(["--kubeconfig", &kubeconfig_path(), "--router", &router, "--key", key])
+                .arg("--data")
+                .arg(&file)
+                .output()
+                .ok()?;
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+        }
+    })
+    .await
+}
+
+/// The router's Service, as installed by the chart.
+async fn router_url() -> String {
+    let client = client().await;
+    let svc: Api<k8s_openapi::api::core::v1::Service> =
+        Api::namespaced(client, "mlcompute-system");
+    let ip = svc
+        .get("mlcompute-router")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap();
+    format!("http://{ip}:80")
+}
+
+#[tokio::test]
+#[ignore = "needs a real node: e2e/run-tests runs this inside e2e/node/exec"]
+async fn the_batch_driver_scores_files_in_a_job_into_predictions_csv() {
+    let node = Node::require();
+    let client = client().await;
+    let ns = node.setup(&client, "rn-batch").await;
+    // The model: trained by a real job first.
+    let training = node.render(&ns, "training.yaml");
+    let iris: Vec<&str> = training
+        .split("\n---")
+        .filter(|d| d.contains("iris-train"))
+        .collect();
+    node.apply(&ns, &iris.join("\n---\n"));
+    let jobs: Api<TrainingJob> = ns.api();
+    wait_for(&jobs, "iris-train", SLOW, phase_is("Completed")).await;
+
+    let input = node.dir(&ns, "datasets").join("flowers");
+    std::fs::create_dir_all(&input).unwrap();
+    for f in 0..5 {
+        std::fs::write(
+            input.join(format!("part-{f}.csv")),
+            "5.1,3.5,1.4,0.2\n6.2,2.9,4.3,1.3\n7.7,3.0,6.1,2.3\n",
+        )
+        .unwrap();
+    }
+    node.apply(&ns, &node.render(&ns, "batch.yaml"));
+    node.apply(
+        &ns,
+        r#"
+apiVersion: mlcompute.io/v1alpha1
+kind: BatchJob
+metadata: {name: flowers}
+spec:
+  endpointName: iris-batch
+  input: {type: uri_folder, path: pvc://datasets/flowers}
+"#,
+    );
+    let batch: Api<BatchJob> = ns.api();
+    wait_for(&batch, "flowers", SLOW, |j: Option<&BatchJob>| {
+        j.and_then(|j| j.status.as_ref()?.phase.as_ref())
+            .is_some_and(|p| format!("{p:?}") == "Completed")
+    })
+    .await;
+    let csv = std::fs::read_to_string(
+        node.dir(&ns, "results")
+            .join("iris")
+            .join("flowers")
+            .join("predictions.csv"),
+    )
+    .unwrap();
+    let rows: Vec<&str> = csv.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 15, "{csv}");
+    for species in ["setosa", "versicolor", "virginica"] {
+        assert_eq!(
+            rows.iter().filter(|r| r.ends_with(species)).count(),
+            5,
+            "{csv}"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a real node: e2e/run-tests runs this inside e2e/node/exec"]
+async fn a_restricted_namespace_runs_a_compliant_job_as_non_root() {
+    let node = Node::require();
+    let client = client().await;
+    let ns = node.setup(&client, "rn-psa").await;
+    Command::new(kubectl())
+        .args(["--kubeconfig", &kubeconfig_path(), "label", "namespace", ns.name()])
+        .arg("pod-security.kubernetes.io/enforce=restricted")
+        .status()
+        .unwrap();
+    node.apply(
+        &ns,
+        r#"
+apiVersion: mlcompute.io/v1alpha1
+kind: TrainingJob
+metadata: {name: whoami}
+spec:
+  command: python3 -c "import os; print('uid', os.getuid(), 'gid', os.getgid(), flush=True)"
+  environment: sklearn:1
+  resources: {instanceType: real-cpu}
+  podSecurityContext: {runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, seccompProfile: {type: RuntimeDefault}}
+  securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+"#,
+    );
+    let jobs: Api<TrainingJob> = ns.api();
+    wait_for(&jobs, "whoami", SLOW, phase_is("Completed")).await;
+    assert!(job_logs(&ns, "whoami").await.contains("uid 1000 gid 1000"));
+}
+
+#[tokio::test]
+#[ignore = "needs a real node: e2e/run-tests runs this inside e2e/node/exec"]
+async fn an_image_that_cannot_be_pulled_is_reported_in_status() {
+    let node = Node::require();
+    let client = client().await;
+    let ns = node.setup(&client, "rn-pull").await;
+    let registry = std::env::var("MLC_IMAGE_PYTHON_ML").unwrap();
+    let registry = registry.split('/').next().unwrap();
+    node.apply(
+        &ns,
+        &format!(
+            r#"
+apiVersion: mlcompute.io/v1alpha1
+kind: TrainingJob
+metadata: {{name: no-image}}
+spec:
+  command: "true"
+  image: {registry}/mlcompute/does-not-exist:1
+  resources: {{instanceType: real-cpu}}
+"#
+        ),
+    );
+    let jobs: Api<TrainingJob> = ns.api();
+    let job = wait_for(&jobs, "no-image", SLOW, |j: Option<&TrainingJob>| {
+        j.and_then(|j| j.status.as_ref()?.reason.as_deref())
+            == Some("ImagePullError")
+    })
+    .await;
+    let message = job.status.unwrap().message.unwrap_or_default();
+    assert!(message.contains("does-not-exist"), "{message}");
+}
