@@ -134,7 +134,9 @@ pub struct BatchJobStatus {
     /// Queued, Starting, Running, Completed, Failed or Canceled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<JobPhase>,
-    /// Machine-readable reason for the phase, e.g. `NoDefaultDeployment`, `ErrorThresholdExceeded`.
+    /// Machine-readable reason for the phase, e.g. `NoDefaultDeployment`, `ErrorThresholdExceeded`;
+    /// while Starting, `ImagePullError`, `ContainerCannotStart` or `CrashLoopBackOff` when a driver
+    /// Pod cannot run (the message names the Pod, container, image and the kubelet's message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// Human-readable explanation of the phase.

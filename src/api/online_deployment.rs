@@ -282,6 +282,11 @@ pub struct OnlineDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// Standard conditions (`Resolved`, `Ready`, `Progressing`), with observedGeneration and lastTransitionTime.
+    /// When no instance is ready, `Ready` is False and its reason says why: what `Resolved` reports
+    /// (e.g. `EndpointNotFound`), `PodsRejected` (admission refuses the Pods), `ImagePullError`,
+    /// `ContainerCannotStart` or `CrashLoopBackOff` (naming the instance Pod, container, image and
+    /// the kubelet's message), else `NoReadyInstances`. A rollout held up by its new instances keeps
+    /// `Ready` and says so in `Progressing` with the same reasons.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

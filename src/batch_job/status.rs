@@ -19,7 +19,7 @@ use crate::{
     },
     batch::pod_progress::{self, PodProgress},
     cli::batch_driver::{EXIT_THRESHOLD_CROSSED, EXIT_WORKER_START_FAILED},
-    operator::conditions,
+    operator::{conditions, pod_problems},
 };
 
 /// Condition types of a BatchJob (as a TrainingJob's).
@@ -46,6 +46,12 @@ pub mod reason {
     pub const CANCELED: &str = "Canceled";
     /// Admission (PodSecurity, quota, a webhook) refuses the driver Pods.
     pub const PODS_REJECTED: &str = "PodsRejected";
+    /// No driver runs because one cannot: its image (the deployment's, or the mlcompute image of
+    /// its init containers and relay) cannot be pulled, a container cannot be created or started
+    /// (a missing Secret, a bad command), or the relay sidecar keeps crashing.
+    pub use crate::operator::pod_problems::{
+        CONTAINER_CANNOT_START, CRASH_LOOP_BACK_OFF, IMAGE_PULL_ERROR,
+    };
 }
 
 /// A phase change worth an Event.
@@ -237,12 +243,12 @@ impl Decider<'_> {
     }
 
     fn phase(&mut self, phase: Phase, reason: &str, message: String) {
-        let refused = reason == reason::PODS_REJECTED;
-        if self.prev.phase != Some(phase)
-            || (refused && self.prev.reason.as_deref() != Some(reason))
+        // A job held up while its phase stays Starting: each new cause is worth one Warning.
+        let stuck = reason == reason::PODS_REJECTED || pod_problems::is_reason(reason);
+        if self.prev.phase != Some(phase) || (stuck && self.prev.reason.as_deref() != Some(reason))
         {
             self.plan.transition = Some(Transition {
-                warning: phase == Phase::Failed || refused,
+                warning: phase == Phase::Failed || stuck,
                 reason: reason.into(),
                 message: message.clone(),
             });
@@ -307,6 +313,8 @@ pub fn decide(
         return d.plan;
     }
     if let Some(j) = observed.job {
+        let problem = pod_problems::worst(observed.pods.iter().copied());
+        let problem = problem.as_ref();
         if d.plan.status.start_time.is_none() {
             d.plan.status.start_time = j
                 .status
@@ -338,16 +346,25 @@ pub fn decide(
             .any(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         {
             let n = observed.pods.len();
+            // The job gets on with the Pods that run; one that cannot is still worth naming.
+            let held_up = problem
+                .map(|p| format!("; {}", p.describe("driver pod")))
+                .unwrap_or_default();
             d.phase(
                 Phase::Running,
                 reason::RUNNING,
-                format!("{n} driver pod(s) running"),
+                format!("{n} driver pod(s) running{held_up}"),
             );
         } else if let Some(why) = observed.pods_refused.filter(|_| observed.pods.is_empty()) {
             // No Pod exists and the Job controller was refused: say why, with the server's words.
             let message = format!("the driver Pods are refused: {why}");
             d.phase(Phase::Starting, reason::PODS_REJECTED, message.clone());
             d.cond(condition::RUNNING, false, reason::PODS_REJECTED, &message);
+        } else if let Some(p) = problem {
+            // No driver runs and one cannot (as PodsRejected): the kubelet's words, named.
+            let message = p.describe("driver pod");
+            d.phase(Phase::Starting, p.kind.reason(), message.clone());
+            d.cond(condition::RUNNING, false, p.kind.reason(), &message);
         } else if let Some(why) = observed.pods.iter().find_map(|p| unschedulable(p)) {
             d.phase(Phase::Starting, reason::UNSCHEDULABLE, why);
         } else if d.prev.phase != Some(Phase::Running) {
@@ -635,6 +652,74 @@ mod tests {
         let again = decide(&b, &waiting(), Observed::default(), now());
         assert_eq!(again.status, p.status, "nothing changes once terminal");
         assert!(again.transition.is_none() && !again.delete_job);
+    }
+
+    #[test]
+    fn a_driver_pod_that_cannot_pull_is_reported_once_with_the_kubelets_words() {
+        let job = k8s_job(None);
+        let pull = crate::operator::pod_problems::fixture("driver-init-pull");
+        let refs = [&pull];
+        let observed = Observed {
+            job: Some(&job),
+            pods: &refs,
+            pods_refused: None,
+            progress: None,
+        };
+        let starting = bj(json!({ "phase": "Starting", "reason": reason::JOB_CREATED }));
+        let p = decide(&starting, &waiting(), observed, now());
+        assert_eq!(p.status.phase, Some(Phase::Starting));
+        assert_eq!(p.status.reason.as_deref(), Some(reason::IMAGE_PULL_ERROR));
+        let message = p.status.message.clone().unwrap();
+        assert!(
+            message.starts_with(
+                "driver pod driver-init-pull, init container install-mlcompute: \
+                 image ghcr.io/mlcompute/mlcompute:0 cannot be pulled: rpc error: code = NotFound"
+            ),
+            "{message}"
+        );
+        let running = p
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition::RUNNING)
+            .unwrap();
+        assert_eq!(
+            (
+                running.status.as_str(),
+                running.reason.as_str(),
+                running.message.as_str()
+            ),
+            ("False", reason::IMAGE_PULL_ERROR, message.as_str())
+        );
+        assert!(p.transition.as_ref().unwrap().warning, "a Warning Event");
+        let mut b = starting.clone();
+        b.status = Some(p.status.clone());
+        let again = decide(&b, &waiting(), observed, now());
+        assert_eq!(again.status, p.status);
+        assert!(
+            again.transition.is_none(),
+            "one Event, not one per reconcile"
+        );
+
+        // Another instance runs: the job is Running, and still names the one held up.
+        let other = pod(1, "Running", None);
+        let refs = [&pull, &other];
+        let p = decide(
+            &b,
+            &waiting(),
+            Observed {
+                pods: &refs,
+                ..observed
+            },
+            now(),
+        );
+        assert_eq!(p.status.phase, Some(Phase::Running));
+        assert!(
+            p.status
+                .message
+                .unwrap()
+                .contains("driver pod driver-init-pull, init container"),
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod pod_problems;
 pub mod pod_security;
 pub mod ratelimit;
 pub mod reconcile;

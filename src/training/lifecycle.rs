@@ -38,7 +38,7 @@ pub mod reason {
     pub const WAITING_FOR_PODS: &str = "WaitingForPods";
     pub const UNSCHEDULABLE: &str = "Unschedulable";
     pub const CONTAINERS_STARTING: &str = "ContainersStarting";
-    pub const IMAGE_PULL_ERROR: &str = "ImagePullError";
+    pub const IMAGE_PULL_ERROR: &str = crate::operator::pod_problems::IMAGE_PULL_ERROR;
     pub const RUNNING: &str = "Running";
     pub const RESTARTING: &str = "Restarting";
     pub const SUCCEEDED: &str = "Succeeded";
@@ -444,7 +444,7 @@ impl Decider<'_> {
             }
         } else if let Some((why, msg)) = starting {
             match why {
-                Some(r) if super::observe::is_image_error(&r) => (
+                Some(r) if crate::operator::pod_problems::is_image_pull(&r) => (
                     Phase::Starting,
                     reason::IMAGE_PULL_ERROR,
                     format!(

@@ -38,14 +38,6 @@ pub struct ObservedPod {
     pub state: PodState,
 }
 
-/// Container waiting reasons that mean the image cannot be pulled.
-const IMAGE_ERRORS: &[&str] = &[
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "ErrImageNeverPull",
-];
-
 pub fn observe(pod: &Pod) -> ObservedPod {
     let status = pod.status.clone().unwrap_or_default();
     let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
@@ -95,9 +87,4 @@ pub fn observe(pod: &Pod) -> ObservedPod {
         node,
         state,
     }
-}
-
-/// Whether a waiting reason is an image pull failure.
-pub fn is_image_error(reason: &str) -> bool {
-    IMAGE_ERRORS.contains(&reason)
 }

@@ -4,8 +4,11 @@
 //!
 //! Stages: resolve (Environment, InstanceType, endpoint; from caches) → `build` (pure) → apply
 //! each child with server-side apply, skipped when its desired hash is already on the cached
-//! child → `status::compute` (pure) → status written only when it changed → Events on
-//! condition transitions.
+//! child → `status::compute` (pure, from the Deployment and the instances' Pods) → status written
+//! only when it changed → Events on condition transitions.
+//!
+//! The instances' Pods are cached (label-filtered, like the children) only to say why they do not
+//! run: an image that cannot be pulled, a container that cannot start or keeps crashing.
 
 pub mod build;
 pub mod error;
@@ -17,7 +20,7 @@ use k8s_openapi::{
     api::{
         apps::v1::Deployment,
         autoscaling::v2::HorizontalPodAutoscaler,
-        core::v1::{ConfigMap, Service},
+        core::v1::{ConfigMap, Pod, Service},
     },
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
@@ -47,7 +50,7 @@ use crate::{
     operator::{
         apply::{apply_if_changed, controlled_by, delete_owned},
         backoff::{self, Backoffs},
-        children::MANAGER,
+        children::{MANAGER, owner_label_key},
         events::Events,
         metrics::Metrics,
         reconcile::{Policy, guarded},
@@ -66,6 +69,8 @@ pub struct Ctx {
     pub services: Store<Service>,
     pub hpas: Store<HorizontalPodAutoscaler>,
     pub config_maps: Store<ConfigMap>,
+    /// The instances' Pods (owned by the Deployment's ReplicaSets, found by label).
+    pub pods: Store<Pod>,
     pub environments: Store<Environment>,
     pub instance_types: Store<InstanceType>,
     pub endpoints: Store<OnlineEndpoint>,
@@ -100,8 +105,10 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
         refused = Some(err.refusal().ok_or(err)?);
     }
 
-    let observed =
-        Observed::from_deployment(cached(&ctx.deployments, &ns, &build::name(&od)).as_deref());
+    let deployment = cached(&ctx.deployments, &ns, &build::name(&od));
+    let pods = own_pods(&ctx.pods, &ns, &od);
+    let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+    let observed = Observed::from_children(deployment.as_deref(), &pod_refs);
     let now = Time(Timestamp::now());
     let mut new = status::compute(&od, &resolution, endpoint, observed, &now);
     let old = od.status.as_ref().map(|s| s.conditions.as_slice());
@@ -197,6 +204,15 @@ async fn apply_children(
     Ok(())
 }
 
+/// The deployment's instance Pods from the cache, by the label its Deployment selects them with.
+fn own_pods(pods: &Store<Pod>, ns: &str, od: &OnlineDeployment) -> Vec<Arc<Pod>> {
+    let (key, name) = (owner_label_key::<OnlineDeployment>(), od.name_any());
+    pods.state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns) && p.labels().get(&key) == Some(&name))
+        .collect()
+}
+
 fn log_write(ctx: &Ctx, written: bool, kind: &str, name: &str) {
     crate::operator::apply::record(&ctx.metrics, CONTROLLER, kind, written);
     if written {
@@ -234,7 +250,8 @@ pub async fn run(
     let (deployments, deployment_stream) = cache(api::<Deployment>(&client, ns), managed.clone());
     let (services, service_stream) = cache(api::<Service>(&client, ns), managed.clone());
     let (hpas, hpa_stream) = cache(api::<HorizontalPodAutoscaler>(&client, ns), managed.clone());
-    let (config_maps, cm_stream) = cache(api::<ConfigMap>(&client, ns), managed);
+    let (config_maps, cm_stream) = cache(api::<ConfigMap>(&client, ns), managed.clone());
+    let (pods, pod_stream) = cache(api::<Pod>(&client, ns), managed);
     let (environments, env_stream) =
         cache(api::<Environment>(&client, ns), watcher::Config::default());
     let (instance_types, it_stream) = cache(
@@ -262,11 +279,13 @@ pub async fn run(
             instance_types.clone(),
             endpoints.clone(),
         );
+        let pd = pods.clone();
         super::Synced::spawn(health, async move {
             super::ready(d).await
                 && super::ready(s).await
                 && super::ready(h).await
                 && super::ready(c).await
+                && super::ready(pd).await
                 && super::ready(e).await
                 && super::ready(i).await
                 && super::ready(p).await
@@ -279,6 +298,7 @@ pub async fn run(
         services,
         hpas,
         config_maps,
+        pods,
         environments,
         instance_types,
         endpoints,
@@ -296,6 +316,12 @@ pub async fn run(
         .owns_stream(service_stream)
         .owns_stream(hpa_stream)
         .owns_stream(cm_stream)
+        // Pods are owned by the ReplicaSets: their label names the deployment.
+        .watches_stream(pod_stream, |p: Pod| {
+            let ns = p.namespace()?;
+            let name = p.labels().get(&owner_label_key::<OnlineDeployment>())?;
+            Some(ObjectRef::new(name).within(&ns))
+        })
         // A changed Environment, InstanceType or endpoint wakes the deployments that name it.
         .watches_stream(env_stream, move |env: Environment| {
             let (ns, name) = (env.namespace(), env.name_any());
