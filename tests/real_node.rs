@@ -16,8 +16,7 @@ use std::{io::Write, path::PathBuf, process::Command, time::Duration};
 use k8s_openapi::api::{core::v1::Pod, discovery::v1::EndpointSlice};
 use kube::{Api, Client, api::ListParams};
 use mlcompute::api::{
-    batch_job::BatchJob, online_endpoint::OnlineEndpoint,
-    training_job::TrainingJob,
+    batch_job::BatchJob, online_endpoint::OnlineEndpoint, training_job::TrainingJob,
 };
 use support::{TestNamespace, client, eventually, kubeconfig_path, kubectl, wait_for};
 
@@ -49,7 +48,11 @@ impl Node {
             let dir = self.dir(&ns, v);
             std::fs::create_dir_all(&dir).unwrap();
             // Pods may run as any user (PodSecurity restricted: non-root).
-            Command::new("chmod").arg("0777").arg(&dir).status().unwrap();
+            Command::new("chmod")
+                .arg("0777")
+                .arg(&dir)
+                .status()
+                .unwrap();
         }
         self.apply(&ns, &self.render(&ns, "setup.yaml"));
         ns
@@ -80,7 +83,15 @@ impl Node {
             )
             .replace("@PYTORCH@", &std::env::var("MLC_IMAGE_PYTORCH").unwrap());
         let mut child = Command::new(kubectl())
-            .args(["--kubeconfig", &kubeconfig_path(), "apply", "-n", ns.name(), "-f", "-"])
+            .args([
+                "--kubeconfig",
+                &kubeconfig_path(),
+                "apply",
+                "-n",
+                ns.name(),
+                "-f",
+                "-",
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .spawn()
@@ -91,13 +102,14 @@ impl Node {
             .unwrap()
             .write_all(yaml.as_bytes())
             .unwrap();
-        assert!(child.wait().unwrap().success(), "kubectl apply failed:\n{yaml}");
+        assert!(
+            child.wait().unwrap().success(),
+            "kubectl apply failed:\n{yaml}"
+        );
     }
 }
 
-fn phase_is(
-    phase: &'static str,
-) -> impl Fn(Option<&TrainingJob>) -> bool + Send + Clone + 'static {
+fn phase_is(phase: &'static str) -> impl Fn(Option<&TrainingJob>) -> bool + Send + Clone + 'static {
     move |j: Option<&TrainingJob>| {
         j.and_then(|j| j.status.as_ref()?.phase.as_ref())
             .map(|p| format!("{p:?}") == phase)
@@ -174,7 +186,10 @@ async fn scikit_learn_trains_in_a_pod_and_writes_the_model_to_a_volume() {
     let jobs: Api<TrainingJob> = ns.api();
     wait_for(&jobs, "iris-train", SLOW, phase_is("Completed")).await;
     let model = node.dir(&ns, "models").join("iris");
-    assert!(model.join("model.pkl").is_file(), "no model.pkl in {model:?}");
+    assert!(
+        model.join("model.pkl").is_file(),
+        "no model.pkl in {model:?}"
+    );
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(model.join("model.json")).unwrap()).unwrap();
     assert!(meta["accuracy"].as_f64().unwrap() > 0.8, "{meta}");
@@ -208,7 +223,9 @@ async fn pytorch_ranks_rendezvous_through_the_headless_service_and_all_reduce() 
             "{logs}"
         );
         assert!(
-            logs.contains(&format!("rank {rank}: weights identical across ranks: True")),
+            logs.contains(&format!(
+                "rank {rank}: weights identical across ranks: True"
+            )),
             "{logs}"
         );
     }
@@ -239,7 +256,10 @@ spec:
     wait_for(&jobs, "mpi", SLOW, phase_is("Completed")).await;
     let logs = job_logs(&ns, "mpi").await;
     for rank in 0..2 {
-        assert!(logs.contains(&format!("mpi rank {rank} of 2 sum 3")), "{logs}");
+        assert!(
+            logs.contains(&format!("mpi rank {rank} of 2 sum 3")),
+            "{logs}"
+        );
     }
 }
 
@@ -317,7 +337,10 @@ spec:
         .into_iter()
         .flat_map(|s| s.endpoints.into_iter().flatten().flat_map(|e| e.addresses))
         .collect();
-    assert!(addresses.iter().any(|a| a.starts_with("10.245.")), "{addresses:?}");
+    assert!(
+        addresses.iter().any(|a| a.starts_with("10.245.")),
+        "{addresses:?}"
+    );
 
     let key = credentials(&ns, "adder");
     let body = score(&ns, "adder", &key, r#"{"data": [1, 2, 39]}"#).await;
@@ -343,29 +366,39 @@ async fn score(ns: &TestNamespace, endpoint: &str, key: &str, body: &str) -> Str
     let router = router_url().await;
     let file = std::env::temp_dir().join(format!("{}-req.json", ns.name()));
     std::fs::write(&file, body).unwrap();
-    eventually("a 200 answer through the router", Duration::from_secs(60), || {
-        let (router, file) = (router.clone(), file.clone());
-        async move {
-            let out = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
-                .args(["endpoint", "invoke", endpoint, "-n", ns.name()])
-                .args(["--kubeconfig", &kubeconfig_path(), "--router", &router, "--key", key])
-                .arg("--data")
-                .arg(&file)
-                .output()
-                .ok()?;
-            out.status
-                .success()
-                .then(|| String::from_utf8_lossy(&out.stdout).to_string())
-        }
-    })
+    eventually(
+        "a 200 answer through the router",
+        Duration::from_secs(60),
+        || {
+            let (router, file) = (router.clone(), file.clone());
+            async move {
+                let out = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+                    .args(["endpoint", "invoke", endpoint, "-n", ns.name()])
+                    .args([
+                        "--kubeconfig",
+                        &kubeconfig_path(),
+                        "--router",
+                        &router,
+                        "--key",
+                        key,
+                    ])
+                    .arg("--data")
+                    .arg(&file)
+                    .output()
+                    .ok()?;
+                out.status
+                    .success()
+                    .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+            }
+        },
+    )
     .await
 }
 
 /// The router's Service, as installed by the chart.
 async fn router_url() -> String {
     let client = client().await;
-    let svc: Api<k8s_openapi::api::core::v1::Service> =
-        Api::namespaced(client, "mlcompute-system");
+    let svc: Api<k8s_openapi::api::core::v1::Service> = Api::namespaced(client, "mlcompute-system");
     let ip = svc
         .get("mlcompute-router")
         .await
@@ -445,7 +478,13 @@ async fn a_restricted_namespace_runs_a_compliant_job_as_non_root() {
     let client = client().await;
     let ns = node.setup(&client, "rn-psa").await;
     Command::new(kubectl())
-        .args(["--kubeconfig", &kubeconfig_path(), "label", "namespace", ns.name()])
+        .args([
+            "--kubeconfig",
+            &kubeconfig_path(),
+            "label",
+            "namespace",
+            ns.name(),
+        ])
         .arg("pod-security.kubernetes.io/enforce=restricted")
         .status()
         .unwrap();
@@ -492,8 +531,7 @@ spec:
     );
     let jobs: Api<TrainingJob> = ns.api();
     let job = wait_for(&jobs, "no-image", SLOW, |j: Option<&TrainingJob>| {
-        j.and_then(|j| j.status.as_ref()?.reason.as_deref())
-            == Some("ImagePullError")
+        j.and_then(|j| j.status.as_ref()?.reason.as_deref()) == Some("ImagePullError")
     })
     .await;
     let message = job.status.unwrap().message.unwrap_or_default();
