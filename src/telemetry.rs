@@ -18,8 +18,13 @@ pub fn init(level: &str, format: LogFormat) {
     let registry = tracing_subscriber::registry().with(filter);
     // A second init (tests) is harmless: keep the first subscriber.
     let _ = match format {
+        // Colours only on a terminal: in a container, `kubectl logs` would show the escape codes.
         LogFormat::Text => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Json => registry
             .with(fmt::layer().json().with_writer(std::io::stderr))
