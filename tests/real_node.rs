@@ -373,15 +373,7 @@ async fn score(ns: &TestNamespace, endpoint: &str, key: &str, body: &str) -> Str
             let (router, file) = (router.clone(), file.clone());
             async move {
                 let out = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
-                    .args(["endpoint", "invoke", endpoint, "-n", ns.name()])
-                    .args([
-                        "--kubeconfig",
-                        &kubeconfig_path(),
-                        "--router",
-                        &router,
-                        "--key",
-                        key,
-                    ])
+                    .args(["endpoint", "invoke", endpoint, "--router", &router, "--key", key])
                     .arg("--data")
                     .arg(&file)
                     .output()
