@@ -16,7 +16,8 @@ use std::{io::Write, path::PathBuf, process::Command, time::Duration};
 use k8s_openapi::api::{core::v1::Pod, discovery::v1::EndpointSlice};
 use kube::{Api, Client, api::ListParams};
 use mlcompute::api::{
-    batch_job::BatchJob, online_endpoint::OnlineEndpoint, training_job::TrainingJob,
+    batch_job::BatchJob, online_deployment::OnlineDeployment, online_endpoint::OnlineEndpoint,
+    training_job::TrainingJob,
 };
 use support::{TestNamespace, client, eventually, kubeconfig_path, kubectl, wait_for};
 
@@ -373,7 +374,9 @@ async fn score(ns: &TestNamespace, endpoint: &str, key: &str, body: &str) -> Str
             let (router, file) = (router.clone(), file.clone());
             async move {
                 let out = Command::new(env!("CARGO_BIN_EXE_mlcompute"))
-                    .args(["endpoint", "invoke", endpoint, "--router", &router, "--key", key])
+                    .args([
+                        "endpoint", "invoke", endpoint, "--router", &router, "--key", key,
+                    ])
                     .arg("--data")
                     .arg(&file)
                     .output()
@@ -528,4 +531,57 @@ spec:
     .await;
     let message = job.status.unwrap().message.unwrap_or_default();
     assert!(message.contains("does-not-exist"), "{message}");
+
+    // The same for an online deployment: its Ready condition says which image and why.
+    node.apply(
+        &ns,
+        &format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: noop-code}}
+data:
+  score.py: |
+    def init(): pass
+    def run(raw): return raw
+---
+apiVersion: mlcompute.io/v1alpha1
+kind: OnlineEndpoint
+metadata: {{name: no-image}}
+spec: {{authMode: key, traffic: {{blue: 100}}}}
+---
+apiVersion: mlcompute.io/v1alpha1
+kind: OnlineDeployment
+metadata: {{name: blue}}
+spec:
+  endpointName: no-image
+  codeConfiguration: {{code: configmap://noop-code, scoringScript: score.py}}
+  image: {registry}/mlcompute/does-not-exist:2
+  instanceType: real-cpu
+  instanceCount: 1
+"#
+        ),
+    );
+    let deployments: Api<OnlineDeployment> = ns.api();
+    let od = wait_for(
+        &deployments,
+        "blue",
+        SLOW,
+        |d: Option<&OnlineDeployment>| {
+            d.and_then(|d| d.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.reason == "ImagePullError")
+            })
+        },
+    )
+    .await;
+    let ready = od
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert!(ready.message.contains("does-not-exist:2"), "{ready:?}");
 }
