@@ -16,6 +16,7 @@ pub mod topology;
 
 use std::{sync::Arc, time::Duration};
 
+use futures::StreamExt;
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Pod, Secret, Service},
     jiff::Timestamp,
@@ -27,6 +28,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         reflector::{self, ObjectRef, Store, reflector},
+        scheduler::{ScheduleRequest, debounced_scheduler},
         watcher,
     },
 };
@@ -443,14 +445,27 @@ pub async fn run(
         namespace = namespace.as_deref().unwrap_or("*"),
         "starting TrainingJob controller"
     );
+    // Only Pod changes are debounced: a short debounce folds a burst of them (scheduled, started,
+    // ready, on every instance) into one reconcile per job, while a new or changed job is
+    // reconciled at once (a controller-wide debounce delayed every new job's Pods by its length).
+    let pod_changes = debounced_scheduler(
+        pod_stream.applied_objects().filter_map(|pod| async move {
+            match pod {
+                Ok(pod) => owner_job(&pod).map(|job| ScheduleRequest {
+                    message: job,
+                    run_at: tokio::time::Instant::now(),
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, "watching the jobs' Pods failed; retrying");
+                    None
+                }
+            }
+        }),
+        debounce,
+    );
     let results = controller
-        // A short debounce folds a burst of Pod changes (scheduled, started, ready) into one reconcile.
-        .with_config(
-            kube::runtime::controller::Config::default()
-                .concurrency(concurrency)
-                .debounce(debounce),
-        )
-        .owns_stream(pod_stream.applied_objects())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .reconcile_on(pod_changes)
         // A new or changed Environment or InstanceType wakes the jobs waiting for it.
         .watches_stream(env_stream.applied_objects(), move |env: Environment| {
             let ns = env.namespace();
@@ -478,6 +493,19 @@ pub async fn run(
             ctx,
         );
     crate::operator::reconcile::drain(results, info_span!("trainingjob")).await;
+}
+
+/// The TrainingJob that controls `pod`, if any.
+fn owner_job(pod: &Pod) -> Option<ObjectRef<TrainingJob>> {
+    let owner = pod
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "TrainingJob")?;
+    let job = ObjectRef::new(&owner.name);
+    Some(match pod.namespace() {
+        Some(ns) => job.within(&ns),
+        None => job,
+    })
 }
 
 /// Keeps the `objects_by_phase{kind="TrainingJob"}` gauge current, from the cache (no API reads).
