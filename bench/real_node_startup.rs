@@ -802,6 +802,29 @@ impl Bench {
 }
 
 /// One run on stderr, with its wall-clock t0 (to read beside the operator's logs).
+/// `runs` pairs of measurements, raw and operator, alternating which goes first (so neither side
+/// always meets a machine the other just warmed); each is logged as it is taken.
+async fn paired(
+    series: &str,
+    runs: usize,
+    mut measure: impl AsyncFnMut(bool, usize) -> (Option<Sample>, String),
+) -> (Vec<Sample>, Vec<Sample>) {
+    let (mut raw, mut op) = (Vec::new(), Vec::new());
+    for run in 0..runs {
+        let raw_first = run % 2 == 0;
+        for step in 0..2 {
+            let is_raw = (step == 0) == raw_first;
+            let (s, wall) = measure(is_raw, run).await;
+            let side = if is_raw { "raw" } else { "operator" };
+            log_run(series, side, run, step == 0, &wall, &s);
+            if let Some(s) = s {
+                if is_raw { raw.push(s) } else { op.push(s) }
+            }
+        }
+    }
+    (raw, op)
+}
+
 fn log_run(series: &str, side: &str, run: usize, first: bool, t0_wall: &str, s: &Option<Sample>) {
     let line = json!({
         "series": series, "side": side, "run": run, "first": first, "t0": t0_wall,
@@ -1088,29 +1111,14 @@ async fn main() {
     if series.contains("training") {
         eprintln!("training: warm-up TrainingJob");
         let template = bench.training_warm_up().await;
-        let (mut raw, mut op) = (Vec::new(), Vec::new());
-        for run in 0..runs {
-            let raw_first = run % 2 == 0;
-            for step in 0..2 {
-                let is_raw = (step == 0) == raw_first;
-                let (s, wall) = if is_raw {
-                    bench.training_raw(&template, run).await
-                } else {
-                    bench.training_operator(run).await
-                };
-                log_run(
-                    "training",
-                    if is_raw { "raw" } else { "operator" },
-                    run,
-                    step == 0,
-                    &wall,
-                    &s,
-                );
-                if let Some(s) = s {
-                    if is_raw { raw.push(s) } else { op.push(s) }
-                }
+        let (raw, op) = paired("training", runs, async |is_raw, run| {
+            if is_raw {
+                bench.training_raw(&template, run).await
+            } else {
+                bench.training_operator(run).await
             }
-        }
+        })
+        .await;
         out.push(report(
             "training",
             "create -> main container running (Pod watch)",
@@ -1122,29 +1130,14 @@ async fn main() {
     if series.contains("serving") {
         eprintln!("serving: warm-up OnlineDeployment");
         let (template, port) = bench.serving_warm_up().await;
-        let (mut raw, mut op) = (Vec::new(), Vec::new());
-        for run in 0..runs {
-            let raw_first = run % 2 == 0;
-            for step in 0..2 {
-                let is_raw = (step == 0) == raw_first;
-                let (s, wall) = if is_raw {
-                    bench.serving_raw(&template, port, run).await
-                } else {
-                    bench.serving_operator(run).await
-                };
-                log_run(
-                    "serving",
-                    if is_raw { "raw" } else { "operator" },
-                    run,
-                    step == 0,
-                    &wall,
-                    &s,
-                );
-                if let Some(s) = s {
-                    if is_raw { raw.push(s) } else { op.push(s) }
-                }
+        let (raw, op) = paired("serving", runs, async |is_raw, run| {
+            if is_raw {
+                bench.serving_raw(&template, port, run).await
+            } else {
+                bench.serving_operator(run).await
             }
-        }
+        })
+        .await;
         out.push(report(
             "serving",
             "create -> first HTTP 200 to POST score (raw: Service ClusterIP; operator: router with key)",
