@@ -69,35 +69,64 @@ alive() {
   [ -n "$state" ] && [ "$state" != Z ]
 }
 
-# stop_all: stops exactly the processes recorded in $PIDS: TERM to all (newest first), then KILL
-# whatever has not exited after 5 s.
+# stop_pids PID...: TERM to each, KILL to whatever has not exited after 5 s; returns once none is
+# alive (SIGKILL is not instant: a large process takes a moment to exit and close its listeners),
+# non-zero with the survivors on stderr if some outlive that too.
+stop_pids() {
+  local pid i left
+  [ $# -gt 0 ] || return 0
+  kill -TERM "$@" 2>/dev/null || true
+  for i in $(seq 1 50); do
+    left=""; for pid in "$@"; do alive "$pid" && left="$left $pid"; done
+    [ -z "$left" ] && return 0
+    sleep 0.1
+  done
+  # shellcheck disable=SC2086
+  kill -KILL $left 2>/dev/null || true
+  for i in $(seq 1 50); do
+    left=""; for pid in "$@"; do alive "$pid" && left="$left $pid"; done
+    [ -z "$left" ] && return 0
+    sleep 0.1
+  done
+  printf 'warning: processes still alive after SIGKILL:%s\n' "$left" >&2
+  return 1
+}
+
+# stop_all: stops exactly the processes recorded in $PIDS (newest first), so a new plane on the
+# same ports starts cleanly.
 stop_all() {
-  local c pid i rev="" pids=""
+  local c pid rev="" pids=""
   for c in $COMPONENTS; do rev="$c $rev"; done
   for c in $rev; do
     pid=$(pid_of "$c") || { rm -f "$PIDS/$c.pid"; continue; }
-    kill -TERM "$pid" 2>/dev/null || true
     pids="$pids $pid"
   done
-  for i in $(seq 1 50); do
-    local alive=""
-    for pid in $pids; do alive "$pid" && alive="$alive $pid"; done
-    [ -z "$alive" ] && break
-    sleep 0.1
-  done
-  for pid in $pids; do alive "$pid" && kill -KILL "$pid" 2>/dev/null || true; done
-  # SIGKILL is not instant (a large process takes a moment to exit and close its listeners):
-  # return only once nothing is left, so a new plane on the same ports starts cleanly.
-  for i in $(seq 1 50); do
-    local left=""
-    for pid in $pids; do alive "$pid" && left="$left $pid"; done
-    [ -z "$left" ] && break
-    sleep 0.1
-  done
+  # shellcheck disable=SC2086
+  stop_pids $pids || true
   for c in $rev; do
     if [ -f "$PIDS/$c.pid" ]; then step "stopped $c (pid $(cat "$PIDS/$c.pid"))"; rm -f "$PIDS/$c.pid"; fi
   done
 }
+
+# run_step NAME LOG CMD...: runs CMD (a function too) with its output in LOG, under `set -e` (in a
+# background subshell: bash ignores -e in a function run as a condition), and prints how long it
+# took; on failure names the step, shows the log's tail and exits.
+run_step() {
+  local name=$1 log=$2 rc=0 s; shift 2
+  s=$(date +%s)
+  step "$name ..."
+  ( set -e; "$@" ) >"$log" 2>&1 &
+  wait $! || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    printf '\nerror: step "%s" failed (exit %s); last lines of %s:\n' "$name" "$rc" "$log" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+  step "$name done in $(( $(date +%s) - s ))s"
+}
+
+# have_all DIR BINARY...: whether every BINARY is an executable in DIR (a complete cached build).
+have_all() { local d=$1; shift; for b in "$@"; do [ -x "$d/$b" ] || return 1; done; }
 
 all_ports() {
   echo "$MLC_PORT_ETCD $MLC_PORT_ETCD_PEER $MLC_PORT_APISERVER $MLC_PORT_KCM $MLC_PORT_SCHED $MLC_PORT_KWOK"
