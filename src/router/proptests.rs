@@ -225,8 +225,9 @@ proptest! {
         prop_assert_eq!(malformed(&answer), Some("bad chunk size"), "{:?}", size);
     }
 
+    // Over 20 digits with a non-zero lead is past usize::MAX; leading zeros are valid (1*DIGIT).
     #[test]
-    fn bad_content_lengths_are_refused(value in "[+-][0-9]{1,5}|[0-9]{0,3}[!-/:-~][ -~]{0,4}|[0-9]{21,30}") {
+    fn bad_content_lengths_are_refused(value in "[+-][0-9]{1,5}|[0-9]{0,3}[!-/:-~][ -~]{0,4}|[1-9][0-9]{20,29}") {
         let data = format!("HTTP/1.1 200 OK\r\ncontent-length: {value}\r\n\r\nabc").into_bytes();
         let answer = read_one(data, 4096);
         let why = malformed(&answer);
