@@ -1,20 +1,23 @@
 //! mlcompute: Azure-ML-style compute on any Kubernetes cluster.
 //!
-//! Folder map: `api/` holds the custom resource types, `cli/` the command-line verbs,
-//! and each controller lives in a module of its own.
+//! Folder map (`docs/architecture.md` draws it):
+//! - `api/`: the custom resource types, what users write.
+//! - `contract/`: what one process writes and another reads (routing table, driver environment,
+//!   progress records, exit codes); depends on `api` only.
+//! - `runtime/`: the machinery every controller shares (caches, status writes, child apply,
+//!   backoff, Events, metrics); depends on `api` and `contract` only.
+//! - `controllers/`: the control plane, one folder per controller (batch's three together).
+//! - `dataplane/`: what serves and scores: the router and the batch driver.
+//! - `operator/`: the operator process (settings, leader election, health endpoints), which
+//!   starts the controllers; `cli/`: the command-line verbs.
 
 pub mod api;
-pub mod batch;
-pub mod batch_deployment;
-pub mod batch_endpoint;
-pub mod batch_job;
 pub mod cli;
-pub mod environment;
-pub mod online;
+pub mod controllers;
+pub mod dataplane;
 pub mod operator;
-pub mod router;
+pub mod runtime;
 pub mod telemetry;
-pub mod training;
 
 /// The version stamped into the binary, printed by `mlcompute version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -171,7 +171,8 @@ fn ten_thousand_files_are_scored_completely_and_in_order() {
         "stdout carries only progress lines"
     );
     // What the relay would write to the job's progress object: the final counts.
-    let relayed = mlcompute::batch::progress_relay::read_snapshot(&snapshot, 0).unwrap();
+    let relayed =
+        mlcompute::dataplane::batch_driver::progress_relay::read_snapshot(&snapshot, 0).unwrap();
     let relayed: Value = serde_json::from_str(&relayed).unwrap();
     assert_eq!(relayed["phase"], "Completed");
     assert_eq!(relayed["miniBatches"]["succeeded"], 1_000);

@@ -156,7 +156,7 @@ fn the_operator_holds_what_the_batch_driver_roles_grant_and_no_pod_patch() {
         "spec": { "endpointName": "e", "input": { "path": "pvc://d/x" } }
     }))
     .unwrap();
-    let role = mlcompute::batch_job::build::role(&bj);
+    let role = mlcompute::controllers::batch::job::build::role(&bj);
     for rule in role.rules.unwrap() {
         for group in rule.api_groups.unwrap() {
             for resource in rule.resources.clone().unwrap() {
@@ -571,7 +571,7 @@ async fn with_the_chart_rbac_the_operator_may_create_the_batch_driver_role() {
         "spec": { "endpointName": "e", "input": { "path": "pvc://d/x" } }
     }))
     .unwrap();
-    use mlcompute::batch_job::build;
+    use mlcompute::controllers::batch::job::build;
     let cms: Api<ConfigMap> = Api::namespaced(operator.clone(), ns.name());
     cms.create(&pp, &build::progress_config_map(&bj))
         .await

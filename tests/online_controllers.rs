@@ -29,7 +29,7 @@ use kube::{
 };
 use mlcompute::{
     api::{OnlineDeployment, OnlineEndpoint},
-    router::{cluster_source, cluster_table::ClusterRoute, table::Auth},
+    dataplane::router::{cluster_source, cluster_table::ClusterRoute, table::Auth},
 };
 use serde_json::{Value, json};
 use support::{Operator, TestNamespace, eventually, wait_for, warning_event};
@@ -1009,9 +1009,9 @@ async fn aml_tokens_are_minted_checked_by_the_router_and_revoked_by_rotation() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let foreign = mlcompute::router::token::mint(signing.as_bytes(), "iris", now + 600);
-    let expired = mlcompute::router::token::mint(signing.as_bytes(), "fraud", now - 1);
-    let forged = mlcompute::router::token::mint(b"guess", "fraud", now + 600);
+    let foreign = mlcompute::dataplane::router::token::mint(signing.as_bytes(), "iris", now + 600);
+    let expired = mlcompute::dataplane::router::token::mint(signing.as_bytes(), "fraud", now - 1);
+    let forged = mlcompute::dataplane::router::token::mint(b"guess", "fraud", now + 600);
     for (what, t) in [
         ("foreign", foreign),
         ("expired", expired),

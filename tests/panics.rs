@@ -18,7 +18,7 @@ use kube::{
     api::PostParams,
     runtime::{Controller, controller::Action, events::Reporter, watcher},
 };
-use mlcompute::operator::{
+use mlcompute::runtime::{
     backoff::{self, Backoffs},
     events::Events,
     metrics::Metrics,
@@ -92,7 +92,7 @@ async fn a_panicking_reconcile_is_reported_on_its_object_and_the_others_go_on() 
                     backoffs: &ctx.backoffs,
                     events: &ctx.events,
                 };
-                mlcompute::operator::reconcile::failed(policy, &*cm, err)
+                mlcompute::runtime::reconcile::failed(policy, &*cm, err)
             },
             ctx.clone(),
         )

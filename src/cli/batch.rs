@@ -10,7 +10,7 @@ use kube::{Api, ResourceExt};
 use super::job::Target;
 use crate::{
     api::batch_job::{BatchJob, BatchJobStatus},
-    batch_job::{
+    controllers::batch::job::{
         invoke::{self, InvokeRequest},
         submit,
     },

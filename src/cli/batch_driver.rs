@@ -1,4 +1,4 @@
-//! `mlcompute batch-driver`: one instance of a batch job (see [`crate::batch`]).
+//! `mlcompute batch-driver`: one instance of a batch job (see [`crate::dataplane::batch_driver`]).
 //!
 //! Every flag can also come from the environment (`MLCOMPUTE_BATCH_*`), which is how the BatchJob
 //! controller configures the pods of its Indexed Job; the instance index defaults to
@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::Args;
 use tracing::info;
 
-use crate::batch::{
+use crate::dataplane::batch_driver::{
     driver::{self, DriverConfig, DriverOutcome},
     output::{self, MergeOutcome, OutputAction, OutputSettings},
     plan::Shard,

@@ -9,8 +9,8 @@ use kube::{Api, ResourceExt};
 use super::{logs::LogsArgs, pod_logs};
 use crate::{
     api::{batch_job::BatchJob, common::JobPhase},
-    batch_job::build::DRIVER_CONTAINER,
-    operator::children::{LABEL_MANAGED_BY, MANAGER},
+    controllers::batch::job::build::DRIVER_CONTAINER,
+    runtime::children::{LABEL_MANAGED_BY, MANAGER},
 };
 
 /// The Job controller's label holding an Indexed Job Pod's index.

@@ -1,6 +1,6 @@
 //! `mlcompute batch-progress-relay`: the sidecar of a batch driver Pod that holds the Pod's token and
 //! copies the driver's progress into the job's progress ConfigMap (see
-//! [`crate::batch::progress_relay`]). Configured by the BatchJob controller through the environment.
+//! [`crate::dataplane::batch_driver::progress_relay`]). Configured by the BatchJob controller through the environment.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -9,7 +9,7 @@ use clap::Args;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
-use crate::batch::progress_relay::{self, RelayConfig};
+use crate::dataplane::batch_driver::progress_relay::{self, RelayConfig};
 
 /// Flags of `mlcompute batch-progress-relay`.
 #[derive(Debug, Args)]

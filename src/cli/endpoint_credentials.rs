@@ -16,8 +16,8 @@ use crate::{
         common::parse_duration,
         online_endpoint::{AuthMode, OnlineEndpoint},
     },
-    online::endpoint::routing::keys_secret_name,
-    router::{
+    controllers::online::endpoint::routing::keys_secret_name,
+    dataplane::router::{
         cluster_table::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY},
         token,
     },

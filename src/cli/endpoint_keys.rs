@@ -13,8 +13,8 @@ use serde_json::json;
 
 use super::job::Target;
 use crate::{
-    online::endpoint::{keys::new_key, routing::keys_secret_name},
-    router::cluster_table::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY},
+    controllers::online::endpoint::{keys::new_key, routing::keys_secret_name},
+    dataplane::router::cluster_table::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY},
 };
 
 /// Which key to replace.

@@ -7,7 +7,7 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::{api::training_job::TrainingJob, operator::client};
+use crate::{api::training_job::TrainingJob, runtime::client};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum JobCommand {

@@ -8,8 +8,8 @@ use kube::{Api, ResourceExt};
 use super::{job::Target, pod_logs};
 use crate::{
     api::{common::JobPhase as TrainingJobPhase, training_job::TrainingJob},
-    operator::children::{LABEL_MANAGED_BY, MANAGER},
-    training::children::{INDEX_LABEL, ROLE_LABEL},
+    controllers::training::children::{INDEX_LABEL, ROLE_LABEL},
+    runtime::children::{LABEL_MANAGED_BY, MANAGER},
 };
 
 #[derive(Debug, clap::Args)]

@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 
-use crate::router::{self, RouterOptions, ServerOptions, StaticFile};
+use crate::dataplane::router::{self, RouterOptions, ServerOptions, StaticFile};
 
 /// Arguments of `mlcompute router`.
 #[derive(Debug, clap::Args)]
@@ -75,7 +75,7 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
             router::run(options, source).await.context("router")
         }
         _ => {
-            let config = crate::operator::client::config(args.kubeconfig.as_deref()).await?;
+            let config = crate::runtime::client::config(args.kubeconfig.as_deref()).await?;
             let client =
                 kube::Client::try_from(config).context("building the Kubernetes client")?;
             let source =

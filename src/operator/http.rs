@@ -7,7 +7,7 @@ use tokio::{
     net::TcpListener,
 };
 
-use super::{health::Health, metrics::Metrics};
+use crate::runtime::{health::Health, metrics::Metrics};
 
 /// Serves on `listener` until the task is dropped.
 pub async fn serve_on(listener: TcpListener, metrics: Metrics, health: Health) {

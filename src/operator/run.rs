@@ -6,15 +6,14 @@ use kube::runtime::events::Reporter;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use super::{
+use super::{http, leader, settings::Settings};
+use crate::runtime::{
     client,
     events::Events,
+    handles::Runtime,
     health::{ControllerHealth, Health},
-    http, leader,
     metrics::Metrics,
     ratelimit::RateLimit,
-    runtime::Runtime,
-    settings::Settings,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -83,7 +82,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     // Events have a client and a budget of their own, so they never delay Pods and status.
     let events_client = client::rate_limited(
         settings.kubeconfig.as_deref(),
-        super::events::events_rate(limit),
+        crate::runtime::events::events_rate(limit),
     )
     .await?;
     let events = Events::start(events_client, reporter, &metrics.registry)?;
@@ -125,8 +124,8 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
     };
     // One OnlineEndpoint and one BatchEndpoint controller per namespace; an endpoint name (its
     // scoring URI, or its invoke URI) is unique across them all.
-    let endpoint_names = super::names::Names::new(namespaces.len());
-    let batch_endpoint_names = super::names::Names::new(namespaces.len());
+    let endpoint_names = crate::runtime::names::Names::new(namespaces.len());
+    let batch_endpoint_names = crate::runtime::names::Names::new(namespaces.len());
     let mut controllers: Vec<(ControllerHealth, JoinHandle<()>)> = Vec::new();
     for ns in namespaces {
         // One health entry per controller and namespace, so `/readyz` names what is not synced.
@@ -145,35 +144,47 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
             controllers.push((rt.health.clone(), run(rt)));
         };
         spawn(runtime("environment"), &|rt| {
-            tokio::spawn(crate::environment::run(rt, stopped()))
+            tokio::spawn(crate::controllers::environment::run(rt, stopped()))
         });
         spawn(runtime("trainingjob"), &|rt| {
-            tokio::spawn(crate::training::run(rt, settings.debounce, stopped()))
+            tokio::spawn(crate::controllers::training::run(
+                rt,
+                settings.debounce,
+                stopped(),
+            ))
         });
         spawn(runtime("onlinedeployment"), &|rt| {
-            tokio::spawn(crate::online::deployment::run(rt, stopped()))
+            tokio::spawn(crate::controllers::online::deployment::run(rt, stopped()))
         });
         spawn(runtime("onlineendpoint"), &|rt| {
-            let options = crate::online::endpoint::Options {
+            let options = crate::controllers::online::endpoint::Options {
                 gateway: settings.gateway.clone(),
                 router_url: settings.batch.router_url.clone(),
                 names: endpoint_names.clone(),
             };
-            tokio::spawn(crate::online::endpoint::run(rt, options, stopped()))
+            tokio::spawn(crate::controllers::online::endpoint::run(
+                rt,
+                options,
+                stopped(),
+            ))
         });
         spawn(runtime("batchendpoint"), &|rt| {
-            let options = crate::batch_endpoint::Options {
+            let options = crate::controllers::batch::endpoint::Options {
                 router_url: settings.batch.router_url.clone(),
                 names: batch_endpoint_names.clone(),
             };
-            tokio::spawn(crate::batch_endpoint::run(rt, options, stopped()))
+            tokio::spawn(crate::controllers::batch::endpoint::run(
+                rt,
+                options,
+                stopped(),
+            ))
         });
         spawn(runtime("batchdeployment"), &|rt| {
-            tokio::spawn(crate::batch_deployment::run(rt, stopped()))
+            tokio::spawn(crate::controllers::batch::deployment::run(rt, stopped()))
         });
         spawn(runtime("batchjob"), &|rt| {
             let image = settings.batch.driver_image.clone();
-            tokio::spawn(crate::batch_job::run(rt, image, stopped()))
+            tokio::spawn(crate::controllers::batch::job::run(rt, image, stopped()))
         });
     }
     health.set_serving(true);

@@ -34,10 +34,10 @@ pub struct Settings {
     /// Gateway API Gateway (`namespace/name`) that OnlineEndpoints' HTTPRoutes attach to;
     /// HTTPRoutes are written only when this is set and the HTTPRoute CRD is installed.
     #[arg(long, env = "MLCOMPUTE_GATEWAY")]
-    pub gateway: Option<crate::online::endpoint::httproute::GatewayRef>,
+    pub gateway: Option<crate::controllers::online::endpoint::httproute::GatewayRef>,
     /// Batch controllers: the driver image and the router URL.
     #[command(flatten)]
-    pub batch: crate::batch_job::BatchControllerSettings,
+    pub batch: crate::controllers::batch::job::BatchControllerSettings,
     /// Leader election (for more than one replica).
     #[command(flatten)]
     pub leader: super::leader::LeaderSettings,

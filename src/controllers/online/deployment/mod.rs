@@ -1,0 +1,367 @@
+//! The OnlineDeployment controller: a Deployment, a Service, a HorizontalPodAutoscaler (for
+//! `target_utilization` scaling) and, for scoring scripts, the shipped scoring server in a
+//! ConfigMap.
+//!
+//! Stages: resolve (Environment, InstanceType, endpoint; from caches) → `build` (pure) → apply
+//! each child with server-side apply, skipped when its desired hash is already on the cached
+//! child → `status::compute` (pure, from the Deployment and the instances' Pods) → status written
+//! only when it changed → Events on condition transitions.
+//!
+//! The instances' Pods are cached (label-filtered, like the children) only to say why they do not
+//! run: an image that cannot be pulled, a container that cannot start or keeps crashing.
+
+pub mod build;
+pub mod error;
+pub mod status;
+
+use std::sync::Arc;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::Deployment,
+        autoscaling::v2::HorizontalPodAutoscaler,
+        core::v1::{ConfigMap, Pod, Service},
+    },
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+pub use error::Error;
+
+use self::status::{EndpointPresence, Observed};
+use super::{api, cache, cached, resolve};
+use crate::{
+    api::{
+        environment::Environment, instance_type::InstanceType, online_deployment::OnlineDeployment,
+        online_endpoint::OnlineEndpoint,
+    },
+    runtime::{
+        apply::{apply_if_changed, controlled_by, delete_owned},
+        backoff::{self, Backoffs},
+        children::{MANAGER, owner_label_key},
+        events::Events,
+        metrics::Metrics,
+        reconcile::{Policy, guarded},
+        refusal,
+    },
+};
+
+const CONTROLLER: &str = "onlinedeployment";
+
+/// What reconciles share: the client, caches of children and references, metrics, Events.
+pub struct Ctx {
+    pub client: Client,
+    /// Whether every cache below holds its first list.
+    pub synced: super::Synced,
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub hpas: Store<HorizontalPodAutoscaler>,
+    pub config_maps: Store<ConfigMap>,
+    /// The instances' Pods (owned by the Deployment's ReplicaSets, found by label).
+    pub pods: Store<Pod>,
+    pub environments: Store<Environment>,
+    pub instance_types: Store<InstanceType>,
+    pub endpoints: Store<OnlineEndpoint>,
+    pub metrics: Metrics,
+    pub events: Events,
+    pub backoffs: Backoffs,
+}
+
+/// Reconciles one OnlineDeployment.
+#[tracing::instrument(skip(od, ctx), fields(namespace = od.namespace().as_deref().unwrap_or(""), name = %od.name_any()))]
+pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let _timer = crate::runtime::reconcile::started(&ctx.metrics, CONTROLLER);
+    let ns = od.namespace().ok_or(Error::MissingNamespace)?;
+    if od.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+
+    if !ctx.synced.wait().await {
+        warn!("caches not synced yet; retrying");
+        return Ok(Action::requeue(std::time::Duration::from_secs(1)));
+    }
+    let resolution = resolve::resolve(&od, &ctx.environments, &ctx.instance_types);
+    let endpoint = match cached(&ctx.endpoints, &ns, &od.spec.endpoint_name) {
+        Some(_) => EndpointPresence::Found,
+        None => EndpointPresence::NotFound,
+    };
+    let mut refused = None;
+    if let (Ok(resolved), EndpointPresence::Found) = (&resolution, endpoint)
+        && let Err(err) = apply_children(&od, &ctx, &ns, resolved).await
+    {
+        // A refused child is shown in status (below) and becomes the error; others just fail.
+        refused = Some(err.refusal().ok_or(err)?);
+    }
+
+    let deployment = cached(&ctx.deployments, &ns, &build::name(&od));
+    let pods = own_pods(&ctx.pods, &ns, &od);
+    let pod_refs: Vec<&Pod> = pods.iter().map(|p| &**p).collect();
+    let observed = Observed::from_children(deployment.as_deref(), &pod_refs);
+    let now = Time(Timestamp::now());
+    let mut new = status::compute(&od, &resolution, endpoint, observed, &now);
+    let old = od.status.as_ref().map(|s| s.conditions.as_slice());
+    let generation = od.metadata.generation;
+    refusal::show(refused.as_ref(), old, &mut new.conditions, generation, &now);
+    if od.status.as_ref() != Some(&new) {
+        let api: Api<OnlineDeployment> = Api::namespaced(ctx.client.clone(), &ns);
+        let patch = json!({ "apiVersion": OnlineDeployment::api_version(&()), "kind": "OnlineDeployment", "status": new });
+        api.patch_status(
+            &od.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(Error::PatchStatus)?;
+        for t in status::transitions(od.status.as_ref(), &new) {
+            super::publish(&ctx.events, &*od, &t);
+        }
+    }
+    match refused {
+        Some(r) => Err(r.into()),
+        None => Ok(Action::await_change()),
+    }
+}
+
+/// Applies every child whose desired state differs from the cached one.
+async fn apply_children(
+    od: &OnlineDeployment,
+    ctx: &Ctx,
+    ns: &str,
+    resolved: &resolve::Resolved,
+) -> Result<(), Error> {
+    let client = &ctx.client;
+    let name = build::name(od);
+    let env = resolve::find_environment(od, &ctx.environments);
+    let routes = resolve::routes(
+        od,
+        resolved
+            .inference
+            .as_ref()
+            .or(env.as_ref().and_then(|e| e.spec.inference_config.as_ref())),
+    );
+    let apply_err = |what| move |source| Error::Apply { what, source };
+
+    if od.spec.code_configuration.is_some() {
+        let cm_name = build::server_config_map_name(od);
+        let written = apply_if_changed(
+            &Api::<ConfigMap>::namespaced(client.clone(), ns),
+            cached(&ctx.config_maps, ns, &cm_name).as_deref(),
+            build::server_config_map(od),
+        )
+        .await
+        .map_err(apply_err("the scoring-server ConfigMap"))?;
+        log_write(ctx, written, "ConfigMap", &cm_name);
+    }
+    let written = apply_if_changed(
+        &Api::<Service>::namespaced(client.clone(), ns),
+        cached(&ctx.services, ns, &name).as_deref(),
+        build::service(od, &routes),
+    )
+    .await
+    .map_err(apply_err("the Service"))?;
+    log_write(ctx, written, "Service", &name);
+    let written = apply_if_changed(
+        &Api::<Deployment>::namespaced(client.clone(), ns),
+        cached(&ctx.deployments, ns, &name).as_deref(),
+        build::deployment(od, resolved, &routes),
+    )
+    .await
+    .map_err(apply_err("the Deployment"))?;
+    log_write(ctx, written, "Deployment", &name);
+
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns);
+    let current_hpa = cached(&ctx.hpas, ns, &name);
+    if build::autoscaled(od) {
+        let written = apply_if_changed(&hpas, current_hpa.as_deref(), build::hpa(od))
+            .await
+            .map_err(apply_err("the HorizontalPodAutoscaler"))?;
+        log_write(ctx, written, "HorizontalPodAutoscaler", &name);
+    } else if let Some(hpa) = current_hpa
+        && let Some(uid) = hpa.uid()
+        && controlled_by(&*hpa, od)
+    {
+        // Only an HPA this deployment controls, and only that very object (UID precondition).
+        delete_owned(&hpas, &name, &uid)
+            .await
+            .map_err(|source| Error::Delete {
+                what: "the HorizontalPodAutoscaler",
+                source,
+            })?;
+        info!(kind = "HorizontalPodAutoscaler", child = %name, "deleted (manual scaling)");
+    }
+    Ok(())
+}
+
+/// The deployment's instance Pods from the cache, by the label its Deployment selects them with.
+fn own_pods(pods: &Store<Pod>, ns: &str, od: &OnlineDeployment) -> Vec<Arc<Pod>> {
+    let (key, name) = (owner_label_key::<OnlineDeployment>(), od.name_any());
+    pods.state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns) && p.labels().get(&key) == Some(&name))
+        .collect()
+}
+
+fn log_write(ctx: &Ctx, written: bool, kind: &str, name: &str) {
+    crate::runtime::apply::record(&ctx.metrics, CONTROLLER, kind, written);
+    if written {
+        info!(kind, child = %name, "applied");
+    }
+}
+
+fn error_policy(od: Arc<OnlineDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action {
+    let policy = Policy {
+        controller: CONTROLLER,
+        metrics: &ctx.metrics,
+        backoffs: &ctx.backoffs,
+        events: &ctx.events,
+    };
+    crate::runtime::reconcile::failed(policy, &*od, err)
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    rt: crate::runtime::handles::Runtime,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let crate::runtime::handles::Runtime {
+        client,
+        metrics,
+        events,
+        health,
+        namespace,
+        concurrency,
+    } = rt;
+    let ns = namespace.as_deref();
+    let managed = watcher::Config::default().labels(&format!(
+        "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}"
+    ));
+    let (deployments, deployment_stream) = cache(api::<Deployment>(&client, ns), managed.clone());
+    let (services, service_stream) = cache(api::<Service>(&client, ns), managed.clone());
+    let (hpas, hpa_stream) = cache(api::<HorizontalPodAutoscaler>(&client, ns), managed.clone());
+    let (config_maps, cm_stream) = cache(api::<ConfigMap>(&client, ns), managed.clone());
+    let (pods, pod_stream) = cache(api::<Pod>(&client, ns), managed);
+    let (environments, env_stream) =
+        cache(api::<Environment>(&client, ns), watcher::Config::default());
+    let (instance_types, it_stream) = cache(
+        Api::<InstanceType>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let (endpoints, endpoint_stream) = cache(
+        api::<OnlineEndpoint>(&client, ns),
+        watcher::Config::default(),
+    );
+
+    let controller = Controller::new(
+        api::<OnlineDeployment>(&client, ns),
+        watcher::Config::default(),
+    );
+    let ods = controller.store();
+    let (for_envs, for_its, for_endpoints) = (ods.clone(), ods.clone(), ods);
+    let synced = {
+        let (d, s, h, c, e, i, p) = (
+            deployments.clone(),
+            services.clone(),
+            hpas.clone(),
+            config_maps.clone(),
+            environments.clone(),
+            instance_types.clone(),
+            endpoints.clone(),
+        );
+        let pd = pods.clone();
+        super::Synced::spawn(health, async move {
+            super::ready(d).await
+                && super::ready(s).await
+                && super::ready(h).await
+                && super::ready(c).await
+                && super::ready(pd).await
+                && super::ready(e).await
+                && super::ready(i).await
+                && super::ready(p).await
+        })
+    };
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        synced,
+        deployments,
+        services,
+        hpas,
+        config_maps,
+        pods,
+        environments,
+        instance_types,
+        endpoints,
+        metrics,
+        events,
+        backoffs: Backoffs::default(),
+    });
+    info!(
+        namespace = ns.unwrap_or("*"),
+        "starting OnlineDeployment controller"
+    );
+    let results = controller
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+        .owns_stream(deployment_stream)
+        .owns_stream(service_stream)
+        .owns_stream(hpa_stream)
+        .owns_stream(cm_stream)
+        // Pods are owned by the ReplicaSets: their label names the deployment.
+        .watches_stream(pod_stream, |p: Pod| {
+            let ns = p.namespace()?;
+            let name = p.labels().get(&owner_label_key::<OnlineDeployment>())?;
+            Some(ObjectRef::new(name).within(&ns))
+        })
+        // A changed Environment, InstanceType or endpoint wakes the deployments that name it.
+        .watches_stream(env_stream, move |env: Environment| {
+            let (ns, name) = (env.namespace(), env.name_any());
+            for_envs
+                .state()
+                .into_iter()
+                .filter(|d| {
+                    d.namespace() == ns
+                        && d.spec
+                            .environment
+                            .as_deref()
+                            .is_some_and(|e| e.split([':', '@']).next() == Some(name.as_str()))
+                })
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(it_stream, move |_it: InstanceType| {
+            for_its
+                .state()
+                .into_iter()
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .watches_stream(endpoint_stream, move |ep: OnlineEndpoint| {
+            let (ns, name) = (ep.namespace(), ep.name_any());
+            for_endpoints
+                .state()
+                .into_iter()
+                .filter(|d| d.namespace() == ns && d.spec.endpoint_name == name)
+                .map(|d| ObjectRef::from_obj(&*d))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(
+            |od, ctx| async move {
+                let key = backoff::key(&*od);
+                guarded(&ctx.backoffs.clone(), key, reconcile(od, ctx)).await
+            },
+            error_policy,
+            ctx,
+        );
+    crate::runtime::reconcile::drain(results, tracing::info_span!("onlinedeployment")).await;
+}

@@ -1,0 +1,243 @@
+//! The OnlineEndpoint's status: a pure function of the routing and what was materialised.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::{
+    httproute::scoring_path,
+    routing::{Routing, keys_secret_name},
+};
+use crate::{
+    api::{
+        common::condition_types::{READY, RESOLVED},
+        online_endpoint::{AuthMode, OnlineEndpoint, OnlineEndpointStatus, ProvisioningState},
+    },
+    runtime::{
+        conditions,
+        names::{NAME_TAKEN, taken_message},
+    },
+};
+
+/// Condition on the HTTPRoute, present when a gateway is configured.
+pub const GATEWAY_ROUTED: &str = "GatewayRouted";
+
+/// What became of the HTTPRoute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gateway {
+    /// No `--gateway`: no HTTPRoute, no condition.
+    NotConfigured,
+    /// `--gateway` set, but the HTTPRoute CRD is not installed.
+    NotInstalled,
+    Applied,
+    /// Not applied (and deleted) because another namespace holds the endpoint's name.
+    Withheld,
+}
+
+/// The `Ready` message of an endpoint whose name `holder_namespace` holds.
+pub fn name_taken_message(name: &str, holder_namespace: &str) -> String {
+    taken_message("endpoint", "scoring URIs", name, holder_namespace)
+}
+
+/// Reasons that say a deployment named in traffic does not exist.
+const MISSING: [&str; 2] = ["TrafficToMissingDeployment", "MirrorToMissingDeployment"];
+
+/// The new status of `endpoint`. `name_taken`: the namespace holding the endpoint's name, when
+/// another one does; then nothing is routed, so there is no scoring URI and no applied traffic.
+pub fn compute(
+    endpoint: &OnlineEndpoint,
+    routing: &Routing,
+    keys_ready: bool,
+    gateway: Gateway,
+    name_taken: Option<&str>,
+    router_url: &str,
+    now: &Time,
+) -> OnlineEndpointStatus {
+    let old = endpoint.status.clone().unwrap_or_default();
+    let generation = endpoint.metadata.generation;
+    let name = routing.route.endpoint.as_str();
+    let routed = name_taken.is_none();
+    let mut st = OnlineEndpointStatus {
+        conditions: old.conditions,
+        observed_generation: generation,
+        scoring_uri: routed
+            .then(|| format!("{}{}", router_url.trim_end_matches('/'), scoring_path(name))),
+        keys_secret_name: (endpoint.spec.auth_mode != AuthMode::None)
+            .then(|| keys_secret_name(name)),
+        traffic_applied: if routed {
+            routing.traffic_applied.clone()
+        } else {
+            Default::default()
+        },
+        mirror_traffic_applied: if routed {
+            routing.mirror_applied.clone()
+        } else {
+            Default::default()
+        },
+        deployments: routing.readiness.clone(),
+        ..OnlineEndpointStatus::default()
+    };
+    let auth_ready = endpoint.spec.auth_mode == AuthMode::None || keys_ready;
+    st.provisioning_state = Some(if !routed {
+        ProvisioningState::Failed
+    } else if auth_ready {
+        ProvisioningState::Succeeded
+    } else {
+        ProvisioningState::Creating
+    });
+
+    let missing: Vec<&str> = routing
+        .problems
+        .iter()
+        .filter(|p| MISSING.contains(&p.reason))
+        .map(|p| p.message.as_str())
+        .collect();
+    match routing
+        .problems
+        .iter()
+        .find(|p| MISSING.contains(&p.reason))
+    {
+        Some(p) => conditions::set(
+            &mut st.conditions,
+            RESOLVED,
+            false,
+            p.reason,
+            missing.join("; "),
+            generation,
+            now,
+        ),
+        None => conditions::set(
+            &mut st.conditions,
+            RESOLVED,
+            true,
+            "DeploymentsFound",
+            "every deployment named in traffic and mirrorTraffic exists",
+            generation,
+            now,
+        ),
+    }
+    let messages: Vec<&str> = routing
+        .problems
+        .iter()
+        .map(|p| p.message.as_str())
+        .collect();
+    match (name_taken, routing.problems.first()) {
+        (Some(holder), _) => conditions::set(
+            &mut st.conditions,
+            READY,
+            false,
+            NAME_TAKEN,
+            name_taken_message(name, holder),
+            generation,
+            now,
+        ),
+        (None, Some(p)) => conditions::set(
+            &mut st.conditions,
+            READY,
+            false,
+            p.reason,
+            messages.join("; "),
+            generation,
+            now,
+        ),
+        (None, None) if !auth_ready => conditions::set(
+            &mut st.conditions,
+            READY,
+            false,
+            "KeysPending",
+            "the keys Secret is being created",
+            generation,
+            now,
+        ),
+        (None, None) => conditions::set(
+            &mut st.conditions,
+            READY,
+            true,
+            "TrafficApplied",
+            "the router applies traffic and mirrorTraffic as specified",
+            generation,
+            now,
+        ),
+    }
+    match gateway {
+        Gateway::NotConfigured => conditions::remove(&mut st.conditions, GATEWAY_ROUTED),
+        Gateway::NotInstalled => conditions::set(
+            &mut st.conditions,
+            GATEWAY_ROUTED,
+            false,
+            "GatewayAPINotInstalled",
+            "a gateway is configured but the HTTPRoute CRD (gateway.networking.k8s.io/v1) is not installed; the built-in router still serves the endpoint",
+            generation,
+            now,
+        ),
+        Gateway::Applied => conditions::set(
+            &mut st.conditions,
+            GATEWAY_ROUTED,
+            true,
+            "HTTPRouteApplied",
+            "the HTTPRoute carries the applied traffic, mirror and pinning rules",
+            generation,
+            now,
+        ),
+        Gateway::Withheld => conditions::set(
+            &mut st.conditions,
+            GATEWAY_ROUTED,
+            false,
+            NAME_TAKEN,
+            "no HTTPRoute while another namespace holds the endpoint's name (see Ready)",
+            generation,
+            now,
+        ),
+    }
+    st
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::controllers::online::endpoint::routing;
+
+    fn endpoint() -> OnlineEndpoint {
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "iris", "namespace": "team-b", "generation": 1 },
+            "spec": { "traffic": {} }
+        }))
+        .unwrap()
+    }
+
+    fn ready(st: &OnlineEndpointStatus) -> (&str, &str, &str) {
+        let c = st.conditions.iter().find(|c| c.type_ == READY).unwrap();
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    }
+
+    #[test]
+    fn a_taken_name_has_no_scoring_uri_and_says_who_holds_it() {
+        let ep = endpoint();
+        let r = routing::compute(&ep, &[]);
+        let now = Time(Timestamp::UNIX_EPOCH);
+        let url = "http://router:8080";
+        let ok = compute(&ep, &r, true, Gateway::Applied, None, url, &now);
+        assert_eq!(
+            ok.scoring_uri.as_deref(),
+            Some("http://router:8080/api/v1/endpoint/iris/score")
+        );
+        assert_eq!(ok.provisioning_state, Some(ProvisioningState::Succeeded));
+
+        let taken = compute(&ep, &r, true, Gateway::Withheld, Some("team-a"), url, &now);
+        assert_eq!(taken.scoring_uri, None);
+        assert_eq!(taken.provisioning_state, Some(ProvisioningState::Failed));
+        assert_eq!(taken.keys_secret_name.as_deref(), Some("iris-keys"));
+        let (status, reason, message) = ready(&taken);
+        assert_eq!((status, reason), ("False", NAME_TAKEN));
+        assert!(message.contains("namespace team-a"), "{message}");
+        let gw = taken
+            .conditions
+            .iter()
+            .find(|c| c.type_ == GATEWAY_ROUTED)
+            .unwrap();
+        assert_eq!(
+            (gw.status.as_str(), gw.reason.as_str()),
+            ("False", NAME_TAKEN)
+        );
+    }
+}
