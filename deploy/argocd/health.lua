@@ -1,18 +1,41 @@
--- Argo CD health for every mlcompute.io kind, from the status the operator writes:
--- observedGeneration, standard conditions (Ready, Stalled, Reconciling, Suspended), the job phase
--- (TrainingJob, BatchJob) and the Azure ML provisioningState (endpoints and deployments).
-local hs = { status = "Progressing", message = "Waiting for the mlcompute operator" }
+-- Argo CD health for every mlcompute.io kind, read from the status the operator writes by the kstatus
+-- conventions (what Flux reads), so both tools agree: observedGeneration on every status write, and the
+-- conditions Ready, Reconciling (True while working) and Stalled (True when it cannot go on without a
+-- change), plus the job phase (TrainingJob, BatchJob). tests/health.rs runs this script as Argo CD does
+-- (gopher-lua without the string library: no string methods here) on every kind in every state.
+local function nonempty(s)
+  return s ~= nil and s ~= ""
+end
+-- The first argument that is a non-empty string.
+local function first(...)
+  for i = 1, select("#", ...) do
+    local v = select(i, ...)
+    if type(v) == "string" and v ~= "" then
+      return v
+    end
+  end
+  return ""
+end
+-- Whether s starts with p (byte-wise comparison, as there is no string.sub here).
+local function starts(s, p)
+  return s >= p and s < p .. "\255"
+end
+
 if obj.status == nil then
-  return hs
+  return { status = "Progressing", message = "Waiting for the mlcompute operator" }
 end
 local st = obj.status
 local gen = obj.metadata.generation
-if gen ~= nil and st.observedGeneration ~= nil and st.observedGeneration < gen then
-  hs.message = "The operator has not yet seen generation " .. gen
-  return hs
+local og = st.observedGeneration
+if og == nil or (gen ~= nil and og < gen) then
+  if og == nil or og == 0 then
+    return { status = "Progressing", message = "Waiting for the mlcompute operator" }
+  end
+  return { status = "Progressing", message = "The operator has not yet seen generation " .. gen }
 end
+
 local function cond(t)
-  if st.conditions ~= nil then
+  if type(st.conditions) == "table" then
     for _, c in ipairs(st.conditions) do
       if c.type == t then
         return c
@@ -21,53 +44,71 @@ local function cond(t)
   end
   return nil
 end
-local function msg(default)
-  return st.message or default
+local function is_true(c)
+  return c ~= nil and c.status == "True"
 end
-local stalled = cond("Stalled")
-if stalled ~= nil and stalled.status == "True" then
-  return { status = "Degraded", message = stalled.message or stalled.reason or "Stalled" }
+local ready = cond("Ready") or {}
+local stalled = cond("Stalled") or {}
+local kind = obj.kind
+
+-- Jobs: the phase says whether it is finished. A finished job is done, whatever it did: a canceled
+-- one is Healthy too (a Flux or Argo CD wait must not hang on it).
+local phase = st.phase
+if phase == "Completed" then
+  return { status = "Healthy", message = first(st.message, ready.message, "Completed") }
+elseif phase == "Canceled" then
+  local m = first(st.message, ready.message)
+  if m == "" then
+    m = "Canceled"
+  elseif not starts(m, "Canceled") then
+    m = "Canceled: " .. m
+  end
+  return { status = "Healthy", message = m }
+elseif phase == "Failed" then
+  return {
+    status = "Degraded",
+    message = first(st.message, stalled.message, ready.message, stalled.reason, st.reason, "Failed"),
+  }
+end
+
+-- Every kind: Reconciling or Stalled, whichever comes first (as kstatus reads them).
+if type(st.conditions) == "table" then
+  for _, c in ipairs(st.conditions) do
+    if c.type == "Stalled" and c.status == "True" then
+      return { status = "Degraded", message = first(c.message, st.message, c.reason, "Stalled") }
+    end
+    if c.type == "Reconciling" and c.status == "True" then
+      local m = first(c.message, st.message, ready.message, c.reason, "Reconciling")
+      if nonempty(phase) and not starts(m, phase) then
+        m = phase .. ": " .. m
+      end
+      return { status = "Progressing", message = m }
+    end
+  end
 end
 local suspended = cond("Suspended")
-if suspended ~= nil and suspended.status == "True" then
-  return { status = "Suspended", message = suspended.message or "Suspended" }
+if is_true(suspended) then
+  return { status = "Suspended", message = first(suspended.message, "Suspended") }
 end
--- Jobs: Azure ML phases.
-if st.phase ~= nil then
-  if st.phase == "Completed" then
-    return { status = "Healthy", message = msg("Completed") }
-  elseif st.phase == "Failed" then
-    return { status = "Degraded", message = msg("Failed") }
-  elseif st.phase == "Canceled" then
-    return { status = "Suspended", message = msg("Canceled") }
+-- A job that is not finished is on its way (queued, starting or running).
+if nonempty(phase) then
+  local m = first(st.message, ready.message)
+  if m ~= "" then
+    m = phase .. ": " .. m
+  else
+    m = phase
   end
-  return { status = "Progressing", message = st.phase .. ": " .. msg("") }
+  return { status = "Progressing", message = m }
 end
--- Endpoints and deployments: Azure ML provisioning state, then Ready.
-local ps = st.provisioningState
-if ps == "Failed" then
-  return { status = "Degraded", message = msg("Provisioning failed") }
+-- Environments and InstanceTypes are definitions: once observed and not stalled they are what they
+-- are (an InstanceType that no node matches says why in its Ready message, but waits on nothing).
+if kind == "Environment" or kind == "InstanceType" then
+  return { status = "Healthy", message = first(ready.message, ready.reason, "Observed") }
 end
-local ready = cond("Ready")
-if ready ~= nil then
-  if ready.status == "True" and (ps == nil or ps == "Succeeded") then
-    return { status = "Healthy", message = ready.message or "Ready" }
-  end
-  local reconciling = cond("Reconciling")
-  if ready.status == "False" and reconciling == nil and ps == "Succeeded" then
-    return { status = "Degraded", message = ready.message or ready.reason or "Not ready" }
-  end
-  return { status = "Progressing", message = ready.message or ps or "Not ready yet" }
+-- Endpoints and deployments: Ready.
+if ready.status == "True" then
+  return { status = "Healthy", message = first(ready.message, "Ready") }
+elseif ready.status ~= nil then
+  return { status = "Progressing", message = first(ready.message, ready.reason, "Not ready yet") }
 end
-if ps == "Succeeded" then
-  return { status = "Healthy", message = "Succeeded" }
-end
-if ps ~= nil then
-  hs.message = ps
-  return hs
-end
--- Environments and InstanceTypes: valid once observed.
-if st.observedGeneration ~= nil then
-  return { status = "Healthy", message = "" }
-end
-return hs
+return { status = "Healthy", message = "" }
