@@ -96,7 +96,7 @@ const CANCELED: Expect = Expect {
 const NO_NODES: Expect = Expect {
     kstatus: "Current",
     argo: "Healthy",
-    msg: Msg::ArgoSays(&["node", "match"]),
+    msg: Msg::ArgoSays(&["node"]),
 };
 
 // ---------------------------------------------------------------------------------------------
