@@ -13,11 +13,15 @@
 
 pub mod api;
 pub mod cli;
+pub mod contract;
 pub mod controllers;
 pub mod dataplane;
 pub mod operator;
 pub mod runtime;
 pub mod telemetry;
+
+#[cfg(test)]
+mod architecture_tests;
 
 /// The version stamped into the binary, printed by `mlcompute version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -29,7 +29,8 @@ use kube::{
 };
 use mlcompute::{
     api::{OnlineDeployment, OnlineEndpoint},
-    dataplane::router::{cluster_source, cluster_table::ClusterRoute, table::Auth},
+    contract::{keys, routing, routing::ClusterRoute, token},
+    dataplane::router::{cluster_source, table::Auth},
 };
 use serde_json::{Value, json};
 use support::{Operator, TestNamespace, eventually, wait_for, warning_event};
@@ -522,7 +523,7 @@ async fn traffic_and_mirror_reach_the_routing_table_and_the_httproute() {
         let api: Api<EndpointSlice> = ns.api();
         async move {
             let list = api
-                .list(&ListParams::default().labels(cluster_source::SLICE_SELECTOR))
+                .list(&ListParams::default().labels(&routing::instance_slice_selector()))
                 .await
                 .ok()?;
             let ready = list
@@ -535,7 +536,7 @@ async fn traffic_and_mirror_reach_the_routing_table_and_the_httproute() {
     })
     .await;
     let maps: Vec<Arc<ConfigMap>> = cms
-        .list(&ListParams::default().labels(cluster_source::ROUTING_SELECTOR))
+        .list(&ListParams::default().labels(&routing::routing_selector()))
         .await
         .unwrap()
         .items
@@ -544,7 +545,7 @@ async fn traffic_and_mirror_reach_the_routing_table_and_the_httproute() {
         .collect();
     let secrets: Vec<Arc<Secret>> = ns
         .api::<Secret>()
-        .list(&ListParams::default().labels(cluster_source::KEYS_SELECTOR))
+        .list(&ListParams::default().labels(&keys::secret_selector()))
         .await
         .unwrap()
         .items
@@ -1009,9 +1010,9 @@ async fn aml_tokens_are_minted_checked_by_the_router_and_revoked_by_rotation() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let foreign = mlcompute::dataplane::router::token::mint(signing.as_bytes(), "iris", now + 600);
-    let expired = mlcompute::dataplane::router::token::mint(signing.as_bytes(), "fraud", now - 1);
-    let forged = mlcompute::dataplane::router::token::mint(b"guess", "fraud", now + 600);
+    let foreign = token::mint(signing.as_bytes(), "iris", now + 600);
+    let expired = token::mint(signing.as_bytes(), "fraud", now - 1);
+    let forged = token::mint(b"guess", "fraud", now + 600);
     for (what, t) in [
         ("foreign", foreign),
         ("expired", expired),

@@ -9,11 +9,11 @@ use kube::{Api, ResourceExt};
 
 use super::job::Target;
 use crate::{
-    api::batch_job::{BatchJob, BatchJobStatus},
-    controllers::batch::job::{
-        invoke::{self, InvokeRequest},
-        submit,
+    api::{
+        batch_job::{BatchInput, BatchInputType, BatchJob, BatchJobStatus, BatchOverrides},
+        common::{MAX_RUN_TIMEOUT, parse_duration_at_most},
     },
+    contract::batch_invoke::{self as submit, InvokeRequest},
 };
 
 #[derive(Debug, clap::Subcommand)]
@@ -62,10 +62,10 @@ pub async fn run(cmd: BatchCommand) -> anyhow::Result<()> {
 
 async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
     // Refuse bad input before touching the cluster.
-    let overrides = invoke::overrides_from_sets(&args.sets)?;
+    let overrides = overrides_from_sets(&args.sets)?;
     let (client, ns) = args.target.client().await?;
     let request = InvokeRequest {
-        input: invoke::input(&args.input, args.input_type == "uri_file"),
+        input: input(&args.input, args.input_type == "uri_file"),
         deployment_name: args.deployment.clone(),
         output_path: args.output.clone(),
         overrides,
@@ -79,6 +79,101 @@ async fn invoke(args: InvokeArgs) -> anyhow::Result<()> {
         })?;
     println!("{}", created.name_any());
     Ok(())
+}
+
+/// Why a `--set` is refused (before anything is created).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SetError {
+    #[error(
+        "unknown --set key {0:?} (known: miniBatchSize, instanceCount, maxRetries, timeout, errorThreshold, outputFileName)"
+    )]
+    UnknownKey(String),
+    #[error("--set {0:?} is not KEY=VALUE")]
+    NotKeyValue(String),
+    #[error("--set {key}={value:?}: {why}")]
+    BadValue {
+        key: String,
+        value: String,
+        why: &'static str,
+    },
+}
+
+/// Applies one `KEY=VALUE` override (Azure ML's snake_case or the CRD's camelCase keys).
+pub fn apply_set(overrides: &mut BatchOverrides, kv: &str) -> Result<(), SetError> {
+    let (key, value) = kv
+        .split_once('=')
+        .ok_or_else(|| SetError::NotKeyValue(kv.into()))?;
+    let bad = |why| SetError::BadValue {
+        key: key.into(),
+        value: value.into(),
+        why,
+    };
+    let int = |min: i32, max: i32, why| {
+        value
+            .parse::<i32>()
+            .ok()
+            .filter(|v| (min..=max).contains(v))
+            .ok_or_else(|| bad(why))
+    };
+    match key.replace('_', "").to_ascii_lowercase().as_str() {
+        "minibatchsize" => {
+            overrides.mini_batch_size = Some(int(1, 100_000, "expected 1 to 100000 files")?)
+        }
+        "instancecount" => overrides.instance_count = Some(int(1, 1000, "expected 1 to 1000")?),
+        "maxretries" => overrides.max_retries = Some(int(0, 100, "expected 0 to 100")?),
+        "errorthreshold" => {
+            overrides.error_threshold = Some(int(-1, i32::MAX, "expected -1 or more")?)
+        }
+        "timeout" => {
+            // Azure ML gives seconds; the CRD takes durations.
+            let t = if value.chars().all(|c| c.is_ascii_digit()) && !value.is_empty() {
+                format!("{value}s")
+            } else {
+                value.to_string()
+            };
+            parse_duration_at_most(&t, MAX_RUN_TIMEOUT)
+                .map_err(|_| bad("expected a duration such as 30s or 2m, at most 24h"))?;
+            overrides.timeout = Some(t);
+        }
+        "outputfilename" => {
+            let ok = !value.is_empty()
+                && value != "."
+                && value != ".."
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !ok {
+                return Err(bad("expected a plain file name"));
+            }
+            overrides.output_file_name = Some(value.into());
+        }
+        _ => return Err(SetError::UnknownKey(key.into())),
+    }
+    Ok(())
+}
+
+/// Overrides from a list of `KEY=VALUE`; `None` when the list is empty.
+pub fn overrides_from_sets(sets: &[String]) -> Result<Option<BatchOverrides>, SetError> {
+    if sets.is_empty() {
+        return Ok(None);
+    }
+    let mut o = BatchOverrides::default();
+    for kv in sets {
+        apply_set(&mut o, kv)?;
+    }
+    Ok(Some(o))
+}
+
+/// An input of the given path; `uri_file` when `file`.
+pub fn input(path: &str, file: bool) -> BatchInput {
+    BatchInput {
+        type_: if file {
+            BatchInputType::UriFile
+        } else {
+            BatchInputType::UriFolder
+        },
+        path: path.into(),
+    }
 }
 
 /// The lines `batch show` prints (pure).
@@ -168,6 +263,43 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn sets_accept_azure_and_crd_keys() {
+        let o = overrides_from_sets(&[
+            "mini_batch_size=5".into(),
+            "instanceCount=3".into(),
+            "timeout=90".into(),
+            "error_threshold=-1".into(),
+            "output_file_name=out.csv".into(),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(o.mini_batch_size, Some(5));
+        assert_eq!(o.instance_count, Some(3));
+        assert_eq!(o.timeout.as_deref(), Some("90s"));
+        assert_eq!(o.error_threshold, Some(-1));
+        assert_eq!(o.output_file_name.as_deref(), Some("out.csv"));
+        assert_eq!(overrides_from_sets(&[]).unwrap(), None);
+    }
+
+    #[test]
+    fn bad_sets_say_why() {
+        let err = |s: &str| overrides_from_sets(&[s.to_string()]).unwrap_err();
+        assert!(matches!(err("colour=blue"), SetError::UnknownKey(k) if k == "colour"));
+        assert!(matches!(err("miniBatchSize"), SetError::NotKeyValue(_)));
+        assert!(matches!(err("miniBatchSize=0"), SetError::BadValue { .. }));
+        assert!(matches!(err("timeout=soon"), SetError::BadValue { .. }));
+        assert!(matches!(
+            err("outputFileName=a/b"),
+            SetError::BadValue { .. }
+        ));
+        assert!(
+            err("colour=blue")
+                .to_string()
+                .contains("known: miniBatchSize")
+        );
+    }
 
     #[test]
     fn show_prints_progress_and_output() {

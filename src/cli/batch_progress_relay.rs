@@ -9,22 +9,25 @@ use clap::Args;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Api;
 
-use crate::dataplane::batch_driver::progress_relay::{self, RelayConfig};
+use crate::{
+    contract::batch_driver as env,
+    dataplane::batch_driver::progress_relay::{self, RelayConfig},
+};
 
 /// Flags of `mlcompute batch-progress-relay`.
 #[derive(Debug, Args)]
 pub struct RelayArgs {
     /// The snapshot file the driver rewrites.
-    #[arg(long, env = "MLCOMPUTE_PROGRESS_FILE")]
+    #[arg(long, env = env::PROGRESS_FILE)]
     pub file: PathBuf,
     /// The job's progress ConfigMap.
-    #[arg(long, env = "MLCOMPUTE_PROGRESS_CONFIGMAP")]
+    #[arg(long, env = env::PROGRESS_CONFIGMAP)]
     pub config_map: String,
     /// Its namespace (downward API).
-    #[arg(long, env = "POD_NAMESPACE")]
+    #[arg(long, env = env::POD_NAMESPACE)]
     pub namespace: String,
     /// This Pod's instance index.
-    #[arg(long, env = "JOB_COMPLETION_INDEX")]
+    #[arg(long, env = env::INSTANCE_INDEX)]
     pub instance: u32,
     /// Fewest time between two writes.
     #[arg(long, default_value = "1s", value_parser = super::batch_driver::parse_duration)]

@@ -16,9 +16,8 @@ use crate::{
         common::parse_duration,
         online_endpoint::{AuthMode, OnlineEndpoint},
     },
-    controllers::online::endpoint::routing::keys_secret_name,
-    dataplane::router::{
-        cluster_table::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY},
+    contract::{
+        keys::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY, secret_name as keys_secret_name},
         token,
     },
 };

@@ -10,6 +10,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
+use crate::contract::router_http;
+
 /// Arguments of `mlcompute endpoint invoke`.
 #[derive(Debug, clap::Args)]
 pub struct InvokeArgs {
@@ -61,7 +63,7 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("router URL {:?} has no host", args.router))?
         .clone();
     let prefix = base.path().trim_end_matches('/');
-    let path = format!("{prefix}/api/v1/endpoint/{}/score", args.name);
+    let path = format!("{prefix}{}", router_http::scoring_path(&args.name));
     let mut request = Request::post(path.as_str())
         .header(header::HOST, authority.as_str())
         .header(header::CONTENT_TYPE, "application/json");
@@ -69,7 +71,7 @@ pub async fn run(args: InvokeArgs) -> anyhow::Result<()> {
         request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
     }
     if let Some(deployment) = &args.deployment {
-        request = request.header("azureml-model-deployment", deployment.as_str());
+        request = request.header(router_http::PINNING_HEADER, deployment.as_str());
     }
     let request = request
         .body(Full::new(Bytes::from(body)))

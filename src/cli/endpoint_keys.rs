@@ -12,9 +12,8 @@ use kube::{
 use serde_json::json;
 
 use super::job::Target;
-use crate::{
-    controllers::online::endpoint::{keys::new_key, routing::keys_secret_name},
-    dataplane::router::cluster_table::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY},
+use crate::contract::keys::{
+    PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY, new_key, secret_name as keys_secret_name,
 };
 
 /// Which key to replace.

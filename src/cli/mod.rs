@@ -27,7 +27,7 @@ pub struct Cli {
         long,
         global = true,
         default_value = "info",
-        env = "MLCOMPUTE_LOG_LEVEL"
+        env = crate::contract::batch_driver::LOG_LEVEL
     )]
     pub log_level: String,
     /// Log format.
@@ -46,9 +46,10 @@ pub enum Command {
     /// Run the data-plane router in front of online deployments.
     Router(router::RouterArgs),
     /// Run one instance of a batch job: score a folder of files with a scoring script.
+    #[command(name = crate::contract::batch_driver::DRIVER_COMMAND)]
     BatchDriver(Box<batch_driver::BatchDriverArgs>),
     /// Copy a batch driver's progress into its job's progress ConfigMap (the driver Pods' sidecar).
-    #[command(hide = true)]
+    #[command(hide = true, name = crate::contract::batch_driver::RELAY_COMMAND)]
     BatchProgressRelay(batch_progress_relay::RelayArgs),
     /// Run the operator: the controllers for every mlcompute resource.
     Operator(crate::operator::settings::Settings),
@@ -65,7 +66,7 @@ pub enum Command {
         command: batch::BatchCommand,
     },
     /// Copy this binary to a path (the batch driver Pods' init container uses it).
-    #[command(hide = true)]
+    #[command(hide = true, name = crate::contract::batch_driver::COPY_BINARY_COMMAND)]
     CopyBinary(batch::CopyBinaryArgs),
     /// Verbs on online endpoints (invoke).
     Endpoint {

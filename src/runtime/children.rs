@@ -5,17 +5,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-/// Field manager for server-side apply, and `app.kubernetes.io/managed-by` value.
-pub const MANAGER: &str = "mlcompute";
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-pub const LABEL_NAME: &str = "app.kubernetes.io/name";
-pub const LABEL_INSTANCE: &str = "app.kubernetes.io/instance";
-pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
-
-/// `mlcompute.io/<kind>` label key naming the owning object, e.g. `mlcompute.io/trainingjob`.
-pub fn owner_label_key<K: Resource<DynamicType = ()>>() -> String {
-    format!("mlcompute.io/{}", K::kind(&()).to_ascii_lowercase())
-}
+// The label keys are a contract: the router and the CLI select on them.
+pub use crate::contract::labels::{
+    LABEL_COMPONENT, LABEL_INSTANCE, LABEL_MANAGED_BY, LABEL_NAME, MANAGER, name_label_value,
+    owner_label_key,
+};
 
 /// The labels every child carries. `component` says what the child is to its owner
 /// (`worker`, `launcher`, `rendezvous`, …).
@@ -26,7 +20,7 @@ pub fn labels<K: Resource<DynamicType = ()>>(
     let name = owner.name_any();
     BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGER.to_string()),
-        (LABEL_NAME.to_string(), K::kind(&()).to_ascii_lowercase()),
+        (LABEL_NAME.to_string(), name_label_value::<K>()),
         (LABEL_INSTANCE.to_string(), name.clone()),
         (LABEL_COMPONENT.to_string(), component.to_string()),
         (owner_label_key::<K>(), name),

@@ -11,6 +11,7 @@ pub mod handles;
 pub mod health;
 pub mod metrics;
 pub mod names;
+pub mod pod_data;
 pub mod pod_problems;
 pub mod pod_security;
 pub mod ratelimit;

@@ -10,11 +10,6 @@ pub mod deployment;
 pub mod endpoint;
 pub mod resolve;
 
-/// Label on every routing ConfigMap, so the router selects them all with one watch.
-pub const ROUTING_TABLE_LABEL: &str = "mlcompute.io/routing-table";
-/// The ConfigMap key holding an endpoint's route (JSON).
-pub const ROUTING_TABLE_KEY: &str = "route.json";
-
 use futures::Stream;
 use kube::{
     Api, Resource, ResourceExt,

@@ -20,10 +20,9 @@ use crate::{
 #[cfg(test)]
 use crate::api::instance_type::DEFAULT_INSTANCE_TYPE;
 
-/// Azure ML's inference server port, also the default port of a custom container.
-pub const SERVING_PORT: i32 = 5001;
-/// Azure ML's scoring path.
-pub const SCORING_PATH: &str = "/score";
+pub use crate::contract::scoring_server::{
+    LIVENESS_PATH, PORT as SERVING_PORT, READINESS_PATH, SCORING_PATH,
+};
 
 /// Everything a deployment's pods need from other objects: the shared [`shared::Resolved`] plus
 /// the environment's inference routes.
@@ -69,15 +68,16 @@ pub fn routes(od: &OnlineDeployment, inference: Option<&InferenceConfig>) -> Rou
         },
         (Some(_), _) => Routes {
             port: SERVING_PORT,
-            liveness_path: "/".into(),
+            liveness_path: LIVENESS_PATH.into(),
             liveness_port: SERVING_PORT,
             // The shipped server answers /readyz only after init() succeeded.
-            readiness_path: "/readyz".into(),
+            readiness_path: READINESS_PATH.into(),
             readiness_port: SERVING_PORT,
             scoring_path: SCORING_PATH.into(),
         },
         (None, None) => Routes {
             port: SERVING_PORT,
+            // A custom container's defaults (Azure ML's).
             liveness_path: "/".into(),
             liveness_port: SERVING_PORT,
             readiness_path: "/".into(),

@@ -14,7 +14,7 @@ use k8s_openapi::{
 use kube::ResourceExt;
 
 use super::{
-    data::{self, FETCH_FN, sh_quote},
+    data,
     frameworks::{self, MPI_HOSTFILE},
     observe::ATTEMPT_LABEL,
     resolve::Resolved,
@@ -27,6 +27,7 @@ use crate::{
     },
     runtime::{
         children::{child_meta, labels},
+        pod_data::{FETCH_FN, sh_quote},
         pod_security::{self, UserSecurity},
     },
 };

@@ -8,9 +8,12 @@ use k8s_openapi::api::core::v1::{
     VolumeMount,
 };
 
-use crate::api::{
-    common::{DataUri, InputMode, InputType, JobInput, JobOutput, OutputMode},
-    training_job::TrainingJob,
+use crate::{
+    api::{
+        common::{DataUri, InputMode, InputType, JobInput, JobOutput, OutputMode},
+        training_job::TrainingJob,
+    },
+    runtime::pod_data::sh_quote,
 };
 
 pub const INPUTS_DIR: &str = "/mnt/azureml/inputs";
@@ -34,11 +37,6 @@ pub struct DataPlan {
     /// What each `${{inputs.x}}` / `${{outputs.x}}` is replaced with.
     pub substitutions: BTreeMap<String, String>,
     pub working_dir: Option<String>,
-}
-
-/// A single-quoted shell word.
-pub fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn mount(name: &str, path: &str, sub_path: &str, read_only: bool) -> VolumeMount {
@@ -223,6 +221,3 @@ pub fn substitute(command: &str, subs: &BTreeMap<String, String>) -> String {
     }
     out
 }
-
-/// The fetch function the init container's script starts with: whatever downloader the image has.
-pub const FETCH_FN: &str = r#"fetch() { mkdir -p "$(dirname "$2")"; if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 3 -o "$2" "$1"; elif command -v wget >/dev/null 2>&1; then wget -q -O "$2" "$1"; elif command -v python3 >/dev/null 2>&1; then python3 -c 'import sys,urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' "$1" "$2"; else echo "no curl, wget or python3 in the image to download $1" >&2; return 1; fi; }"#;

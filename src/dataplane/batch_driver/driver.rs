@@ -254,7 +254,7 @@ async fn score_pending(
     ];
     if let Some(model) = &config.model_dir {
         env.push((
-            "AZUREML_MODEL_DIR".to_string(),
+            crate::contract::AZUREML_MODEL_DIR.to_string(),
             model.to_string_lossy().into_owned(),
         ));
     }

@@ -10,15 +10,16 @@
 //! - [`progress`] — counters and the [`progress::ProgressSink`]s they are reported to.
 //! - [`threshold`] — `errorThreshold`.
 //! - [`driver`] — one instance from start to end.
-//! - [`pod_env`] — the environment the BatchJob controller gives a driver pod (pure).
-//! - [`pod_progress`] — one instance's progress as the BatchJob status reads it (checked, summed).
+//! - [`pod_progress`] — the snapshot of one instance's progress the relay reads.
 //! - [`progress_relay`] — the sidecar that copies it into the job's progress ConfigMap.
+//!
+//! What the BatchJob controller sets and reads — the driver's environment, its exit codes and the
+//! progress records — is in `crate::contract` (`batch_driver`, `exit_codes`, `progress`).
 
 pub mod driver;
 pub mod journal;
 pub mod output;
 pub mod plan;
-pub mod pod_env;
 pub mod pod_progress;
 pub mod progress;
 pub mod progress_relay;

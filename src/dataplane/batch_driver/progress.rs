@@ -37,22 +37,8 @@ impl ProgressError {
     }
 }
 
-/// Lifecycle of an instance, named as Azure ML job phases.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub enum Phase {
-    #[default]
-    Running,
-    Completed,
-    Failed,
-}
-
-/// Total / succeeded / failed.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Counts {
-    pub total: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-}
+// The phase and counters are also what the BatchJob controller reads (`crate::contract::progress`).
+pub use crate::contract::progress::{Counts, Phase};
 
 /// Attempts made, across mini-batches.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]

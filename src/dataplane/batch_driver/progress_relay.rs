@@ -21,7 +21,7 @@ use kube::{
 };
 use tracing::{info, warn};
 
-use super::pod_progress::{MAX_VALUE, PodProgress, entry_key};
+use crate::contract::progress::{MAX_VALUE, PodProgress, entry_key};
 
 /// Where and what the relay copies.
 #[derive(Clone, Debug)]
@@ -134,7 +134,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::batch_driver::progress::{Counts, Phase};
+    use crate::contract::progress::{Counts, Phase};
 
     fn report(instance: u32) -> PodProgress {
         PodProgress {

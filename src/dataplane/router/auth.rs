@@ -9,7 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::{HeaderMap, header::AUTHORIZATION};
 use subtle::{Choice, ConstantTimeEq};
 
-use super::{table::Auth, token};
+use super::table::Auth;
+use crate::contract::token;
 
 /// Checks `Authorization: Bearer <key or token>` for one endpoint.
 #[derive(Clone, Debug)]

@@ -44,26 +44,14 @@ use super::{
 };
 use crate::{
     api::batch_endpoint::BatchEndpoint,
-    controllers::batch::job::{
-        invoke::{InvokeError, InvokeRequest},
-        submit::{self, SubmitError},
-    },
+    contract::batch_invoke::{self as submit, BodyError, InvokeRequest, SubmitError},
     runtime::names::claim_order,
 };
 
-const PREFIX: &str = "/api/v1/batch/";
-const SUFFIX: &str = "/invoke";
 /// Invocations in flight at once; each costs the API server about five requests.
 const MAX_IN_FLIGHT: usize = 16;
 /// The largest invoke body (a job spec, not data).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-/// The endpoint name of a batch invoke path.
-pub fn invoke_endpoint(path: &str) -> Option<&str> {
-    path.strip_prefix(PREFIX)?
-        .strip_suffix(SUFFIX)
-        .filter(|name| !name.is_empty() && !name.contains('/'))
-}
 
 /// The authenticated caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +74,7 @@ pub enum InvokeFailure {
     #[error("looking up the batch endpoint")]
     Lookup(#[source] kube::Error),
     #[error(transparent)]
-    Body(InvokeError),
+    Body(BodyError),
     #[error(transparent)]
     Submit(SubmitError),
     #[error("too many batch invocations in flight")]
@@ -267,8 +255,7 @@ impl BatchInvoker {
     ) -> Result<Response<Full<Bytes>>, InvokeFailure> {
         let token = bearer(headers).ok_or(InvokeFailure::Unauthenticated)?;
         let caller = self.authenticate(token).await?;
-        let request: InvokeRequest = serde_json::from_slice(body)
-            .map_err(|e| InvokeFailure::Body(InvokeError::Body(e.to_string())))?;
+        let request = InvokeRequest::from_body(body).map_err(InvokeFailure::Body)?;
         let forbidden = || InvokeFailure::Forbidden {
             user: caller.username.clone(),
             endpoint: endpoint.into(),
@@ -411,14 +398,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn invoke_paths() {
-        assert_eq!(invoke_endpoint("/api/v1/batch/mnist/invoke"), Some("mnist"));
-        assert_eq!(invoke_endpoint("/api/v1/batch//invoke"), None);
-        assert_eq!(invoke_endpoint("/api/v1/batch/a/b/invoke"), None);
-        assert_eq!(invoke_endpoint("/api/v1/batch/mnist"), None);
-    }
-
-    #[test]
     fn only_an_authenticated_review_with_a_user_is_a_caller() {
         let review = |authenticated, username: Option<&str>| TokenReview {
             status: Some(TokenReviewStatus {
@@ -494,7 +473,7 @@ mod tests {
         assert!(text.contains("no_default_deployment") && text.contains("defaults.deploymentName"));
         let (status, _, _) = body(&InvokeFailure::Submit(SubmitError::Refused("x".into())));
         assert_eq!(status, 422);
-        let (status, text, _) = body(&InvokeFailure::Body(InvokeError::Body(
+        let (status, text, _) = body(&InvokeFailure::Body(BodyError(
             "missing field `input`".into(),
         )));
         assert_eq!(status, 400);

@@ -33,25 +33,21 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use crate::runtime::names::claim_order;
-
 use super::{
-    cluster_table::{self, ClusterAuth, ClusterRoute, Skipped},
+    cluster_table::{self, Skipped},
     source::{RoutingSource, SourceError, TableSink},
     table::RoutingTable,
+};
+use crate::{
+    contract::{
+        keys,
+        routing::{self, ClusterRoute, ROUTING_TABLE_KEY},
+    },
+    runtime::names::claim_order,
 };
 
 /// How long a burst of changes may settle before the table is rebuilt.
 pub const SETTLE: Duration = Duration::from_millis(20);
-/// Label selecting the routing ConfigMaps (see `crate::controllers::online::ROUTING_TABLE_LABEL`).
-pub const ROUTING_SELECTOR: &str = "mlcompute.io/routing-table=true";
-/// Label selecting the EndpointSlices of online deployments' Services (Service labels are
-/// copied onto their slices).
-pub const SLICE_SELECTOR: &str = "mlcompute.io/onlinedeployment";
-/// Label selecting the keys Secrets.
-pub const KEYS_SELECTOR: &str = "app.kubernetes.io/managed-by=mlcompute,app.kubernetes.io/name=onlineendpoint,app.kubernetes.io/component=keys";
-/// The ConfigMap key holding the route.
-pub const ROUTE_KEY: &str = "route.json";
 
 /// Routing tables from the cluster.
 pub struct ClusterSource {
@@ -155,7 +151,7 @@ pub fn build(
     let mut endpoints = Vec::new();
     for map in maps {
         let ns = map.namespace().unwrap_or_default();
-        let Some(text) = map.data.as_ref().and_then(|d| d.get(ROUTE_KEY)) else {
+        let Some(text) = map.data.as_ref().and_then(|d| d.get(ROUTING_TABLE_KEY)) else {
             continue;
         };
         let route: ClusterRoute = match serde_json::from_str(text) {
@@ -169,16 +165,10 @@ pub fn build(
             tracing::warn!(namespace = %ns, endpoint = %route.endpoint, "an endpoint of this name is already routed from another namespace; skipped");
             continue;
         }
-        let secret_name = match &route.auth {
-            ClusterAuth::None => None,
-            ClusterAuth::Key { secret_name } | ClusterAuth::Token { secret_name } => {
-                Some(secret_name)
-            }
-        };
-        let keys = secret_name.and_then(|n| {
+        let keys = route.auth.secret_name().and_then(|n| {
             secrets
                 .iter()
-                .find(|s| s.namespace().as_deref() == Some(ns.as_str()) && &s.name_any() == n)
+                .find(|s| s.namespace().as_deref() == Some(ns.as_str()) && s.name_any() == n)
                 .map(|s| &**s)
         });
         match cluster_table::endpoint_route(&route, &ns, slices, keys) {
@@ -197,6 +187,9 @@ pub fn build(
             Err(Skipped::NoKeys) => {
                 tracing::debug!(namespace = %ns, endpoint = %route.endpoint, "keys Secret not seen yet; endpoint not served")
             }
+            Err(Skipped::UnknownAuth) => {
+                tracing::warn!(namespace = %ns, endpoint = %route.endpoint, "the route asks for an auth mode this router does not know (a newer operator's?); endpoint not served until the router is upgraded")
+            }
         }
     }
     RoutingTable { endpoints }
@@ -210,15 +203,20 @@ impl RoutingSource for ClusterSource {
             slices: vec![],
             secrets: vec![],
         };
+        let (routes, slices, secrets) = (
+            routing::routing_selector(),
+            routing::instance_slice_selector(),
+            keys::secret_selector(),
+        );
         for ns in &self.namespaces {
             let ns = ns.as_deref();
-            let (s, f) = watch::<ConfigMap>(&self.client, ns, ROUTING_SELECTOR, wake.clone());
+            let (s, f) = watch::<ConfigMap>(&self.client, ns, &routes, wake.clone());
             caches.routes.push(s);
             tokio::spawn(f);
-            let (s, f) = watch::<EndpointSlice>(&self.client, ns, SLICE_SELECTOR, wake.clone());
+            let (s, f) = watch::<EndpointSlice>(&self.client, ns, &slices, wake.clone());
             caches.slices.push(s);
             tokio::spawn(f);
-            let (s, f) = watch::<Secret>(&self.client, ns, KEYS_SELECTOR, wake.clone());
+            let (s, f) = watch::<Secret>(&self.client, ns, &secrets, wake.clone());
             caches.secrets.push(s);
             tokio::spawn(f);
         }
@@ -268,7 +266,10 @@ mod tests {
                 namespace: Some(ns.into()),
                 ..ObjectMeta::default()
             },
-            data: Some(BTreeMap::from([(ROUTE_KEY.to_string(), text.to_string())])),
+            data: Some(BTreeMap::from([(
+                ROUTING_TABLE_KEY.to_string(),
+                text.to_string(),
+            )])),
             ..ConfigMap::default()
         })
     }
@@ -281,8 +282,8 @@ mod tests {
                 ..ObjectMeta::default()
             },
             data: Some(BTreeMap::from([
-                ("primaryKey".to_string(), ByteString(b"p".to_vec())),
-                ("secondaryKey".to_string(), ByteString(b"s".to_vec())),
+                (keys::PRIMARY_KEY.to_string(), ByteString(b"p".to_vec())),
+                (keys::SECONDARY_KEY.to_string(), ByteString(b"s".to_vec())),
             ])),
             ..Secret::default()
         })
@@ -329,7 +330,7 @@ mod tests {
         let keys_of = |ns: &str| {
             let mut s = (*keys(ns)).clone();
             if let Some(d) = s.data.as_mut() {
-                d.insert("primaryKey".into(), ByteString(ns.as_bytes().to_vec()));
+                d.insert(keys::PRIMARY_KEY.into(), ByteString(ns.as_bytes().to_vec()));
             }
             Arc::new(s)
         };

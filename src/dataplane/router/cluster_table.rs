@@ -1,80 +1,20 @@
-//! The cluster form of an endpoint's route, and its translation into the router's table.
-//!
-//! The OnlineEndpoint controller writes one [`ClusterRoute`] per endpoint as JSON into the
-//! ConfigMap `<endpoint>-routing` (label `mlcompute.io/routing-table: "true"`, key
-//! `route.json`). It names backends by Service and port, and keys by Secret, because instances
-//! come and go faster than the controller should rewrite anything: the router's cluster source
-//! ([`super::cluster_source`]) joins the route with the Services' EndpointSlices and the keys
-//! Secret into an [`EndpointRoute`] with instance addresses. That join is [`endpoint_route`],
-//! a pure function.
-//!
-//! ```json
-//! { "endpoint": "fraud", "auth": { "mode": "key", "secretName": "fraud-keys" },
-//!   "deployments": [
-//!     { "name": "blue", "traffic": 90, "service": "blue", "port": 5001, "portName": "http" },
-//!     { "name": "green", "traffic": 10, "service": "green", "port": 5001, "portName": "http" } ] }
-//! ```
+//! The router's side of the routing table: joining an endpoint's [`ClusterRoute`] (written by
+//! the OnlineEndpoint controller, see [`crate::contract::routing`]) with the Services'
+//! EndpointSlices and the keys Secret into an [`EndpointRoute`] with instance addresses. That join
+//! is [`endpoint_route`], a pure function; [`super::cluster_source`] feeds it.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::{core::v1::Secret, discovery::v1::EndpointSlice};
-use serde::{Deserialize, Serialize};
 
 use super::table::{Auth, Backend, DeploymentRoute, EndpointRoute, RequestSettings};
+use crate::contract::{
+    keys::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY},
+    routing::{ClusterAuth, ClusterRequestSettings, ClusterRoute},
+};
 
-/// Label EndpointSlices carry naming their Service.
+/// Label EndpointSlices carry naming their Service (Kubernetes').
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// Keys in the keys Secret.
-pub const PRIMARY_KEY: &str = "primaryKey";
-pub const SECONDARY_KEY: &str = "secondaryKey";
-/// Key in the keys Secret holding the key tokens are signed with (aml_token mode).
-pub const TOKEN_SIGNING_KEY: &str = "tokenSigningKey";
-
-/// One endpoint's route with backends by Service.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterRoute {
-    /// The OnlineEndpoint name.
-    pub endpoint: String,
-    /// Who may call it.
-    #[serde(default)]
-    pub auth: ClusterAuth,
-    /// Every deployment of the endpoint, sorted by name (0 % ones are reachable by pinning).
-    #[serde(default)]
-    pub deployments: Vec<ClusterDeployment>,
-}
-
-/// Authentication, with keys kept in a Secret (never in the ConfigMap).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "mode", rename_all = "camelCase")]
-pub enum ClusterAuth {
-    #[default]
-    None,
-    #[serde(rename_all = "camelCase")]
-    Key { secret_name: String },
-    #[serde(rename_all = "camelCase")]
-    Token { secret_name: String },
-}
-
-/// One deployment: the router's [`DeploymentRoute`] fields, with a Service instead of backends.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterDeployment {
-    pub name: String,
-    #[serde(default)]
-    pub traffic: u32,
-    #[serde(default)]
-    pub mirror: u32,
-    pub scoring_path: String,
-    #[serde(default)]
-    pub request_settings: RequestSettings,
-    /// Service in the endpoint's namespace whose EndpointSlices list the instances.
-    pub service: String,
-    /// The Service port (for an HTTPRoute backendRef).
-    pub port: i32,
-    /// The Service port's name, looked up in EndpointSlices for the instance port.
-    pub port_name: String,
-}
 
 /// Why an endpoint was left out of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +22,9 @@ pub enum Skipped {
     /// Key or token auth and the Secret (or its key) is not (yet) seen: failing closed, the
     /// endpoint is absent.
     NoKeys,
+    /// An auth mode this router does not know (a newer operator's): failing closed, the endpoint
+    /// is absent.
+    UnknownAuth,
 }
 
 /// The router's route for `route`: instances from the EndpointSlices of each deployment's
@@ -113,6 +56,7 @@ pub fn endpoint_route(
             Some(signing_key) if !signing_key.is_empty() => Auth::Token { signing_key },
             _ => return Err(Skipped::NoKeys),
         },
+        ClusterAuth::Unknown => return Err(Skipped::UnknownAuth),
     };
     let deployments = route
         .deployments
@@ -122,7 +66,7 @@ pub fn endpoint_route(
             traffic: d.traffic,
             mirror: d.mirror,
             scoring_path: d.scoring_path.clone(),
-            request_settings: d.request_settings,
+            request_settings: settings(d.request_settings),
             backends: backends(namespace, &d.service, &d.port_name, slices),
         })
         .collect();
@@ -131,6 +75,15 @@ pub fn endpoint_route(
         auth,
         deployments,
     })
+}
+
+/// The router's form of the settings a route carries.
+fn settings(s: ClusterRequestSettings) -> RequestSettings {
+    RequestSettings {
+        request_timeout_ms: s.request_timeout_ms,
+        max_concurrent_requests_per_instance: s.max_concurrent_requests_per_instance,
+        max_queue_wait_ms: s.max_queue_wait_ms,
+    }
 }
 
 /// The instances of Service `service`: every address of every endpoint in its slices, with the
@@ -184,6 +137,7 @@ pub fn backends(
 #[cfg(test)]
 mod tests {
     use k8s_openapi::ByteString;
+    use serde::Deserialize;
 
     use super::*;
 
@@ -260,6 +214,16 @@ mod tests {
         assert_eq!(e.deployments[0].traffic, 90);
         assert_eq!(e.deployments[1].scoring_path, "/predict");
         assert_eq!(e.deployments[1].backends.len(), 1);
+        assert_eq!(e.deployments[1].request_settings.request_timeout_ms, 1000);
+        assert_eq!(e.deployments[1].request_settings.max_queue_wait_ms, 500);
+        let unknown = ClusterRoute {
+            auth: ClusterAuth::Unknown,
+            ..r.clone()
+        };
+        assert_eq!(
+            endpoint_route(&unknown, "ns", &refs, Some(&k)),
+            Err(Skipped::UnknownAuth)
+        );
         let table = super::super::table::RoutingTable { endpoints: vec![e] };
         table.validate().unwrap();
     }

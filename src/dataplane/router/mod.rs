@@ -5,7 +5,9 @@
 //! the least-loaded ready instance (waiting at most the queue wait), forward on a keep-alive
 //! connection with the request timeout, and retry another instance when connecting fails.
 //!
-//! Files: `table` (the routing-table contract), `source` (where tables come from), `routes`
+//! Files: `table` (the router's table; strict, as users write it for standalone mode),
+//! `cluster_table` and `cluster_source` (the table from the operator's routes, see
+//! `crate::contract::routing`), `source` (where tables come from), `routes`
 //! (their compiled form), `pick`, `auth`, `limit`, `proxy`, `upstream` (the HTTP/1.1 client to instances), `mirror`, `metrics`, `reply`
 //! (the router's own answers), `server` (listener, routes, drain) and `busy_poll` (optional
 //! polling instead of sleeping while traffic flows).
@@ -25,7 +27,6 @@ pub mod routes;
 pub mod server;
 pub mod source;
 pub mod table;
-pub mod token;
 pub mod upstream;
 
 #[cfg(test)]
@@ -39,13 +40,6 @@ pub use batch_invoke::BatchInvoker;
 pub use server::{Router, ServerOptions};
 pub use source::{RoutingSource, SourceError, StaticFile, TableSink};
 pub use table::RoutingTable;
-
-/// The shipped scoring server (Azure ML's `init()`/`run()` contract, Python standard library
-/// only). The OnlineDeployment controller writes it into pods; it is also `python/` in the repo.
-pub const SCORING_SERVER_PY: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/python/mlcompute_scoring_server.py"
-));
 
 /// How the router runs.
 #[derive(Clone, Debug)]

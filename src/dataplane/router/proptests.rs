@@ -14,13 +14,12 @@ use proptest::prelude::*;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::{
-    batch_invoke::invoke_endpoint,
     proxy::Outgoing,
-    token,
     upstream::{
         Connection, ExchangeError, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS, request_head,
     },
 };
+use crate::contract::{router_http::invoke_endpoint, token};
 
 /// An instance that answers with fixed bytes, handed out `step` bytes per read (so that every
 /// split of a message across reads is exercised), then end of stream. Writes are swallowed.

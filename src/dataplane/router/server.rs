@@ -44,12 +44,10 @@ use super::{
     routes::{Compiler, Deployment, Endpoint, Routes},
     table::{RoutingTable, TableError},
 };
+use crate::contract::router_http::{self, scoring_endpoint};
 
 /// The pinning header, as in Azure ML.
-pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static("azureml-model-deployment");
-
-const SCORE_PREFIX: &str = "/api/v1/endpoint/";
-const SCORE_SUFFIX: &str = "/score";
+pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static(router_http::PINNING_HEADER);
 
 /// Tunables of the HTTP side.
 #[derive(Clone, Debug)]
@@ -146,7 +144,7 @@ impl Router {
             drop(routes);
             return self.score(endpoint, request).await;
         }
-        if let Some(name) = batch_invoke::invoke_endpoint(path) {
+        if let Some(name) = router_http::invoke_endpoint(path) {
             return self.batch_invoke(name.to_owned(), request).await;
         }
         match (request.method(), path) {
@@ -296,13 +294,6 @@ impl Router {
             .observe(response.status().as_u16(), started.elapsed().as_secs_f64());
         response
     }
-}
-
-/// The endpoint name of a scoring URI path.
-fn scoring_endpoint(path: &str) -> Option<&str> {
-    path.strip_prefix(SCORE_PREFIX)?
-        .strip_suffix(SCORE_SUFFIX)
-        .filter(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// The deployment for a request: pinned by header, else the weighted split. `true` when the

@@ -1,8 +1,9 @@
 //! The routing table: what the router needs to know about every endpoint, and nothing else.
 //!
-//! This is the contract between whoever computes routes (the OnlineEndpoint controller in a
-//! cluster, a hand-written file in standalone mode and in data-plane tests) and the router.
-//! It serialises to JSON and YAML with camelCase keys; `examples/router-static.yaml` is a
+//! In standalone mode (and in data-plane tests) it is a file a user writes, so it is parsed
+//! strictly: an unknown field is a typo, and refused. In a cluster the router builds it from the
+//! operator's routes (`crate::contract::routing`, which accepts unknown fields) and never parses
+//! it. It serialises to JSON and YAML with camelCase keys; `examples/router-static.yaml` is a
 //! complete example.
 //!
 //! ```yaml
@@ -26,6 +27,8 @@
 use std::{collections::BTreeSet, net::SocketAddr};
 
 use serde::{Deserialize, Serialize};
+
+use crate::contract::routing::ClusterRequestSettings;
 
 /// Every endpoint the router serves.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +69,7 @@ pub enum Auth {
         secondary_key: String,
     },
     /// Azure ML `aml_token` mode: an unexpired token signed with this key for this endpoint
-    /// (see [`super::token`]; `mlcompute endpoint get-credentials` mints them).
+    /// (see [`crate::contract::token`]; `mlcompute endpoint get-credentials` mints them).
     #[serde(rename_all = "camelCase")]
     Token {
         /// The HMAC-SHA256 signing key.
@@ -141,14 +144,15 @@ fn default_scoring_path() -> String {
 fn default_true() -> bool {
     true
 }
+// Azure ML's defaults, as the operator writes them (one spelling, in `api`).
 fn default_request_timeout_ms() -> u64 {
-    5000
+    ClusterRequestSettings::default().request_timeout_ms
 }
 fn default_max_concurrent() -> u32 {
-    1
+    ClusterRequestSettings::default().max_concurrent_requests_per_instance
 }
 fn default_max_queue_wait_ms() -> u64 {
-    500
+    ClusterRequestSettings::default().max_queue_wait_ms
 }
 
 /// Why a routing table was refused.

@@ -63,8 +63,9 @@ impl ReconcileError for Error {
 /// The path of the REST invoke API of endpoint `name`, under the router's base URL.
 pub fn invoke_uri(router_url: &str, name: &str) -> String {
     format!(
-        "{}/api/v1/batch/{name}/invoke",
-        router_url.trim_end_matches('/')
+        "{}{}",
+        router_url.trim_end_matches('/'),
+        crate::contract::router_http::invoke_path(name)
     )
 }
 

@@ -42,11 +42,16 @@ use crate::{
         batch_job::{BatchInputType, BatchJob},
         common::DataUri,
     },
-    cli::batch_driver::{EXIT_THRESHOLD_CROSSED, EXIT_WORKER_START_FAILED},
-    controllers::training::data::{FETCH_FN, sh_quote},
-    dataplane::batch_driver::pod_env::{PodPaths, driver_env},
+    contract::{
+        batch_driver::{
+            self as driver_contract, COPY_BINARY_COMMAND, DRIVER_COMMAND, PodPaths, RELAY_COMMAND,
+            driver_env,
+        },
+        exit_codes,
+    },
     runtime::{
         children::{child_meta, labels},
+        pod_data::{FETCH_FN, sh_quote},
         pod_security::{self, UserSecurity},
     },
 };
@@ -78,8 +83,6 @@ pub const TOKEN_VOLUME: &str = "progress-token";
 /// Lifetime asked for the relay's token (the kubelet refreshes it; kube re-reads the file). Not
 /// 3607, the kubelet's own value, which the API server may extend to a year.
 const TOKEN_SECONDS: i64 = 3600;
-/// Exit code of a usage error (clap), which no retry fixes either.
-const EXIT_USAGE: i32 = 2;
 
 /// Name of the ServiceAccount, Role and RoleBinding of a job's driver Pods.
 pub fn driver_account_name(job: &BatchJob) -> String {
@@ -282,12 +285,12 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
         .map(|(k, v)| env(k, v.clone()))
         .collect();
     vars.extend(driver_vars.into_iter().map(|(k, v)| env(&k, v)));
-    vars.push(env("MLCOMPUTE_PROGRESS_FILE", PROGRESS_FILE));
+    vars.push(env(driver_contract::PROGRESS_FILE, PROGRESS_FILE));
 
     let driver = Container {
         name: DRIVER_CONTAINER.into(),
         image: Some(r.image.clone()),
-        command: Some(vec![format!("{BIN_DIR}/mlcompute"), "batch-driver".into()]),
+        command: Some(vec![format!("{BIN_DIR}/mlcompute"), DRIVER_COMMAND.into()]),
         working_dir: Some(CODE_DIR.into()),
         env: Some(vars),
         resources: Some(ResourceRequirements {
@@ -304,7 +307,10 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
         name: "install-mlcompute".into(),
         image: Some(driver_image.into()),
         // The image's entrypoint is the mlcompute binary (`/mlcompute` on an empty base).
-        args: Some(vec!["copy-binary".into(), format!("{BIN_DIR}/mlcompute")]),
+        args: Some(vec![
+            COPY_BINARY_COMMAND.into(),
+            format!("{BIN_DIR}/mlcompute"),
+        ]),
         volume_mounts: Some(vec![mount("mlcompute-bin", BIN_DIR, "", false)]),
         ..Container::default()
     }];
@@ -331,7 +337,7 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let exit_codes = |codes: Vec<i32>| PodFailurePolicyRule {
+    let fail_on = |codes: Vec<i32>| PodFailurePolicyRule {
         action: "FailJob".into(),
         on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
             container_name: Some(DRIVER_CONTAINER.into()),
@@ -351,10 +357,10 @@ pub fn job(bj: &BatchJob, target: &Target, driver_image: &str) -> Job {
                 rules: vec![
                     // Crossing the error threshold, a scoring script that cannot start, or bad
                     // settings: no retry changes the outcome.
-                    exit_codes(vec![
-                        EXIT_USAGE,
-                        EXIT_THRESHOLD_CROSSED,
-                        EXIT_WORKER_START_FAILED,
+                    fail_on(vec![
+                        exit_codes::USAGE,
+                        exit_codes::THRESHOLD_CROSSED,
+                        exit_codes::WORKER_START_FAILED,
                     ]),
                     // Evictions and preemptions are not the job's fault.
                     PodFailurePolicyRule {
@@ -422,14 +428,14 @@ fn relay(bj: &BatchJob, driver_image: &str) -> Container {
     Container {
         name: RELAY_CONTAINER.into(),
         image: Some(driver_image.into()),
-        args: Some(vec!["batch-progress-relay".into()]),
+        args: Some(vec![RELAY_COMMAND.into()]),
         restart_policy: Some("Always".into()),
         env: Some(vec![
-            env("MLCOMPUTE_PROGRESS_FILE", PROGRESS_FILE),
-            env("MLCOMPUTE_PROGRESS_CONFIGMAP", progress_name(bj)),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
+            env(driver_contract::PROGRESS_FILE, PROGRESS_FILE),
+            env(driver_contract::PROGRESS_CONFIGMAP, progress_name(bj)),
+            field_env(driver_contract::POD_NAMESPACE, "metadata.namespace"),
             field_env(
-                "JOB_COMPLETION_INDEX",
+                driver_contract::INSTANCE_INDEX,
                 "metadata.annotations['batch.kubernetes.io/job-completion-index']",
             ),
         ]),

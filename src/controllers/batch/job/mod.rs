@@ -7,13 +7,13 @@
 //! it changed) → Event on a phase change.
 //!
 //! Progress: each driver Pod's relay sidecar writes its instance's counters into one key of the job's
-//! progress ConfigMap `<job>-progress` ([`crate::dataplane::batch_driver::pod_progress`]); the controller watches those
+//! progress ConfigMap `<job>-progress` ([`crate::contract::progress`]); the controller watches those
 //! ConfigMaps (its own label-filtered cache) and sums the checked entries into status. The Pod's
 //! ServiceAccount may get and patch that one ConfigMap and nothing else; only the relay mounts its
 //! token ([`build`]).
-//! Outcome: the Job's conditions, and the driver's exit codes (3: error threshold, 4: the scoring
-//! script cannot start, 2: bad settings), which the Job's pod failure policy turns into an immediate
-//! failure instead of retries.
+//! Outcome: the Job's conditions, and the driver's exit codes ([`crate::contract::exit_codes`]: 3
+//! error threshold, 4 the scoring script cannot start, 2 bad settings), which the Job's pod failure
+//! policy turns into an immediate failure instead of retries.
 //!
 //! Operator RBAC this needs (for the chart): `batch/jobs` create, delete, get, list, watch; `pods` get,
 //! list, watch; `events` (core) list, watch; `configmaps` get, list, watch, create, patch;
@@ -23,10 +23,8 @@
 
 pub mod build;
 pub mod error;
-pub mod invoke;
 pub mod resolve;
 pub mod status;
-pub mod submit;
 
 use std::sync::Arc;
 

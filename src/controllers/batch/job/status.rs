@@ -17,8 +17,10 @@ use crate::{
         batch_job::{BatchJob, BatchJobStatus},
         common::JobPhase as Phase,
     },
-    cli::batch_driver::{EXIT_THRESHOLD_CROSSED, EXIT_WORKER_START_FAILED},
-    dataplane::batch_driver::pod_progress::{self, PodProgress},
+    contract::{
+        exit_codes,
+        progress::{self as pod_progress, PodProgress},
+    },
     runtime::{conditions, pod_problems},
 };
 
@@ -120,13 +122,13 @@ fn failure(job: &Job, pods: &[&Pod], reported: Option<&str>) -> (&'static str, S
             .or_else(|| msg.as_ref().map(|m| last_line(m)))
             .unwrap_or_else(|| fallback.to_string())
     };
-    if let Some((_, msg)) = find(EXIT_THRESHOLD_CROSSED) {
+    if let Some((_, msg)) = find(exit_codes::THRESHOLD_CROSSED) {
         return (
             reason::ERROR_THRESHOLD,
             why("the error threshold was crossed", msg),
         );
     }
-    if let Some((_, msg)) = find(EXIT_WORKER_START_FAILED) {
+    if let Some((_, msg)) = find(exit_codes::WORKER_START_FAILED) {
         return (
             reason::WORKER_START_FAILED,
             why(
@@ -135,7 +137,7 @@ fn failure(job: &Job, pods: &[&Pod], reported: Option<&str>) -> (&'static str, S
             ),
         );
     }
-    if let Some((_, msg)) = find(2) {
+    if let Some((_, msg)) = find(exit_codes::USAGE) {
         return (
             reason::INVALID_SETTINGS,
             why("the batch driver rejected its settings", msg),
@@ -184,8 +186,7 @@ fn unschedulable(pod: &Pod) -> Option<String> {
 }
 
 fn last_line(s: &str) -> String {
-    let line = s.trim().lines().last().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_string()
+    exit_codes::reason(s)
 }
 
 fn to_i32(v: u64) -> i32 {

@@ -26,10 +26,16 @@ use crate::{
         common::DataUri,
         online_deployment::{OnlineDeployment, ProbeSettings, ScaleType},
     },
+    contract::{
+        AZUREML_MODEL_DIR,
+        scoring_server::{
+            ENTRY_SCRIPT, FILE_NAME as SERVER_FILE, SCORING_SERVER_PY, SERVING_PORT, WORKER_COUNT,
+        },
+    },
     controllers::online::resolve::{Resolved, Routes},
-    controllers::training::data::{FETCH_FN, sh_quote},
     runtime::{
         children::{LABEL_MANAGED_BY, MANAGER, child_meta, owner_label_key},
+        pod_data::{FETCH_FN, sh_quote},
         pod_security::{self, UserSecurity},
     },
 };
@@ -42,7 +48,6 @@ pub const CODE_SOURCE_DIR: &str = "/var/mlcompute/code";
 const COPY_CODE: &str = "import shutil; shutil.copytree('/var/mlcompute/code', '/var/azureml-app', dirs_exist_ok=True, ignore=shutil.ignore_patterns('..*'))";
 /// Where the shipped scoring server is mounted.
 pub const SERVER_DIR: &str = "/var/mlcompute/server";
-pub const SERVER_FILE: &str = "mlcompute_scoring_server.py";
 /// Label naming the endpoint on every child and pod.
 pub const ENDPOINT_LABEL: &str = "mlcompute.io/onlineendpoint";
 /// The serving container's name (as in Azure ML).
@@ -206,7 +211,7 @@ pub fn pod_template(
             }
             DataUri::ConfigMap(_) => {}
         }
-        fixed.push(env("AZUREML_MODEL_DIR", dir));
+        fixed.push(env(AZUREML_MODEL_DIR, dir));
     }
 
     let command = spec.code_configuration.as_ref().map(|code| {
@@ -248,12 +253,12 @@ pub fn pod_template(
         ));
         mounts.push(mount("scoring-server", SERVER_DIR, "", true));
         fixed.push(env(
-            "AZUREML_ENTRY_SCRIPT",
+            ENTRY_SCRIPT,
             format!("{CODE_DIR}/{}", code.scoring_script),
         ));
-        fixed.push(env("AZUREML_SERVING_PORT", routes.port.to_string()));
+        fixed.push(env(SERVING_PORT, routes.port.to_string()));
         fixed.push(env(
-            "WORKER_COUNT",
+            WORKER_COUNT,
             spec.request_settings
                 .max_concurrent_requests_per_instance
                 .to_string(),
@@ -420,7 +425,7 @@ pub fn server_config_map(od: &OnlineDeployment) -> ConfigMap {
         metadata: meta(od, server_config_map_name(od), "scoring-server"),
         data: Some(BTreeMap::from([(
             SERVER_FILE.to_string(),
-            crate::dataplane::router::SCORING_SERVER_PY.to_string(),
+            SCORING_SERVER_PY.to_string(),
         )])),
         ..ConfigMap::default()
     }

@@ -15,7 +15,11 @@ use serde_json::{Value, json};
 
 use crate::{
     api::online_endpoint::OnlineEndpoint,
-    dataplane::router::cluster_table::{ClusterDeployment, ClusterRoute},
+    contract::{
+        router_http::{PINNING_HEADER, scoring_path},
+        routing::{ClusterDeployment, ClusterRoute},
+        scoring_server::SCORING_PATH,
+    },
     runtime::children::child_meta,
 };
 
@@ -24,7 +28,6 @@ pub const VERSION: &str = "v1";
 pub const KIND: &str = "HTTPRoute";
 /// The CRD whose presence turns HTTPRoutes on.
 pub const CRD_NAME: &str = "httproutes.gateway.networking.k8s.io";
-pub const PINNING_HEADER: &str = "azureml-model-deployment";
 /// Gateway API allows 16 rules per HTTPRoute: one is the weighted rule, the rest pin. Beyond
 /// 15 deployments the later ones (by name) are reachable by pinning through the router only.
 pub const MAX_PINNED: usize = 15;
@@ -50,11 +53,6 @@ impl std::str::FromStr for GatewayRef {
             _ => Err(format!("gateway {s:?} is not <namespace>/<name>")),
         }
     }
-}
-
-/// The scoring URI path of an endpoint, as the router serves it.
-pub fn scoring_path(endpoint: &str) -> String {
-    format!("/api/v1/endpoint/{endpoint}/score")
 }
 
 fn backend_ref(d: &ClusterDeployment, weight: u32) -> Value {
@@ -87,7 +85,7 @@ pub fn http_route(endpoint: &OnlineEndpoint, route: &ClusterRoute, gateway: &Gat
     let main_path = live
         .iter()
         .max_by_key(|d| d.traffic)
-        .map_or("/score", |d| d.scoring_path.as_str());
+        .map_or(SCORING_PATH, |d| d.scoring_path.as_str());
     let mut filters = vec![rewrite(main_path)];
     if let Some(m) = route.deployments.iter().find(|d| d.mirror > 0) {
         filters.push(json!({
@@ -115,7 +113,7 @@ pub fn http_route(endpoint: &OnlineEndpoint, route: &ClusterRoute, gateway: &Gat
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dataplane::router::table::RequestSettings;
+    use crate::contract::routing::ClusterRequestSettings;
 
     fn dep(name: &str, traffic: u32, mirror: u32) -> ClusterDeployment {
         ClusterDeployment {
@@ -123,7 +121,7 @@ mod tests {
             traffic,
             mirror,
             scoring_path: "/score".into(),
-            request_settings: RequestSettings::default(),
+            request_settings: ClusterRequestSettings::default(),
             service: name.into(),
             port: 5001,
             port_name: "http".into(),

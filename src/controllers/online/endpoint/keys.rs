@@ -1,33 +1,22 @@
-//! The endpoint's keys Secret: two random keys and a token signing key, created once and never
-//! rewritten by the controller (it only adds a signing key an older Secret lacks);
-//! `mlcompute endpoint regenerate-keys` replaces one at a time, so callers can rotate without
-//! downtime (the router accepts either key).
+//! The endpoint's keys Secret (layout: [`crate::contract::keys`]): two random keys and a token
+//! signing key, created once and never rewritten by the controller (it only adds a signing key an
+//! older Secret lacks); `mlcompute endpoint regenerate-keys` replaces one at a time, so callers
+//! can rotate without downtime (the router accepts either key).
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{ByteString, api::core::v1::Secret};
-use rand_core::{OsRng, RngCore};
 
-use super::routing::keys_secret_name;
+pub use crate::contract::keys::{COMPONENT, new_key};
 use crate::{
     api::online_endpoint::OnlineEndpoint,
-    dataplane::router::cluster_table::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY},
+    contract::keys::{PRIMARY_KEY, SECONDARY_KEY, TOKEN_SIGNING_KEY, secret_name},
     runtime::children::child_meta,
 };
 
-/// The Secret's component label (the router selects keys Secrets by it).
-pub const COMPONENT: &str = "keys";
-
-/// A new key: 32 bytes from the OS's random source, as 64 hex digits.
-pub fn new_key() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The keys Secret with two fresh keys.
 pub fn secret(endpoint: &OnlineEndpoint) -> Secret {
-    let name = keys_secret_name(endpoint.metadata.name.as_deref().unwrap_or_default());
+    let name = secret_name(endpoint.metadata.name.as_deref().unwrap_or_default());
     Secret {
         metadata: child_meta(endpoint, name, COMPONENT),
         type_: Some("Opaque".into()),
@@ -60,9 +49,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_random_and_long() {
-        let (a, b) = (new_key(), new_key());
-        assert_eq!(a.len(), 64);
-        assert_ne!(a, b);
+    fn the_secret_holds_three_fresh_keys() {
+        let ep: OnlineEndpoint = serde_json::from_value(serde_json::json!({
+            "apiVersion": "mlcompute.io/v1alpha1", "kind": "OnlineEndpoint",
+            "metadata": { "name": "fraud", "namespace": "ns", "uid": "u" }, "spec": {} }))
+        .unwrap();
+        let s = secret(&ep);
+        assert_eq!(s.metadata.name.as_deref(), Some("fraud-keys"));
+        let data = s.data.as_ref().unwrap();
+        assert_eq!(data[PRIMARY_KEY].0.len(), 64);
+        assert_ne!(data[PRIMARY_KEY], data[SECONDARY_KEY]);
+        assert!(has_signing_key(&s));
     }
 }

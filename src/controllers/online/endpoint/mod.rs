@@ -47,16 +47,14 @@ use self::{
     routing::{DeploymentView, Routing},
     status::Gateway,
 };
-use super::{
-    ROUTING_TABLE_KEY, ROUTING_TABLE_LABEL, api, cache, cached, deployment::build, resolve,
-};
+use super::{api, cache, cached, deployment::build, resolve};
 use crate::{
     api::{
         environment::Environment,
         online_deployment::OnlineDeployment,
         online_endpoint::{OnlineEndpoint, OnlineEndpointStatus},
     },
-    dataplane::router::table::RequestSettings,
+    contract::routing::{ClusterRequestSettings, ROUTING_TABLE_KEY, ROUTING_TABLE_LABEL},
     runtime::{
         apply::{
             DESIRED_HASH, apply_if_changed, check_owner, check_owner_meta, controlled_by,
@@ -128,32 +126,24 @@ fn views(ep: &OnlineEndpoint, ctx: &Ctx) -> Vec<DeploymentView> {
                 && d.spec.endpoint_name == name
                 && d.meta().deletion_timestamp.is_none()
         })
-        .map(|d| {
-            let env = resolve::find_environment(d, &ctx.environments);
-            let routes = resolve::routes(
-                d,
-                env.as_ref().and_then(|e| e.spec.inference_config.as_ref()),
-            );
-            let rs = &d.spec.request_settings;
-            let status = d.status.clone().unwrap_or_default();
-            DeploymentView {
-                name: d.name_any(),
-                ready_instances: status.ready_instances.unwrap_or(0),
-                instances: status.replicas.unwrap_or(d.spec.instance_count),
-                scoring_path: routes.scoring_path,
-                request_settings: RequestSettings {
-                    request_timeout_ms: rs.request_timeout_ms.max(1) as u64,
-                    max_concurrent_requests_per_instance: rs
-                        .max_concurrent_requests_per_instance
-                        .max(1) as u32,
-                    max_queue_wait_ms: rs.max_queue_wait_ms.max(0) as u64,
-                },
-                service: build::name(d),
-                port: routes.port,
-                port_name: build::PORT_NAME.into(),
-            }
-        })
+        .map(|d| view(d, resolve::find_environment(d, &ctx.environments).as_ref()))
         .collect()
+}
+
+/// What the endpoint controller needs of deployment `d`, whose Environment is `env` (pure).
+pub fn view(d: &OnlineDeployment, env: Option<&Environment>) -> DeploymentView {
+    let routes = resolve::routes(d, env.and_then(|e| e.spec.inference_config.as_ref()));
+    let status = d.status.clone().unwrap_or_default();
+    DeploymentView {
+        name: d.name_any(),
+        ready_instances: status.ready_instances.unwrap_or(0),
+        instances: status.replicas.unwrap_or(d.spec.instance_count),
+        scoring_path: routes.scoring_path,
+        request_settings: ClusterRequestSettings::from(&d.spec.request_settings),
+        service: build::name(d),
+        port: routes.port,
+        port_name: build::PORT_NAME.into(),
+    }
 }
 
 /// The routing ConfigMap: the route as JSON, labelled for the router's watch.
@@ -374,7 +364,7 @@ async fn ensure_keys(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<bool, E
     if ep.spec.auth_mode == AuthMode::None {
         return Ok(false);
     }
-    let name = routing::keys_secret_name(&ep.name_any());
+    let name = crate::contract::keys::secret_name(&ep.name_any());
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let desired = keys::secret(ep);
     if let Some(existing) = cached(&ctx.secrets, ns, &name) {
@@ -383,7 +373,7 @@ async fn ensure_keys(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<bool, E
         // A Secret made before token signing (or for key mode, then switched): add the key.
         if ep.spec.auth_mode == AuthMode::AmlToken && !keys::has_signing_key(&existing) {
             let patch = serde_json::json!({ "stringData": {
-                crate::dataplane::router::cluster_table::TOKEN_SIGNING_KEY: keys::new_key()
+                crate::contract::keys::TOKEN_SIGNING_KEY: crate::contract::keys::new_key()
             } });
             secrets
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))

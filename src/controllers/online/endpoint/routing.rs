@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 
 use crate::{
     api::online_endpoint::{AuthMode, DeploymentReadiness, OnlineEndpoint},
-    dataplane::router::{
-        cluster_table::{ClusterAuth, ClusterDeployment, ClusterRoute},
-        table::RequestSettings,
+    contract::{
+        keys::secret_name,
+        routing::{ClusterAuth, ClusterDeployment, ClusterRequestSettings, ClusterRoute},
     },
 };
 
@@ -30,7 +30,7 @@ pub struct DeploymentView {
     pub ready_instances: i32,
     pub instances: i32,
     pub scoring_path: String,
-    pub request_settings: RequestSettings,
+    pub request_settings: ClusterRequestSettings,
     pub service: String,
     pub port: i32,
     pub port_name: String,
@@ -58,11 +58,6 @@ pub struct Routing {
     pub readiness: Vec<DeploymentReadiness>,
     /// Empty when the spec is applied exactly.
     pub problems: Vec<Problem>,
-}
-
-/// Name of the keys Secret.
-pub fn keys_secret_name(endpoint: &str) -> String {
-    format!("{endpoint}-keys")
 }
 
 /// The routing of `endpoint` over `deployments` (those whose `endpointName` is this endpoint).
@@ -134,10 +129,10 @@ pub fn compute(endpoint: &OnlineEndpoint, deployments: &[DeploymentView]) -> Rou
         auth: match spec.auth_mode {
             AuthMode::None => ClusterAuth::None,
             AuthMode::Key => ClusterAuth::Key {
-                secret_name: keys_secret_name(&name),
+                secret_name: secret_name(&name),
             },
             AuthMode::AmlToken => ClusterAuth::Token {
-                secret_name: keys_secret_name(&name),
+                secret_name: secret_name(&name),
             },
         },
         deployments: sorted
@@ -223,7 +218,7 @@ mod tests {
                 ready_instances: r,
                 instances: 2,
                 scoring_path: "/score".into(),
-                request_settings: RequestSettings::default(),
+                request_settings: ClusterRequestSettings::default(),
                 service: n.clone(),
                 port: 5001,
                 port_name: "http".into(),

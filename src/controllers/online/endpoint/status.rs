@@ -2,17 +2,15 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::{
-    httproute::scoring_path,
-    routing::{Routing, keys_secret_name},
-};
+use super::routing::Routing;
 use crate::{
     api::{
-        common::condition_types::{READY, RESOLVED},
+        common::condition_types::RESOLVED,
         online_endpoint::{AuthMode, OnlineEndpoint, OnlineEndpointStatus, ProvisioningState},
     },
+    contract::{keys::secret_name as keys_secret_name, router_http::scoring_path},
     runtime::{
-        conditions,
+        conditions::{self, Progress},
         names::{NAME_TAKEN, taken_message},
     },
 };
@@ -119,44 +117,22 @@ pub fn compute(
         .iter()
         .map(|p| p.message.as_str())
         .collect();
-    match (name_taken, routing.problems.first()) {
-        (Some(holder), _) => conditions::set(
-            &mut st.conditions,
-            READY,
-            false,
-            NAME_TAKEN,
-            name_taken_message(name, holder),
-            generation,
-            now,
-        ),
-        (None, Some(p)) => conditions::set(
-            &mut st.conditions,
-            READY,
-            false,
-            p.reason,
-            messages.join("; "),
-            generation,
-            now,
-        ),
-        (None, None) if !auth_ready => conditions::set(
-            &mut st.conditions,
-            READY,
-            false,
-            "KeysPending",
-            "the keys Secret is being created",
-            generation,
-            now,
-        ),
-        (None, None) => conditions::set(
-            &mut st.conditions,
-            READY,
-            true,
+    // By the kstatus conventions: a taken name needs a change (Stalled); traffic to a deployment
+    // that does not exist yet or has no ready instance is waited for (GitOps applies the objects
+    // of one sync in any order; a deployment starts), as are the keys; otherwise done. An
+    // endpoint without traffic and deployments is done too (Azure ML provisions it Succeeded).
+    let progress = match (name_taken, routing.problems.first()) {
+        (Some(holder), _) => Progress::stalled(NAME_TAKEN, name_taken_message(name, holder)),
+        (None, Some(p)) => Progress::working(p.reason, messages.join("; ")),
+        (None, None) if !auth_ready => {
+            Progress::working("KeysPending", "the keys Secret is being created")
+        }
+        (None, None) => Progress::done(
             "TrafficApplied",
             "the router applies traffic and mirrorTraffic as specified",
-            generation,
-            now,
         ),
-    }
+    };
+    conditions::progress(&mut st.conditions, &progress, generation, now);
     match gateway {
         Gateway::NotConfigured => conditions::remove(&mut st.conditions, GATEWAY_ROUTED),
         Gateway::NotInstalled => conditions::set(
@@ -195,7 +171,7 @@ mod tests {
     use k8s_openapi::jiff::Timestamp;
 
     use super::*;
-    use crate::controllers::online::endpoint::routing;
+    use crate::{controllers::online::endpoint::routing, runtime::conditions::READY};
 
     fn endpoint() -> OnlineEndpoint {
         serde_json::from_value(serde_json::json!({
@@ -208,6 +184,39 @@ mod tests {
     fn ready(st: &OnlineEndpointStatus) -> (&str, &str, &str) {
         let c = st.conditions.iter().find(|c| c.type_ == READY).unwrap();
         (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    }
+
+    fn types_true(st: &OnlineEndpointStatus) -> Vec<&str> {
+        st.conditions
+            .iter()
+            .filter(|c| c.status == "True" && ["Ready", "Reconciling", "Stalled"].contains(&c.type_.as_str()))
+            .map(|c| c.type_.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn an_endpoint_waits_for_its_deployments_and_without_any_is_done() {
+        let now = Time(Timestamp::UNIX_EPOCH);
+        let url = "http://router:8080";
+        // No traffic, no deployment: done (Azure ML provisions such an endpoint Succeeded).
+        let empty = endpoint();
+        let r = routing::compute(&empty, &[]);
+        let st = compute(&empty, &r, true, Gateway::NotConfigured, None, url, &now);
+        assert_eq!(types_true(&st), ["Ready"]);
+        // Traffic to a deployment that does not exist yet: waited for, saying which.
+        let mut ghost = endpoint();
+        ghost.spec.traffic.insert("ghost".into(), 100);
+        let r = routing::compute(&ghost, &[]);
+        let st = compute(&ghost, &r, true, Gateway::NotConfigured, None, url, &now);
+        assert_eq!(types_true(&st), ["Reconciling"]);
+        let c = st.conditions.iter().find(|c| c.type_ == "Reconciling").unwrap();
+        assert_eq!(c.reason, "TrafficToMissingDeployment");
+        assert!(c.message.contains("\"ghost\""), "{}", c.message);
+        assert_eq!(ready(&st).0, "False");
+        // The keys still being created: waited for.
+        let r = routing::compute(&empty, &[]);
+        let st = compute(&empty, &r, false, Gateway::NotConfigured, None, url, &now);
+        assert_eq!(types_true(&st), ["Reconciling"]);
     }
 
     #[test]
@@ -230,6 +239,12 @@ mod tests {
         let (status, reason, message) = ready(&taken);
         assert_eq!((status, reason), ("False", NAME_TAKEN));
         assert!(message.contains("namespace team-a"), "{message}");
+        // kstatus Failed, with the same words.
+        let stalled = taken.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.message.as_str()),
+            ("True", message)
+        );
         let gw = taken
             .conditions
             .iter()

@@ -1,17 +1,107 @@
-//! Submitting an invocation: the checks both `mlcompute batch invoke` and the router's HTTP invoke
-//! make before creating a BatchJob, so a job that cannot run is refused with a reason instead of
-//! being created and failing later.
+//! The invocation of a batch endpoint: the body of the router's `POST
+//! /api/v1/batch/{endpoint}/invoke`, and the BatchJob an invocation creates.
 //!
-//! [`check`] is pure (endpoint, deployment, request in; the first problem out); [`submit`] reads
-//! the two objects, checks, and creates the job.
+//! Writers: a user (the HTTP body), `mlcompute batch invoke` and the router (the BatchJob, through
+//! [`submit`]; the router annotates it [`INVOKED_BY`]). Readers: the router (the body), the
+//! BatchJob controller (the job). Both writers make the same checks first ([`check`]), so a job
+//! that cannot run is refused with a reason instead of being created and failing later.
+//!
+//! The body is user input, not a machine's: it is parsed strictly, and an unknown field anywhere
+//! in it (a typo such as `overrides.miniBatchsize`) is refused with its path rather than ignored.
 
 use kube::{Api, Client, ResourceExt, api::PostParams};
+use serde::{Deserialize, Serialize};
 
-use super::invoke::{self, InvokeRequest};
-use crate::{
-    api::{batch_deployment::BatchDeployment, batch_endpoint::BatchEndpoint, batch_job::BatchJob},
-    runtime::children::MANAGER,
+use super::labels::MANAGER;
+use crate::api::{
+    batch_deployment::BatchDeployment,
+    batch_endpoint::BatchEndpoint,
+    batch_job::{BatchInput, BatchJob, BatchJobSpec, BatchOverrides},
 };
+
+/// The body of `POST /api/v1/batch/{endpoint}/invoke`: a BatchJob spec without the endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InvokeRequest {
+    pub input: BatchInput,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployment_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overrides: Option<BatchOverrides>,
+}
+
+/// An invoke body that is not an [`InvokeRequest`]; the message says which field.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("invalid request body: {0}")]
+pub struct BodyError(pub String);
+
+impl InvokeRequest {
+    /// Parses a body (JSON), refusing unknown fields at every level.
+    pub fn from_body(body: &[u8]) -> Result<Self, BodyError> {
+        let given: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| BodyError(e.to_string()))?;
+        let request: Self =
+            serde_json::from_value(given.clone()).map_err(|e| BodyError(e.to_string()))?;
+        // The nested API types accept unknown fields (the API server prunes them); a user's
+        // typo must not be dropped silently, so every field given must be one that was read.
+        let read = serde_json::to_value(&request).map_err(|e| BodyError(e.to_string()))?;
+        match unread(&given, &read, "") {
+            Some(path) => Err(BodyError(format!("unknown field `{path}`"))),
+            None => Ok(request),
+        }
+    }
+}
+
+/// The first field of `given` (a path `a.b`) that `read` lacks; fields given as `null` are absent.
+fn unread(given: &serde_json::Value, read: &serde_json::Value, at: &str) -> Option<String> {
+    let (serde_json::Value::Object(given), serde_json::Value::Object(read)) = (given, read) else {
+        return None;
+    };
+    given
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .find_map(|(k, v)| {
+            let path = if at.is_empty() {
+                k.clone()
+            } else {
+                format!("{at}.{k}")
+            };
+            match read.get(k) {
+                None => Some(path),
+                Some(r) => unread(v, r, &path),
+            }
+        })
+}
+
+/// A generated job name: `<endpoint>-<5 random lowercase letters and digits>`.
+pub fn generated_name(endpoint: &str) -> String {
+    use rand_core::{OsRng, RngCore};
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bytes = [0u8; 5];
+    OsRng.fill_bytes(&mut bytes);
+    let suffix: String = bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    format!("{endpoint}-{suffix}")
+}
+
+/// The BatchJob an invocation creates (name generated; namespace left to the caller's API).
+pub fn batch_job(endpoint: &str, name: &str, request: InvokeRequest) -> BatchJob {
+    BatchJob::new(
+        name,
+        BatchJobSpec {
+            endpoint_name: endpoint.into(),
+            deployment_name: request.deployment_name,
+            input: request.input,
+            output_path: request.output_path,
+            overrides: request.overrides,
+            cancel: false,
+        },
+    )
+}
 
 /// Annotation on a job created over HTTP: the Kubernetes user that invoked the endpoint.
 pub const INVOKED_BY: &str = "mlcompute.io/invoked-by";
@@ -185,7 +275,7 @@ pub async fn submit_to(
         None => None,
     };
     check(found, deployment.as_ref(), &request)?;
-    let mut job = invoke::batch_job(endpoint, &invoke::generated_name(endpoint), request);
+    let mut job = batch_job(endpoint, &generated_name(endpoint), request);
     if let Some(user) = invoked_by {
         job.annotations_mut().insert(INVOKED_BY.into(), user.into());
     }
@@ -203,6 +293,46 @@ pub async fn submit_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::batch_job::BatchInputType;
+
+    #[test]
+    fn the_router_body_becomes_a_batch_job() {
+        let body = br#"{"input":{"path":"pvc://data/images"},"deploymentName":"blue","overrides":{"miniBatchSize":4}}"#;
+        let request = InvokeRequest::from_body(body).unwrap();
+        let job = batch_job("scorer", &generated_name("scorer"), request);
+        let name = job.metadata.name.clone().unwrap();
+        assert!(name.starts_with("scorer-") && name.len() == "scorer-".len() + 5);
+        assert_eq!(job.spec.endpoint_name, "scorer");
+        assert_eq!(job.spec.deployment_name.as_deref(), Some("blue"));
+        assert_eq!(job.spec.input.type_, BatchInputType::UriFolder);
+        assert_eq!(job.spec.overrides.unwrap().mini_batch_size, Some(4));
+    }
+
+    #[test]
+    fn the_body_is_strict_at_every_level_and_says_where() {
+        let err = |body: &str| {
+            InvokeRequest::from_body(body.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(err(r#"{"inputs":{}}"#).contains("unknown field `inputs`"));
+        assert!(err(r#"{"input":{"path":"pvc://d/i","typ":"uri_file"}}"#).contains("`input.typ`"));
+        let typo = err(r#"{"input":{"path":"pvc://d/i"},"overrides":{"miniBatchsize":4}}"#);
+        assert_eq!(
+            typo,
+            "invalid request body: unknown field `overrides.miniBatchsize`"
+        );
+        assert!(
+            err(r#"{"input":{"path":"pvc://d/i"},"overrides":{"timeout":30}}"#)
+                .contains("invalid type")
+        );
+        assert!(err("not json").starts_with("invalid request body: "));
+        // Explicit nulls and every known field are fine.
+        InvokeRequest::from_body(
+            br#"{"input":{"type":"uri_file","path":"pvc://d/f.csv"},"deploymentName":null,"outputPath":"pvc://o/x","overrides":{"miniBatchSize":1,"instanceCount":2,"maxRetries":0,"timeout":"30s","errorThreshold":-1,"outputFileName":"o.csv"}}"#,
+        )
+        .unwrap();
+    }
 
     fn endpoint(yaml: &str) -> BatchEndpoint {
         serde_yaml::from_str(yaml).unwrap()
@@ -216,7 +346,7 @@ mod tests {
     }
 
     fn request(body: &str) -> InvokeRequest {
-        serde_json::from_str(body).unwrap()
+        InvokeRequest::from_body(body.as_bytes()).unwrap()
     }
 
     const WITH_DEFAULTS: &str = "apiVersion: mlcompute.io/v1alpha1\nkind: BatchEndpoint\nmetadata: {name: scorer, namespace: ns}\nspec:\n  defaults: {deploymentName: blue, outputPath: pvc://out/jobs}\n";

@@ -1,4 +1,5 @@
 //! Endpoint tokens (Azure ML's `aml_token` auth mode): short-lived, signed, checked without state.
+//! Writer: `mlcompute endpoint get-credentials` ([`mint`]); reader: the router ([`verify`]).
 //!
 //! A token is `mlc1.<expiry>.<signature>`: `expiry` in Unix seconds, `signature` the hex
 //! HMAC-SHA256 of `mlc1|<endpoint>|<expiry>` under the endpoint's signing key (`tokenSigningKey`
