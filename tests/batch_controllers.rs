@@ -795,3 +795,96 @@ async fn a_driver_role_left_by_an_older_operator_is_narrowed() {
         Some(&["pods".to_string()][..])
     );
 }
+
+/// An operator restart mid-batch: the new process, starting with empty caches, must not act on
+/// them half-filled. No status regresses (a Running job is not rewritten to Queued, an endpoint
+/// does not lose its default deployment), no spurious Warning Event, no re-planned Job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the local control plane"]
+async fn an_operator_restart_mid_batch_rewrites_nothing() {
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "batch-restart").await;
+    let mut op = Operator::start(ns.name());
+    setup(&ns, Some("blue")).await;
+    let jobs: Api<BatchJob> = ns.api();
+    let j: BatchJob = serde_json::from_value(json!({
+        "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
+        "metadata": { "name": "long" },
+        "spec": { "endpointName": "scorer", "input": { "path": "pvc://data/in" },
+                  "overrides": { "instanceCount": 2 } }
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &j).await.unwrap();
+    wait_for(&jobs, "long", T, |j: Option<&BatchJob>| {
+        phase(j) == Some(JobPhase::Running)
+    })
+    .await;
+    driver_pods(&ns, "long", 2).await;
+    let endpoints: Api<BatchEndpoint> = ns.api();
+    let deployments: Api<BatchDeployment> = ns.api();
+    let k8s_jobs: Api<Job> = ns.api();
+    let cms: Api<ConfigMap> = ns.api();
+    let progress = "long-progress";
+    // Everything the batch controllers write, by resourceVersion (any write moves it); the Job's
+    // status is the Job controller's, so of the Job: its generation and what we manage of it.
+    let versions = || async {
+        let v = |m: kube::api::ObjectMeta| m.resource_version.unwrap_or_default();
+        let job = k8s_jobs.get("long").await.unwrap().metadata;
+        let ours: Vec<_> = job
+            .managed_fields
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.manager.as_deref() == Some("mlcompute"))
+            .map(|f| format!("{:?} {:?}", f.operation, f.time))
+            .collect();
+        (
+            v(endpoints.get("scorer").await.unwrap().metadata),
+            v(deployments.get("blue").await.unwrap().metadata),
+            v(jobs.get("long").await.unwrap().metadata),
+            (job.generation, format!("{ours:?}")),
+            v(cms.get(progress).await.unwrap().metadata),
+        )
+    };
+    // Settled first: the old process has nothing left to write once the instances run.
+    let settled = |j: Option<&BatchJob>| {
+        j.and_then(|j| j.status.as_ref())
+            .is_some_and(|s| s.phase == Some(JobPhase::Running))
+    };
+    wait_for(&jobs, "long", T, settled).await;
+    let status_before = jobs.get("long").await.unwrap().status;
+    let before = versions().await;
+    let job_uid = k8s_jobs.get("long").await.unwrap().uid();
+    let warnings = || async {
+        let events: Api<k8s_openapi::api::core::v1::Event> = ns.api();
+        events
+            .list(&ListParams::default().fields("type=Warning"))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    let warned = warnings().await;
+
+    op.kill();
+    let op = Operator::start(ns.name());
+    // Each object has been reconciled by the new process, its writes (if any) done.
+    for controller in ["batchendpoint", "batchdeployment", "batchjob"] {
+        op.reconciled(controller, 1).await;
+    }
+    assert_eq!(
+        versions().await,
+        before,
+        "a restarted operator rewrote a batch object; BatchJob status before: {status_before:#?}\nafter: {:#?}",
+        jobs.get("long").await.unwrap().status
+    );
+    assert_eq!(
+        k8s_jobs.get("long").await.unwrap().uid(),
+        job_uid,
+        "the Job was re-planned"
+    );
+    assert_eq!(
+        phase(jobs.get_opt("long").await.unwrap().as_ref()),
+        Some(JobPhase::Running)
+    );
+    assert_eq!(warnings().await, warned, "a restart told a Warning Event");
+}

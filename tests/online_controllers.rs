@@ -133,7 +133,7 @@ async fn ready_instances(api: &Api<OnlineDeployment>, name: &str, n: i32) {
 async fn deployments_become_deployments_services_and_hpas() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "online-build").await;
-    let _op = Operator::start(ns.name());
+    let op = Operator::start(ns.name());
     let envs: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         ns.name(),
@@ -320,6 +320,7 @@ async fn deployments_become_deployments_services_and_hpas() {
 
     // A reconcile that changes nothing writes nothing: the Deployment keeps its resourceVersion.
     let before = deploys.get("blue").await.unwrap().metadata.resource_version;
+    let done = op.finished("onlinedeployment").await;
     ods.patch(
         "blue",
         &PatchParams::default(),
@@ -327,7 +328,8 @@ async fn deployments_become_deployments_services_and_hpas() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The reconcile the label change brings has run to its end, writes included.
+    op.reconciled("onlinedeployment", done + 1).await;
     assert_eq!(
         deploys.get("blue").await.unwrap().metadata.resource_version,
         before
@@ -684,7 +686,7 @@ fn key(secret: &Secret, k: &str) -> String {
 async fn keys_secret_is_created_once_and_regenerate_changes_one_key() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "online-keys").await;
-    let _op = Operator::start(ns.name());
+    let op = Operator::start(ns.name());
     create(
         &ns.api::<OnlineEndpoint>(),
         endpoint("fraud", json!({ "authMode": "key" })),
@@ -717,8 +719,19 @@ async fn keys_secret_is_created_once_and_regenerate_changes_one_key() {
     let after = secrets.get("fraud-keys").await.unwrap();
     assert_eq!(key(&after, "primaryKey"), p1);
     assert_ne!(key(&after, "secondaryKey"), s1);
-    // The controller never puts the old key back.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The controller never puts the old key back: the reconciles the rotation brought (the
+    // Secret is owned by the endpoint) have all run to their end by the time the endpoint's
+    // status names the Secret again; then one more, forced by a label, must not restore it.
+    let done = op.finished("onlineendpoint").await;
+    ns.api::<OnlineEndpoint>()
+        .patch(
+            "fraud",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "metadata": { "labels": { "touched": "yes" } } })),
+        )
+        .await
+        .unwrap();
+    op.reconciled("onlineendpoint", done + 1).await;
     assert_eq!(
         key(&secrets.get("fraud-keys").await.unwrap(), "secondaryKey"),
         key(&after, "secondaryKey")
@@ -1119,8 +1132,10 @@ async fn a_restarted_operator_writes_nothing() {
     // A new process starts with empty caches: it must neither route nothing for a moment nor
     // rewrite anything that is already right.
     op.kill();
-    let _op = Operator::start_with(ns.name(), &["--gateway", GATEWAY]);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let op = Operator::start_with(ns.name(), &["--gateway", GATEWAY]);
+    // Every object has been reconciled once by the new process, writes included.
+    op.reconciled("onlineendpoint", 1).await;
+    op.reconciled("onlinedeployment", 1).await;
     let after = (
         version(&cms.get("fraud-routing").await.unwrap().metadata),
         version(

@@ -28,6 +28,9 @@ pub fn name_label_value<K: Resource<DynamicType = ()>>() -> String {
     K::kind(&()).to_ascii_lowercase()
 }
 
+/// A selector for every child of every kind: what the operator's shared child caches watch.
+pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=mlcompute";
+
 /// A selector `managed-by=mlcompute,name=<kind of K>,component=<component>`: the children of
 /// any `K` that are `component` to it.
 pub fn component_selector<K: Resource<DynamicType = ()>>(component: &str) -> String {
@@ -39,6 +42,14 @@ pub fn component_selector<K: Resource<DynamicType = ()>>(component: &str) -> Str
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn managed_selector_is_spelled_from_the_parts() {
+        assert_eq!(
+            super::MANAGED_SELECTOR,
+            format!("{}={}", super::LABEL_MANAGED_BY, super::MANAGER)
+        );
+    }
+
     use super::*;
     use crate::api::{OnlineDeployment, OnlineEndpoint};
 

@@ -10,7 +10,6 @@ use super::{http, leader, settings::Settings};
 use crate::runtime::{
     client,
     events::Events,
-    handles::Runtime,
     health::{ControllerHealth, Health},
     metrics::Metrics,
     ratelimit::RateLimit,
@@ -118,75 +117,25 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         None
     };
 
-    let namespaces: Vec<Option<String>> = match settings.watched_namespaces() {
-        Some(list) => list.into_iter().map(Some).collect(),
-        None => vec![None],
+    let options = crate::controllers::Options {
+        namespaces: settings.watched_namespaces(),
+        concurrency: settings.concurrency,
+        debounce: settings.debounce,
+        gateway: settings.gateway.clone(),
+        router_url: settings.batch.router_url.clone(),
+        driver_image: settings.batch.driver_image.clone(),
     };
-    // One OnlineEndpoint and one BatchEndpoint controller per namespace; an endpoint name (its
-    // scoring URI, or its invoke URI) is unique across them all.
-    let endpoint_names = crate::runtime::names::Names::new(namespaces.len());
-    let batch_endpoint_names = crate::runtime::names::Names::new(namespaces.len());
-    let mut controllers: Vec<(ControllerHealth, JoinHandle<()>)> = Vec::new();
-    for ns in namespaces {
-        // One health entry per controller and namespace, so `/readyz` names what is not synced.
-        let runtime = |kind: &str| Runtime {
-            client: client.clone(),
-            metrics: metrics.clone(),
-            events: events.clone(),
-            health: health.register(match &ns {
-                Some(ns) => format!("{kind}/{ns}"),
-                None => kind.to_string(),
-            }),
-            namespace: ns.clone(),
-            concurrency: settings.concurrency,
-        };
-        let mut spawn = |rt: Runtime, run: &dyn Fn(Runtime) -> JoinHandle<()>| {
-            controllers.push((rt.health.clone(), run(rt)));
-        };
-        spawn(runtime("environment"), &|rt| {
-            tokio::spawn(crate::controllers::environment::run(rt, stopped()))
-        });
-        spawn(runtime("trainingjob"), &|rt| {
-            tokio::spawn(crate::controllers::training::run(
-                rt,
-                settings.debounce,
-                stopped(),
-            ))
-        });
-        spawn(runtime("onlinedeployment"), &|rt| {
-            tokio::spawn(crate::controllers::online::deployment::run(rt, stopped()))
-        });
-        spawn(runtime("onlineendpoint"), &|rt| {
-            let options = crate::controllers::online::endpoint::Options {
-                gateway: settings.gateway.clone(),
-                router_url: settings.batch.router_url.clone(),
-                names: endpoint_names.clone(),
-            };
-            tokio::spawn(crate::controllers::online::endpoint::run(
-                rt,
-                options,
-                stopped(),
-            ))
-        });
-        spawn(runtime("batchendpoint"), &|rt| {
-            let options = crate::controllers::batch::endpoint::Options {
-                router_url: settings.batch.router_url.clone(),
-                names: batch_endpoint_names.clone(),
-            };
-            tokio::spawn(crate::controllers::batch::endpoint::run(
-                rt,
-                options,
-                stopped(),
-            ))
-        });
-        spawn(runtime("batchdeployment"), &|rt| {
-            tokio::spawn(crate::controllers::batch::deployment::run(rt, stopped()))
-        });
-        spawn(runtime("batchjob"), &|rt| {
-            let image = settings.batch.driver_image.clone();
-            tokio::spawn(crate::controllers::batch::job::run(rt, image, stopped()))
-        });
-    }
+    let shared = crate::controllers::Shared {
+        client: client.clone(),
+        metrics: metrics.clone(),
+        events: events.clone(),
+        health: health.clone(),
+    };
+    let (caches, controllers) = crate::controllers::start(&shared, &options, &stopped);
+    info!(
+        watches = caches.watches(),
+        "controllers started on shared caches"
+    );
     health.set_serving(true);
     let Some(mut leadership) = leadership else {
         return supervise(controllers, stopping).await;

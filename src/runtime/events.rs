@@ -77,6 +77,16 @@ impl Events {
         Ok(Self { queue, counts })
     }
 
+    /// A handle whose Events go nowhere: for reconcile tests on a mocked client, which assert
+    /// the controller's own writes only.
+    #[cfg(test)]
+    pub fn discard() -> Self {
+        let (queue, _) = mpsc::channel(1);
+        let counts = IntCounterVec::new(Opts::new("events_total", "discarded"), &["result"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self { queue, counts }
+    }
+
     /// Queues an Event about `obj`; never waits.
     pub fn publish<K: Resource<DynamicType = ()>>(
         &self,

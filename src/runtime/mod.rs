@@ -3,9 +3,11 @@
 
 pub mod apply;
 pub mod backoff;
+pub mod caches;
 pub mod children;
 pub mod client;
 pub mod conditions;
+pub mod drive;
 pub mod events;
 pub mod handles;
 pub mod health;

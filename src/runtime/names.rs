@@ -20,17 +20,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::{
-    Api, Resource, ResourceExt,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, Store, reflector},
-        watcher,
-    },
-};
-use serde::de::DeserializeOwned;
+use kube::{Resource, ResourceExt, runtime::reflector::Store};
 
 /// Condition reason (and Event reason) of an object whose name another namespace holds.
 pub const NAME_TAKEN: &str = "NameTaken";
@@ -129,29 +120,19 @@ impl<K: Resource<DynamicType = ()> + Clone + 'static> Names<K> {
         listed
     }
 
-    /// A controller instance's own watch of `api`, registered: its cache (for
-    /// `Controller::for_stream`, and seen by the other instances) and the stream of its objects,
-    /// which flags the instance's first list when it is in.
-    pub fn watch(
-        &self,
-        api: Api<K>,
-    ) -> (
-        Store<K>,
-        impl Stream<Item = Result<K, watcher::Error>> + use<K>,
-    )
+    /// Registers a controller instance's shared cache, flagged as listed once its first list
+    /// is in.
+    pub fn register_cache(&self, cache: &super::caches::Cache<K>)
     where
-        K: DeserializeOwned + fmt::Debug + Send + Sync,
+        K: super::caches::Cached,
     {
-        let (store, writer) = reflector::store();
-        let listed = self.register(store.clone());
-        let stream = reflector(writer, watcher(api, watcher::Config::default()))
-            .inspect(move |e| {
-                if matches!(e, Ok(watcher::Event::InitDone)) {
-                    listed.store(true, atomic::Ordering::Release);
-                }
-            })
-            .applied_objects();
-        (store, stream)
+        let listed = self.register(cache.store());
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            if cache.listed().await {
+                listed.store(true, atomic::Ordering::Release);
+            }
+        });
     }
 
     /// The namespace of the live object in another watched namespace that holds `obj`'s name
@@ -207,6 +188,8 @@ mod tests {
 
     use super::*;
     use crate::api::{batch_endpoint::BatchEndpoint, online_endpoint::OnlineEndpoint};
+    use kube::runtime::{reflector, watcher};
+    use serde::de::DeserializeOwned;
 
     /// One case of `tests/fixtures/{online,batch}/name-cases.yaml`.
     #[derive(Deserialize)]

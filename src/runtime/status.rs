@@ -34,3 +34,28 @@ where
     .await
     .map(|_| ())
 }
+
+/// [`patch_status`] for a cluster-scoped kind (InstanceType).
+pub async fn patch_cluster_status<K, S>(
+    client: &kube::Client,
+    obj: &K,
+    status: &S,
+) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let patch =
+        json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(|_| ())
+}

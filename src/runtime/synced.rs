@@ -1,13 +1,11 @@
-//! Whether a controller's caches hold their first full list, shared by every reconcile of the
-//! controller and reported to `/readyz`.
-
-use kube::{Resource, runtime::reflector::Store};
+//! Whether the process's caches hold their first full list: one signal, shared by every
+//! reconcile of every controller (see [`super::caches::Caches::seal`]).
 
 /// How long a reconcile waits for the caches' first list before giving up (and requeueing).
 pub const CACHE_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Whether a controller's caches hold their first full list. A reconcile must not act on an
-/// empty cache after a restart: it would see no deployments and route nothing.
+/// Whether the caches hold their first full list. A reconcile must not act on an empty cache
+/// after a restart: it would see no deployments and route nothing, or re-plan a running job.
 ///
 /// One task awaits every store (a store's own `wait_until_ready` wakes only its latest waiter,
 /// so concurrent reconciles must not each wait on it); reconciles wait on this flag instead.
@@ -15,19 +13,25 @@ pub const CACHE_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 pub struct Synced(tokio::sync::watch::Receiver<bool>);
 
 impl Synced {
-    /// Starts the task awaiting `all` (the controller keeps polling the watch streams), which
-    /// also tells `health` once they are synced.
-    pub fn spawn(
-        health: crate::runtime::health::ControllerHealth,
-        all: impl std::future::Future<Output = bool> + Send + 'static,
-    ) -> Self {
+    /// Starts the task awaiting `all`; the flag turns true when it resolves true.
+    pub fn spawn(all: impl std::future::Future<Output = bool> + Send + 'static) -> Self {
         let (tx, rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             if all.await {
                 let _ = tx.send(true);
-                health.set_synced();
             }
         });
+        Synced(rx)
+    }
+
+    /// A flag some other task turns true.
+    pub fn from(rx: tokio::sync::watch::Receiver<bool>) -> Self {
+        Synced(rx)
+    }
+
+    /// Already synced: for unit tests of reconciles.
+    pub fn ready() -> Self {
+        let (_tx, rx) = tokio::sync::watch::channel(true);
         Synced(rx)
     }
 
@@ -38,13 +42,9 @@ impl Synced {
             .await
             .is_ok_and(|r| r.is_ok())
     }
-}
 
-/// Waits for `store`'s first list; false when its writer is gone.
-pub async fn ready<K>(store: Store<K>) -> bool
-where
-    K: Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    store.wait_until_ready().await.is_ok()
+    /// Whether the caches are synced now.
+    pub fn is_synced(&self) -> bool {
+        *self.0.borrow()
+    }
 }

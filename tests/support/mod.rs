@@ -265,6 +265,101 @@ impl Operator {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The address the operator serves `/metrics` on, read off its log once it is listening.
+    pub async fn metrics_addr(&self) -> String {
+        let log = self.log_path();
+        eventually(
+            "the operator's metrics address",
+            Duration::from_secs(30),
+            || {
+                let log = log.clone();
+                async move {
+                    let text = std::fs::read_to_string(&log).ok()?;
+                    let line = text.lines().find(|l| l.contains("serving /metrics"))?;
+                    let addr = line.split("addr=").nth(1)?.split_whitespace().next()?;
+                    Some(addr.trim_matches('"').to_string())
+                }
+            },
+        )
+        .await
+    }
+
+    /// GET `path` from the operator's metrics listener: the whole HTTP response, empty on error.
+    pub async fn http_get(&self, path: &str) -> String {
+        let addr = self.metrics_addr().await;
+        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::net::TcpStream::connect(&addr).ok()?;
+            s.write_all(request.as_bytes()).ok()?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).ok()?;
+            Some(out)
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+    }
+
+    /// Waits until the operator's `/readyz` answers 200: every cache holds its first list.
+    pub async fn ready(&self) {
+        let what = format!("the operator ready (log: {})", self.log_path().display());
+        eventually(&what, Duration::from_secs(60), || async {
+            self.http_get("/readyz")
+                .await
+                .starts_with("HTTP/1.1 200")
+                .then_some(())
+        })
+        .await
+    }
+
+    /// The value of the operator's metric `name{labels}` now (the first series whose labels
+    /// include every `k="v"` in `labels`), 0 when absent.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let body = self.http_get("/metrics").await;
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .next()
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until `controller` has finished at least `n` reconciles since this process started
+    /// (each one's writes included: the count moves when a reconcile ends). What a test waits on
+    /// instead of a fixed sleep before asserting that nothing changed.
+    pub async fn reconciled(&self, controller: &str, n: u64) {
+        let what = format!(
+            "{n} finished {controller} reconciles (log: {})",
+            self.log_path().display()
+        );
+        eventually(&what, Duration::from_secs(60), || async {
+            let done = self
+                .metric(
+                    "mlcompute_reconcile_duration_seconds_count",
+                    &[("controller", controller)],
+                )
+                .await;
+            (done >= n as f64).then_some(())
+        })
+        .await
+    }
+
+    /// How many reconciles of `controller` have finished so far.
+    pub async fn finished(&self, controller: &str) -> u64 {
+        self.metric(
+            "mlcompute_reconcile_duration_seconds_count",
+            &[("controller", controller)],
+        )
+        .await as u64
+    }
+
     /// Kills the process at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -7,18 +7,12 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Client, ResourceExt,
-    runtime::{
-        Controller, WatchStreamExt,
-        controller::Action,
-        reflector::{self, reflector},
-        watcher,
-    },
+    runtime::{Controller, controller::Action},
 };
-use tracing::{info, info_span};
+use tracing::info;
 
 use crate::{
     api::{
@@ -26,12 +20,14 @@ use crate::{
         environment::{Environment, EnvironmentStatus, EnvironmentVersionRecord},
     },
     runtime::{
-        backoff::{self, Backoffs},
-        client::api,
-        conditions, error_category,
+        backoff::Backoffs,
+        conditions,
+        drive::drive,
+        error_category,
         events::Events,
+        handles::Runtime,
         metrics::Metrics,
-        reconcile::{Panicked, Policy, ReconcileError, guarded},
+        reconcile::{Panicked, ReconcileError},
     },
 };
 
@@ -87,9 +83,10 @@ pub fn status(env: &Environment, now: &Time) -> (EnvironmentStatus, Option<Strin
         s.versions.drain(..excess);
     }
     let generation = env.metadata.generation;
-    let (ready, reason, message) = if conflict {
-        (
-            false,
+    // The API server cannot refuse this change (it would have to compare with the history): the
+    // spec is invalid and stays so until it changes, so Stalled (kstatus Failed), with why.
+    let p = if conflict {
+        conditions::Progress::stalled(
             VERSION_CONFLICT,
             format!(
                 "version {v} was recorded with other environment variables, pull Secrets or routes; <name>:{v} keeps running the recorded ones: give the change a new spec.version",
@@ -97,8 +94,7 @@ pub fn status(env: &Environment, now: &Time) -> (EnvironmentStatus, Option<Strin
             ),
         )
     } else {
-        (
-            true,
+        conditions::Progress::done(
             "Registered",
             format!(
                 "version {} (image {}) is current; {} version(s) resolvable by <name>:<version>",
@@ -108,15 +104,7 @@ pub fn status(env: &Environment, now: &Time) -> (EnvironmentStatus, Option<Strin
             ),
         )
     };
-    conditions::set(
-        &mut s.conditions,
-        READY,
-        ready,
-        reason,
-        message,
-        generation,
-        now,
-    );
+    conditions::progress(&mut s.conditions, &p, generation, now);
     s.observed_generation = generation;
     (s, registered)
 }
@@ -159,66 +147,29 @@ pub async fn reconcile(env: Arc<Environment>, ctx: Arc<Ctx>) -> Result<Action, E
     Ok(Action::await_change())
 }
 
-fn error_policy(env: Arc<Environment>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let policy = Policy {
-        controller: CONTROLLER,
-        metrics: &ctx.metrics,
-        backoffs: &ctx.backoffs,
-        events: &ctx.events,
-    };
-    crate::runtime::reconcile::failed(policy, &*env, err)
-}
+crate::runtime::drive::context!(Ctx, CONTROLLER);
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    rt: crate::runtime::handles::Runtime,
+/// Asks for the controller's caches now and returns the loop that runs it until `shutdown`.
+pub fn controller(
+    rt: Runtime,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let crate::runtime::handles::Runtime {
-        client,
-        metrics,
-        events,
-        health,
-        namespace,
-        concurrency,
-    } = rt;
-    let api = api::<Environment>(&client, namespace.as_deref());
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let ns = rt.namespace.as_deref();
+    let environments = rt.caches.namespaced::<Environment>(ns, None);
     let ctx = Arc::new(Ctx {
-        client,
-        metrics,
-        events,
+        client: rt.client.clone(),
+        metrics: rt.metrics.clone(),
+        events: rt.events.clone(),
         backoffs: Backoffs::default(),
     });
-    info!(
-        namespace = namespace.as_deref().unwrap_or("*"),
-        "starting Environment controller"
-    );
-    // Synced once the watch has listed everything (its InitDone), read off the stream: the
-    // controller itself awaits the store, and a store wakes only one waiter.
-    let (store, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(api, watcher::Config::default())
-            .default_backoff()
-            .inspect(move |e| {
-                if matches!(e, Ok(watcher::Event::InitDone)) {
-                    health.set_synced();
-                }
-            }),
-    )
-    .applied_objects();
-    let results = Controller::for_stream(stream, store)
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
-        .run(
-            |env, ctx| async move {
-                let key = backoff::key(&*env);
-                guarded(&ctx.backoffs.clone(), key, reconcile(env, ctx)).await
-            },
-            error_policy,
-            ctx,
+    let controller = Controller::for_stream(environments.changes(), environments.store());
+    async move {
+        info!(
+            namespace = rt.namespace.as_deref().unwrap_or("*"),
+            "starting Environment controller"
         );
-    crate::runtime::reconcile::drain(results, info_span!("environment")).await;
+        drive(controller, ctx, rt.concurrency, shutdown, reconcile).await;
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +234,17 @@ mod tests {
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", VERSION_CONFLICT)
         );
+        // kstatus Failed, with why (it shows the Stalled message).
+        let stalled = s.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.reason.as_str()),
+            ("True", VERSION_CONFLICT)
+        );
+        assert!(
+            stalled
+                .message
+                .contains("give the change a new spec.version")
+        );
         e.status = Some(s);
         // What <name>:1 runs is the record, not the changed spec.
         assert!(e.held("1").unwrap().environment_variables.is_empty());
@@ -295,6 +257,7 @@ mod tests {
                 .iter()
                 .any(|c| c.type_ == READY && c.status == "True")
         );
+        assert!(!s.conditions.iter().any(|c| c.type_ == "Stalled"));
         e.spec.environment_variables.clear();
 
         for v in 2..=30 {

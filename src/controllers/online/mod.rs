@@ -10,47 +10,10 @@ pub mod deployment;
 pub mod endpoint;
 pub mod resolve;
 
-use futures::Stream;
 use kube::{
-    Api, Resource, ResourceExt,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, Store, reflector},
-        watcher,
-    },
+    Resource,
+    runtime::reflector::{self, Store},
 };
-use serde::de::DeserializeOwned;
-
-pub(crate) use crate::runtime::client::api;
-
-/// A reflector cache of `api` and the stream that feeds it (touched objects, deletions
-/// included, so a deleted child wakes its owner). Managed fields are dropped to save memory.
-pub(crate) fn cache<K>(
-    api: Api<K>,
-    config: watcher::Config,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let stream = reflector(
-        writer,
-        watcher(api, config).default_backoff().modify(|o: &mut K| {
-            o.managed_fields_mut().clear();
-        }),
-    )
-    .touched_objects();
-    (store, stream)
-}
 
 /// The cached object `name` in `namespace`.
 pub(crate) fn cached<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<std::sync::Arc<K>>
@@ -59,8 +22,6 @@ where
 {
     store.get(&reflector::ObjectRef::new(name).within(namespace))
 }
-
-pub(crate) use crate::runtime::synced::{Synced, ready};
 
 /// A condition that changed (status or reason), for an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,8 +38,11 @@ pub fn transitions(
     new: &[crate::api::Condition],
     skip: &[&str],
 ) -> Vec<Transition> {
+    // Reconciling and Stalled restate Ready and Progressing for kstatus: no Events of their own.
+    use crate::runtime::conditions::{RECONCILING, STALLED};
     new.iter()
         .filter(|c| !skip.contains(&c.type_.as_str()))
+        .filter(|c| c.type_ != RECONCILING && c.type_ != STALLED)
         .filter(|c| {
             !old.iter()
                 .any(|p| p.type_ == c.type_ && p.status == c.status && p.reason == c.reason)

@@ -25,16 +25,14 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
-        reflector::{self, ObjectRef, Store, reflector},
+        reflector::{ObjectRef, Store},
         scheduler::{ScheduleRequest, debounced_scheduler},
-        watcher,
     },
 };
 use serde_json::json;
-use tokio::sync::watch;
-use tracing::{info, info_span};
+use tracing::info;
 
 pub use error::Error;
 
@@ -43,15 +41,16 @@ use crate::{
     api::{environment::Environment, instance_type::InstanceType, training_job::TrainingJob},
     runtime::{
         apply::{check_owner, create_owned, delete_if_owned},
-        backoff::{self, Backoffs},
+        backoff::Backoffs,
+        caches::MANAGED_SELECTOR,
         children::MANAGER,
-        client::api,
+        drive::drive,
         events::Events,
-        health::ControllerHealth,
+        handles::Runtime,
         is_not_found,
         metrics::Metrics,
-        reconcile::{Policy, guarded},
         refusal,
+        synced::Synced,
     },
 };
 
@@ -65,8 +64,8 @@ pub struct Ctx {
     pub instance_types: Store<InstanceType>,
     pub metrics: Metrics,
     pub events: Events,
-    /// True once the Pod, Environment and InstanceType caches have synced.
-    pub synced: watch::Receiver<bool>,
+    /// True once the process's caches have synced.
+    pub synced: Synced,
     pub backoffs: Backoffs,
 }
 
@@ -77,7 +76,7 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
     let ns = job.namespace().ok_or(Error::MissingNamespace)?;
     // Decide only on complete caches: a Pod missing from a cache still filling up would be created
     // again, and a status computed from it would be written for nothing.
-    if !caches_ready(&ctx).await {
+    if !ctx.synced.wait().await {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
 
@@ -117,32 +116,6 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
         .requeue_after
         .map(Action::requeue)
         .unwrap_or_else(Action::await_change))
-}
-
-async fn caches_ready(ctx: &Ctx) -> bool {
-    let mut synced = ctx.synced.clone();
-    tokio::time::timeout(Duration::from_secs(5), synced.wait_for(|ready| *ready))
-        .await
-        .is_ok_and(|r| r.is_ok())
-}
-
-/// Flips `synced` once every cache has listed its objects. One task waits on the stores, because a
-/// store's own readiness wait wakes a single waiter; a watch channel wakes every reconcile.
-fn watch_sync(
-    pods: Store<Pod>,
-    envs: Store<Environment>,
-    its: Store<InstanceType>,
-    health: ControllerHealth,
-) -> watch::Receiver<bool> {
-    let (tx, rx) = watch::channel(false);
-    tokio::spawn(async move {
-        let _ = pods.wait_until_ready().await;
-        let _ = envs.wait_until_ready().await;
-        let _ = its.wait_until_ready().await;
-        let _ = tx.send(true);
-        health.set_synced();
-    });
-    rx
 }
 
 /// The job's Pods from the cache, matched by owner UID (labels can be edited, owners cannot).
@@ -362,112 +335,48 @@ fn ssh_keypair() -> Result<(String, String), Error> {
     Ok((private.to_string(), public))
 }
 
-fn error_policy(job: Arc<TrainingJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let policy = Policy {
-        controller: CONTROLLER,
-        metrics: &ctx.metrics,
-        backoffs: &ctx.backoffs,
-        events: &ctx.events,
-    };
-    crate::runtime::reconcile::failed(policy, &*job, err)
-}
+crate::runtime::drive::context!(Ctx, CONTROLLER);
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    rt: crate::runtime::handles::Runtime,
+/// Asks for the controller's caches now and returns the loop that runs it until `shutdown`.
+pub fn controller(
+    rt: Runtime,
     debounce: Duration,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let crate::runtime::handles::Runtime {
-        client,
-        metrics,
-        events,
-        health,
-        namespace,
-        concurrency,
-    } = rt;
-    let ns = namespace.as_deref();
-    let (pods_api, envs_api) = (api::<Pod>(&client, ns), api::<Environment>(&client, ns));
-    let managed = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}"
-    ));
-
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     // Caches: the controller reads Pods, Environments and InstanceTypes from memory, never the API.
-    let (pods, pods_writer) = reflector::store();
-    let pod_stream = reflector(
-        pods_writer,
-        watcher(pods_api, managed)
-            .default_backoff()
-            .modify(slim_pod),
-    );
-    let (environments, env_writer) = reflector::store();
-    let env_stream = reflector(
-        env_writer,
-        watcher(envs_api, watcher::Config::default()).default_backoff(),
-    );
-    let (instance_types, it_writer) = reflector::store();
-    let it_stream = reflector(
-        it_writer,
-        watcher(
-            Api::<InstanceType>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    );
-
-    let (jobs, jobs_writer) = reflector::store();
-    let job_stream = reflector(
-        jobs_writer,
-        watcher(api::<TrainingJob>(&client, ns), watcher::Config::default())
-            .default_backoff()
-            .modify(|j: &mut TrainingJob| j.managed_fields_mut().clear()),
-    );
-    let controller = Controller::for_stream(job_stream.applied_objects(), jobs.clone());
-    let jobs_for_envs = jobs.clone();
-    tokio::spawn(count_phases(jobs.clone(), metrics.clone()));
-    let synced = watch_sync(
-        pods.clone(),
-        environments.clone(),
-        instance_types.clone(),
-        health,
-    );
+    let ns = rt.namespace.as_deref();
+    let pods = rt.caches.namespaced::<Pod>(ns, Some(MANAGED_SELECTOR));
+    let environments = rt.caches.namespaced::<Environment>(ns, None);
+    let instance_types = rt.caches.cluster::<InstanceType>(None);
+    let jobs = rt.caches.namespaced::<TrainingJob>(ns, None);
     let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        pods,
-        environments,
-        instance_types,
-        metrics,
-        events,
-        synced,
+        client: rt.client.clone(),
+        pods: pods.store(),
+        environments: environments.store(),
+        instance_types: instance_types.store(),
+        metrics: rt.metrics.clone(),
+        events: rt.events.clone(),
+        synced: rt.synced.clone(),
         backoffs: Backoffs::default(),
     });
-    info!(
-        namespace = namespace.as_deref().unwrap_or("*"),
-        "starting TrainingJob controller"
-    );
     // Only Pod changes are debounced: a short debounce folds a burst of them (scheduled, started,
     // ready, on every instance) into one reconcile per job, while a new or changed job is
     // reconciled at once (a controller-wide debounce delayed every new job's Pods by its length).
     let pod_changes = debounced_scheduler(
-        pod_stream.applied_objects().filter_map(|pod| async move {
-            match pod {
-                Ok(pod) => owner_job(&pod).map(|job| ScheduleRequest {
-                    message: job,
-                    run_at: tokio::time::Instant::now(),
-                }),
-                Err(e) => {
-                    tracing::warn!(error = %e, "watching the jobs' Pods failed; retrying");
-                    None
-                }
-            }
+        pods.changes().filter_map(|pod| async move {
+            let pod = pod.ok()?;
+            owner_job(&pod).map(|job| ScheduleRequest {
+                message: job,
+                run_at: tokio::time::Instant::now(),
+            })
         }),
         debounce,
     );
-    let results = controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+    let (jobs_for_envs, jobs_for_its) = (jobs.store(), jobs.store());
+    let controller = Controller::for_stream(jobs.changes(), jobs.store())
         .reconcile_on(pod_changes)
         // A new or changed Environment or InstanceType wakes the jobs waiting for it.
-        .watches_stream(env_stream.applied_objects(), move |env: Environment| {
+        .watches_stream(environments.changes(), move |env: Environment| {
             let ns = env.namespace();
             jobs_for_envs
                 .state()
@@ -476,23 +385,23 @@ pub async fn run(
                 .map(|j| ObjectRef::from_obj(&*j))
                 .collect::<Vec<_>>()
         })
-        .watches_stream(it_stream.applied_objects(), move |_it: InstanceType| {
-            jobs.state()
+        .watches_stream(instance_types.changes(), move |_it: InstanceType| {
+            jobs_for_its
+                .state()
                 .into_iter()
                 .filter(|j| waiting(j))
                 .map(|j| ObjectRef::from_obj(&*j))
                 .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(
-            |job, ctx| async move {
-                let key = backoff::key(&*job);
-                guarded(&ctx.backoffs.clone(), key, reconcile(job, ctx)).await
-            },
-            error_policy,
-            ctx,
+        });
+    let (job_store, metrics) = (jobs.store(), rt.metrics.clone());
+    async move {
+        info!(
+            namespace = rt.namespace.as_deref().unwrap_or("*"),
+            "starting TrainingJob controller"
         );
-    crate::runtime::reconcile::drain(results, info_span!("trainingjob")).await;
+        tokio::spawn(count_phases(job_store, metrics));
+        drive(controller, ctx, rt.concurrency, shutdown, reconcile).await;
+    }
 }
 
 /// The TrainingJob that controls `pod`, if any.
@@ -542,43 +451,12 @@ async fn count_phases(jobs: Store<TrainingJob>, metrics: Metrics) {
     }
 }
 
-/// Keeps only what the controller reads of a Pod, so a cache of thousands stays small.
-fn slim_pod(pod: &mut Pod) {
-    pod.managed_fields_mut().clear();
-    pod.annotations_mut().clear();
-    if let Some(spec) = pod.spec.as_mut() {
-        *spec = k8s_openapi::api::core::v1::PodSpec {
-            node_name: spec.node_name.take(),
-            ..Default::default()
-        };
-    }
-    if let Some(status) = pod.status.as_mut() {
-        status
-            .conditions
-            .get_or_insert_with(Vec::new)
-            .retain(|c| c.type_ == "PodScheduled");
-        for c in status
-            .container_statuses
-            .iter_mut()
-            .flatten()
-            .chain(status.init_container_statuses.iter_mut().flatten())
-        {
-            c.image_id = String::new();
-            c.container_id = None;
-            c.last_state = None;
-            c.volume_mounts = None;
-            c.resources = None;
-            c.allocated_resources = None;
-        }
-        status.pod_ips = None;
-        status.host_ips = None;
-    }
-}
-
 /// Whether a job has not started yet (so a referenced object appearing may unblock it).
 fn waiting(job: &TrainingJob) -> bool {
     job.status.as_ref().and_then(|s| s.attempts).unwrap_or(0) == 0
 }
 
+#[cfg(test)]
+mod mock_tests;
 #[cfg(test)]
 mod tests;

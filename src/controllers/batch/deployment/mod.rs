@@ -11,34 +11,35 @@ use std::sync::Arc;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
-    Api, Client, ResourceExt,
+    Client, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
-        reflector::{self, ObjectRef, Store, reflector},
-        watcher,
+        reflector::{ObjectRef, Store},
     },
 };
-use tracing::{info, info_span, warn};
+use tracing::{info, warn};
 
 use self::resolve::{Found, ResolvedDeployment};
 use crate::{
     api::{
         batch_deployment::{BatchDeployment, BatchDeploymentStatus},
         batch_endpoint::BatchEndpoint,
-        common::condition_types::{READY, RESOLVED},
+        common::condition_types::RESOLVED,
         environment::Environment,
         instance_type::InstanceType,
         online_endpoint::ProvisioningState,
     },
     runtime::{
-        backoff::{self, Backoffs},
-        client::api,
-        conditions, error_category,
+        backoff::Backoffs,
+        conditions,
+        drive::drive,
+        error_category,
         events::Events,
+        handles::Runtime,
         metrics::Metrics,
-        reconcile::{Panicked, Policy, ReconcileError, guarded},
-        synced::{Synced, ready},
+        reconcile::{Panicked, ReconcileError},
+        synced::Synced,
     },
 };
 
@@ -120,12 +121,9 @@ pub fn status(
                 generation,
                 now,
             );
-            conditions::set(
+            conditions::progress(
                 &mut s.conditions,
-                READY,
-                true,
-                "Ready",
-                "jobs can run on this deployment",
+                &conditions::Progress::done("Ready", "jobs can run on this deployment"),
                 generation,
                 now,
             );
@@ -143,16 +141,14 @@ pub fn status(
                 generation,
                 now,
             );
-            conditions::set(
-                &mut s.conditions,
-                READY,
-                false,
-                m.reason,
-                m.message.clone(),
-                generation,
-                now,
-            );
-            s.provisioning_state = Some(ProvisioningState::Failed);
+            // A referenced object that does not exist yet is waited for (GitOps applies the
+            // objects of one sync in any order): Reconciling; an unusable reference stalls.
+            let p = m.progress();
+            conditions::progress(&mut s.conditions, &p, generation, now);
+            s.provisioning_state = Some(match p {
+                conditions::Progress::Stalled { .. } => ProvisioningState::Failed,
+                _ => ProvisioningState::Creating,
+            });
             s.image = None;
             s.environment_version = None;
         }
@@ -195,100 +191,54 @@ pub async fn reconcile(d: Arc<BatchDeployment>, ctx: Arc<Ctx>) -> Result<Action,
     Ok(Action::await_change())
 }
 
-fn error_policy(d: Arc<BatchDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let policy = Policy {
-        controller: CONTROLLER,
-        metrics: &ctx.metrics,
-        backoffs: &ctx.backoffs,
-        events: &ctx.events,
-    };
-    crate::runtime::reconcile::failed(policy, &*d, err)
-}
+crate::runtime::drive::context!(Ctx, CONTROLLER);
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    rt: crate::runtime::handles::Runtime,
+/// Asks for the controller's caches now and returns the loop that runs it until `shutdown`.
+pub fn controller(
+    rt: Runtime,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let crate::runtime::handles::Runtime {
-        client,
-        metrics,
-        events,
-        health,
-        namespace,
-        concurrency,
-    } = rt;
-    let cfg = watcher::Config::default;
-    let (endpoints, w) = reflector::store();
-    let ep_stream = reflector(
-        w,
-        watcher(api::<BatchEndpoint>(&client, namespace.as_deref()), cfg()).default_backoff(),
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let ns = rt.namespace.as_deref();
+    let endpoints = rt.caches.namespaced::<BatchEndpoint>(ns, None);
+    let environments = rt.caches.namespaced::<Environment>(ns, None);
+    let instance_types = rt.caches.cluster::<InstanceType>(None);
+    let deployments = rt.caches.namespaced::<BatchDeployment>(ns, None);
+    let (d1, d2, d3) = (
+        deployments.store(),
+        deployments.store(),
+        deployments.store(),
     );
-    let (environments, w) = reflector::store();
-    let env_stream = reflector(
-        w,
-        watcher(api::<Environment>(&client, namespace.as_deref()), cfg()).default_backoff(),
-    );
-    let (instance_types, w) = reflector::store();
-    let it_stream = reflector(
-        w,
-        watcher(Api::<InstanceType>::all(client.clone()), cfg()).default_backoff(),
-    );
-
-    let controller = Controller::new(api::<BatchDeployment>(&client, namespace.as_deref()), cfg());
-    let deployments = controller.store();
-    let synced = {
-        // Not the deployments' own store: the controller itself awaits it, and a store wakes
-        // only one waiter.
-        let (e, v, i) = (
-            endpoints.clone(),
-            environments.clone(),
-            instance_types.clone(),
-        );
-        Synced::spawn(health, async move {
-            ready(e).await && ready(v).await && ready(i).await
-        })
-    };
-    let (d1, d2, d3) = (deployments.clone(), deployments.clone(), deployments);
     let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        endpoints,
-        environments,
-        instance_types,
-        metrics,
-        events,
+        client: rt.client.clone(),
+        endpoints: endpoints.store(),
+        environments: environments.store(),
+        instance_types: instance_types.store(),
+        metrics: rt.metrics.clone(),
+        events: rt.events.clone(),
         backoffs: Backoffs::default(),
-        synced,
+        synced: rt.synced.clone(),
     });
-    info!(
-        namespace = namespace.as_deref().unwrap_or("*"),
-        "starting BatchDeployment controller"
-    );
-    let results = controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+    let controller = Controller::for_stream(deployments.changes(), deployments.store())
         // Any referenced object appearing or changing re-checks the deployments of its namespace.
-        .watches_stream(ep_stream.applied_objects(), move |e: BatchEndpoint| {
+        .watches_stream(endpoints.changes(), move |e: BatchEndpoint| {
             in_namespace(&d1, e.namespace())
         })
-        .watches_stream(env_stream.applied_objects(), move |e: Environment| {
+        .watches_stream(environments.changes(), move |e: Environment| {
             in_namespace(&d2, e.namespace())
         })
-        .watches_stream(it_stream.applied_objects(), move |_: InstanceType| {
+        .watches_stream(instance_types.changes(), move |_: InstanceType| {
             d3.state()
                 .iter()
                 .map(|d| ObjectRef::from_obj(&**d))
                 .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(
-            |obj, ctx| async move {
-                let key = backoff::key(&*obj);
-                guarded(&ctx.backoffs.clone(), key, reconcile(obj, ctx)).await
-            },
-            error_policy,
-            ctx,
+        });
+    async move {
+        info!(
+            namespace = rt.namespace.as_deref().unwrap_or("*"),
+            "starting BatchDeployment controller"
         );
-    crate::runtime::reconcile::drain(results, info_span!("batchdeployment")).await;
+        drive(controller, ctx, rt.concurrency, shutdown, reconcile).await;
+    }
 }
 
 fn in_namespace(
@@ -338,6 +288,11 @@ mod tests {
             s,
             "an unchanged resolution writes nothing"
         );
+        assert!(
+            !s.conditions
+                .iter()
+                .any(|c| c.type_ == "Reconciling" || c.type_ == "Stalled")
+        );
         let missing = resolve::resolve(&d.spec, Found::default());
         let s = status(&d, &missing, &t2);
         let c = s.conditions.iter().find(|c| c.type_ == RESOLVED).unwrap();
@@ -345,5 +300,22 @@ mod tests {
             (c.reason.as_str(), &c.last_transition_time),
             ("EndpointNotFound", &t2)
         );
+        // Waiting for the endpoint (it may be applied later in the same sync), not failed.
+        let r = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Reconciling")
+            .unwrap();
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_str(), r.message.as_str()),
+            (
+                "True",
+                "EndpointNotFound",
+                "BatchEndpoint \"scorer\" does not exist in this namespace"
+            )
+        );
+        assert!(!conditions::is_true(&s.conditions, conditions::READY));
+        assert!(!s.conditions.iter().any(|c| c.type_ == "Stalled"));
+        assert_eq!(s.provisioning_state, Some(ProvisioningState::Creating));
     }
 }

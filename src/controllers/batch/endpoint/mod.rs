@@ -13,13 +13,12 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use kube::{
     Client, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
-        reflector::{self, ObjectRef, Store, reflector},
-        watcher,
+        reflector::{ObjectRef, Store},
     },
 };
-use tracing::{info, info_span, warn};
+use tracing::{info, warn};
 
 use crate::{
     api::{
@@ -29,14 +28,16 @@ use crate::{
         online_endpoint::ProvisioningState,
     },
     runtime::{
-        backoff::{self, Backoffs},
-        client::api,
-        conditions, error_category,
+        backoff::Backoffs,
+        conditions,
+        drive::drive,
+        error_category,
         events::Events,
+        handles::Runtime,
         metrics::Metrics,
         names::{self, NAME_TAKEN, Names, NotListed, taken_message},
-        reconcile::{Panicked, Policy, ReconcileError, guarded},
-        synced::{Synced, ready},
+        reconcile::{Panicked, ReconcileError},
+        synced::Synced,
     },
 };
 
@@ -69,28 +70,30 @@ pub fn invoke_uri(router_url: &str, name: &str) -> String {
     )
 }
 
-/// Whether jobs without a deployment can run, and why not (pure).
+/// Whether jobs without a deployment can run, and why not (pure), by the kstatus conventions:
+/// without a default (jobs must name a deployment) the endpoint is done, as Azure ML provisions
+/// it; a default deployment that does not exist yet, or is still resolving, is waited for
+/// (GitOps applies the objects of one sync in any order); one of another endpoint cannot become
+/// this endpoint's without a change (stalled).
 pub fn default_deployment_state(
     endpoint: &BatchEndpoint,
     default: Option<&BatchDeployment>,
-) -> (bool, &'static str, String) {
+) -> conditions::Progress {
+    use conditions::Progress;
     let Some(name) = endpoint.spec.defaults.deployment_name.as_deref() else {
-        return (
-            false,
+        return Progress::done(
             "NoDefaultDeployment",
-            "defaults.deploymentName is not set: no valid deployments to route to; jobs must name a deployment".into(),
+            "defaults.deploymentName is not set: jobs must name a deployment",
         );
     };
     let Some(d) = default else {
-        return (
-            false,
+        return Progress::working(
             "DefaultDeploymentNotFound",
             format!("default deployment {name:?} does not exist in this namespace"),
         );
     };
     if d.spec.endpoint_name != endpoint.name_any() {
-        return (
-            false,
+        return Progress::stalled(
             "DefaultDeploymentOfAnotherEndpoint",
             format!(
                 "default deployment {name:?} belongs to endpoint {:?}",
@@ -105,18 +108,15 @@ pub fn default_deployment_state(
             .map(|c| (c.status == "True", c.message.clone()))
     });
     match resolved {
-        Some((true, _)) => (
-            true,
+        Some((true, _)) => Progress::done(
             "DefaultDeploymentReady",
             format!("jobs without a deployment run on {name:?}"),
         ),
-        Some((false, why)) => (
-            false,
+        Some((false, why)) => Progress::working(
             "DefaultDeploymentNotReady",
             format!("default deployment {name:?} is not ready: {why}"),
         ),
-        None => (
-            false,
+        None => Progress::working(
             "DefaultDeploymentNotReady",
             format!("default deployment {name:?} has not been checked yet"),
         ),
@@ -141,19 +141,14 @@ pub fn status(
     let mut s = endpoint.status.clone().unwrap_or_default();
     let generation = endpoint.metadata.generation;
     let name = endpoint.name_any();
-    let (ready, reason, message) = match name_taken {
-        Some(holder) => (false, NAME_TAKEN, name_taken_message(&name, holder)),
+    let progress = match name_taken {
+        // Another namespace holds the name until it lets go: a change is needed.
+        Some(holder) => {
+            conditions::Progress::stalled(NAME_TAKEN, name_taken_message(&name, holder))
+        }
         None => default_deployment_state(endpoint, default),
     };
-    conditions::set(
-        &mut s.conditions,
-        READY,
-        ready,
-        reason,
-        message,
-        generation,
-        now,
-    );
+    conditions::progress(&mut s.conditions, &progress, generation, now);
     s.observed_generation = generation;
     s.provisioning_state = Some(match name_taken {
         Some(_) => ProvisioningState::Failed,
@@ -242,69 +237,35 @@ pub async fn reconcile(e: Arc<BatchEndpoint>, ctx: Arc<Ctx>) -> Result<Action, E
     Ok(next)
 }
 
-fn error_policy(e: Arc<BatchEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let policy = Policy {
-        controller: CONTROLLER,
-        metrics: &ctx.metrics,
-        backoffs: &ctx.backoffs,
-        events: &ctx.events,
-    };
-    crate::runtime::reconcile::failed(policy, &*e, err)
-}
+crate::runtime::drive::context!(Ctx, CONTROLLER);
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    rt: crate::runtime::handles::Runtime,
+/// Asks for the controller's caches now and returns the loop that runs it until `shutdown`.
+pub fn controller(
+    rt: Runtime,
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let crate::runtime::handles::Runtime {
-        client,
-        metrics,
-        events,
-        health,
-        namespace,
-        concurrency,
-    } = rt;
-    let ns = namespace.as_deref();
-    let (endpoints_api, deployments_api) = (
-        api::<BatchEndpoint>(&client, ns),
-        api::<BatchDeployment>(&client, ns),
-    );
-    let (deployments, w) = reflector::store();
-    let d_stream = reflector(
-        w,
-        watcher(deployments_api, watcher::Config::default()).default_backoff(),
-    );
-    // The endpoints' own watch, registered so that the other instances see this cache (`names`)
-    // and know when its first list is in.
-    let (endpoints, endpoint_stream) = options.names.watch(endpoints_api);
-    let controller = Controller::for_stream(endpoint_stream, endpoints.clone());
-    let synced = {
-        // Not the endpoints' store: the controller itself awaits it, and a store wakes one waiter.
-        let d = deployments.clone();
-        Synced::spawn(health, async move { ready(d).await })
-    };
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let ns = rt.namespace.as_deref();
+    let deployments = rt.caches.namespaced::<BatchDeployment>(ns, None);
+    // Registered so that the other instances see this cache (`names`) once it is listed.
+    let endpoints = rt.caches.namespaced::<BatchEndpoint>(ns, None);
+    options.names.register_cache(&endpoints);
     let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        deployments,
-        metrics,
-        events,
+        client: rt.client.clone(),
+        deployments: deployments.store(),
+        metrics: rt.metrics.clone(),
+        events: rt.events.clone(),
         backoffs: Backoffs::default(),
-        synced,
+        synced: rt.synced.clone(),
         options,
     });
-    info!(
-        namespace = namespace.as_deref().unwrap_or("*"),
-        "starting BatchEndpoint controller"
-    );
-    let results = controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+    let of_deployment = endpoints.store();
+    let controller = Controller::for_stream(endpoints.changes(), endpoints.store())
         // A deployment wakes its own endpoint and any endpoint naming it as default.
-        .watches_stream(d_stream.touched_objects(), move |d: BatchDeployment| {
+        .watches_stream(deployments.changes(), move |d: BatchDeployment| {
             let ns = d.namespace();
             let name = d.name_any();
-            endpoints
+            of_deployment
                 .state()
                 .iter()
                 .filter(|e| {
@@ -314,17 +275,14 @@ pub async fn run(
                 })
                 .map(|e| ObjectRef::from_obj(&**e))
                 .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(
-            |obj, ctx| async move {
-                let key = backoff::key(&*obj);
-                guarded(&ctx.backoffs.clone(), key, reconcile(obj, ctx)).await
-            },
-            error_policy,
-            ctx,
+        });
+    async move {
+        info!(
+            namespace = rt.namespace.as_deref().unwrap_or("*"),
+            "starting BatchEndpoint controller"
         );
-    crate::runtime::reconcile::drain(results, info_span!("batchendpoint")).await;
+        drive(controller, ctx, rt.concurrency, shutdown, reconcile).await;
+    }
 }
 
 #[cfg(test)]
@@ -361,25 +319,43 @@ mod tests {
 
     #[test]
     fn default_deployment_reasons() {
-        let reason =
-            |e: &BatchEndpoint, d: Option<&BatchDeployment>| default_deployment_state(e, d).1;
-        assert_eq!(reason(&endpoint(None), None), "NoDefaultDeployment");
+        use conditions::Progress::*;
+        // (which of the three, reason)
+        let state = |e: &BatchEndpoint, d: Option<&BatchDeployment>| {
+            let p = default_deployment_state(e, d);
+            let kind = match &p {
+                Working { .. } => "working",
+                Stalled { .. } => "stalled",
+                Done { .. } => "done",
+            };
+            (kind, p.reason().to_string())
+        };
+        let is = |kind: &'static str, reason: &str| (kind, reason.to_string());
+        // No default: jobs must name a deployment; the endpoint itself is done.
         assert_eq!(
-            reason(&endpoint(Some("blue")), None),
-            "DefaultDeploymentNotFound"
+            state(&endpoint(None), None),
+            is("done", "NoDefaultDeployment")
+        );
+        // A default that does not exist yet is waited for (GitOps applies in any order).
+        assert_eq!(
+            state(&endpoint(Some("blue")), None),
+            is("working", "DefaultDeploymentNotFound")
         );
         let other = deployment("other", Some(true));
         assert_eq!(
-            reason(&endpoint(Some("blue")), Some(&other)),
-            "DefaultDeploymentOfAnotherEndpoint"
+            state(&endpoint(Some("blue")), Some(&other)),
+            is("stalled", "DefaultDeploymentOfAnotherEndpoint")
         );
         let pending = deployment("scorer", Some(false));
         assert_eq!(
-            reason(&endpoint(Some("blue")), Some(&pending)),
-            "DefaultDeploymentNotReady"
+            state(&endpoint(Some("blue")), Some(&pending)),
+            is("working", "DefaultDeploymentNotReady")
         );
         let ok = deployment("scorer", Some(true));
-        assert!(default_deployment_state(&endpoint(Some("blue")), Some(&ok)).0);
+        assert_eq!(
+            state(&endpoint(Some("blue")), Some(&ok)),
+            is("done", "DefaultDeploymentReady")
+        );
     }
 
     #[test]
@@ -390,8 +366,12 @@ mod tests {
             s.invoke_uri.as_deref(),
             Some("http://router:8080/api/v1/batch/scorer/invoke")
         );
-        assert!(!conditions::is_true(&s.conditions, READY));
+        // Without a default, jobs must name a deployment: the endpoint is done all the same.
+        assert!(conditions::is_true(&s.conditions, READY));
         assert_eq!(s.observed_generation, Some(1));
+        let missing = status(&endpoint(Some("blue")), None, None, "http://r", &t);
+        assert!(conditions::is_true(&missing.conditions, "Reconciling"));
+        assert!(!conditions::is_true(&missing.conditions, READY));
     }
 
     #[test]
@@ -423,7 +403,17 @@ mod tests {
             "batch endpoint name \"scorer\" is already served by namespace team-a (created first); \
              invoke URIs are per name — rename this endpoint or delete that one"
         );
-        assert_eq!(taken.conditions.len(), 1);
+        // Ready and Stalled (kstatus Failed, with the same message).
+        assert_eq!(taken.conditions.len(), 2, "{:?}", taken.conditions);
+        let stalled = taken
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap();
+        assert_eq!(
+            (stalled.status.as_str(), stalled.message.as_str()),
+            ("True", ready.message.as_str())
+        );
 
         // The holder gone: the name is taken over, the invoke URI back.
         held.status = Some(taken);
@@ -433,5 +423,6 @@ mod tests {
             Some("http://router:8080/api/v1/batch/scorer/invoke")
         );
         assert!(conditions::is_true(&back.conditions, READY));
+        assert!(!back.conditions.iter().any(|c| c.type_ == "Stalled"));
     }
 }

@@ -41,14 +41,13 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
         controller::Action,
-        reflector::{self, ObjectRef, Store, reflector},
-        watcher,
+        reflector::{ObjectRef, Store},
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
-use tracing::{info, info_span};
+use tracing::info;
 
 pub use error::Error;
 
@@ -61,13 +60,14 @@ use crate::{
     controllers::batch::deployment::resolve_from_stores,
     runtime::{
         apply::{ChildError, controlled_by, create_owned, delete_owned},
-        backoff::{self, Backoffs},
-        children::MANAGER,
+        backoff::Backoffs,
+        caches::MANAGED_SELECTOR,
+        drive::drive,
         events::Events,
+        handles::Runtime,
         metrics::Metrics,
-        reconcile::{Policy, guarded},
         refusal,
-        synced::{Synced, ready},
+        synced::Synced,
     },
 };
 
@@ -331,118 +331,31 @@ async fn narrow_driver_role(bj: &BatchJob, ctx: &Ctx, ns: &str) -> Result<(), Er
     Ok(())
 }
 
-fn error_policy(bj: Arc<BatchJob>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let policy = Policy {
-        controller: CONTROLLER,
-        metrics: &ctx.metrics,
-        backoffs: &ctx.backoffs,
-        events: &ctx.events,
-    };
-    crate::runtime::reconcile::failed(policy, &*bj, err)
-}
+crate::runtime::drive::context!(Ctx, CONTROLLER);
 
-fn namespaced<K>(c: &Client, ns: &Option<String>) -> Api<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match ns {
-        Some(ns) => Api::namespaced(c.clone(), ns),
-        None => Api::all(c.clone()),
-    }
-}
-
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    rt: crate::runtime::handles::Runtime,
+/// Asks for the controller's caches now and returns the loop that runs it until `shutdown`.
+pub fn controller(
+    rt: Runtime,
     driver_image: String,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let crate::runtime::handles::Runtime {
-        client,
-        metrics,
-        events,
-        health,
-        namespace,
-        concurrency,
-    } = rt;
-    let cfg = watcher::Config::default;
-    let managed = || {
-        cfg().labels(&format!(
-            "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}"
-        ))
-    };
-    let (jobs, w) = reflector::store();
-    let job_stream = reflector(
-        w,
-        watcher(namespaced::<Job>(&client, &namespace), managed()).default_backoff(),
-    )
-    .modify(|j: &mut Job| j.managed_fields_mut().clear());
-    let (pods, w) = reflector::store();
-    let pod_stream = reflector(
-        w,
-        watcher(namespaced::<Pod>(&client, &namespace), managed()).default_backoff(),
-    )
-    .modify(|p: &mut Pod| p.managed_fields_mut().clear());
-    let (failed_creates, w) = reflector::store();
-    let failed_create_stream = reflector(
-        w,
-        watcher(
-            namespaced::<Event>(&client, &namespace),
-            cfg().fields("involvedObject.kind=Job,reason=FailedCreate"),
-        )
-        .default_backoff(),
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (ns, managed) = (rt.namespace.as_deref(), Some(MANAGED_SELECTOR));
+    let jobs = rt.caches.namespaced::<Job>(ns, managed);
+    let pods = rt.caches.namespaced::<Pod>(ns, managed);
+    // A Job's Pods refused by admission: the Job (named as its BatchJob) says so in an Event.
+    let failed_creates = rt.caches.namespaced_fields::<Event>(
+        ns,
+        None,
+        Some("involvedObject.kind=Job,reason=FailedCreate"),
     );
-    // Only the progress ConfigMaps of BatchJobs, not every ConfigMap of the namespace.
-    let (progress, w) = reflector::store();
-    let progress_stream = reflector(
-        w,
-        watcher(
-            namespaced::<ConfigMap>(&client, &namespace),
-            cfg().labels(&format!(
-                "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER},app.kubernetes.io/component={}",
-                build::PROGRESS_COMPONENT
-            )),
-        )
-        .default_backoff(),
-    )
-    .modify(|c: &mut ConfigMap| c.managed_fields_mut().clear());
-    let (roles, w) = reflector::store();
-    let role_stream = reflector(
-        w,
-        watcher(
-            namespaced::<Role>(&client, &namespace),
-            cfg().labels(&format!(
-                "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER},app.kubernetes.io/component={}",
-                build::COMPONENT
-            )),
-        )
-        .default_backoff(),
-    )
-    .modify(|r: &mut Role| r.managed_fields_mut().clear());
-    let (endpoints, w) = reflector::store();
-    let ep_stream = reflector(
-        w,
-        watcher(namespaced::<BatchEndpoint>(&client, &namespace), cfg()).default_backoff(),
-    );
-    let (deployments, w) = reflector::store();
-    let d_stream = reflector(
-        w,
-        watcher(namespaced::<BatchDeployment>(&client, &namespace), cfg()).default_backoff(),
-    );
-    let (environments, w) = reflector::store();
-    let env_stream = reflector(
-        w,
-        watcher(namespaced::<Environment>(&client, &namespace), cfg()).default_backoff(),
-    );
-    let (instance_types, w) = reflector::store();
-    let it_stream = reflector(
-        w,
-        watcher(Api::<InstanceType>::all(client.clone()), cfg()).default_backoff(),
-    );
-
-    let controller = Controller::new(namespaced::<BatchJob>(&client, &namespace), cfg());
-    let store = controller.store();
+    let progress = rt.caches.namespaced::<ConfigMap>(ns, managed);
+    let roles = rt.caches.namespaced::<Role>(ns, managed);
+    let endpoints = rt.caches.namespaced::<BatchEndpoint>(ns, None);
+    let deployments = rt.caches.namespaced::<BatchDeployment>(ns, None);
+    let environments = rt.caches.namespaced::<Environment>(ns, None);
+    let instance_types = rt.caches.cluster::<InstanceType>(None);
+    let batch_jobs = rt.caches.namespaced::<BatchJob>(ns, None);
+    let store = batch_jobs.store();
     let waiting_in = move |ns: Option<String>| {
         store
             .state()
@@ -457,84 +370,53 @@ pub async fn run(
         waiting_in.clone(),
         waiting_in,
     );
-    let synced = {
-        let (j, p, e, d, v, i) = (
-            jobs.clone(),
-            pods.clone(),
-            endpoints.clone(),
-            deployments.clone(),
-            environments.clone(),
-            instance_types.clone(),
-        );
-        let (f, g, r) = (failed_creates.clone(), progress.clone(), roles.clone());
-        Synced::spawn(health, async move {
-            ready(j).await
-                && ready(p).await
-                && ready(f).await
-                && ready(g).await
-                && ready(r).await
-                && ready(e).await
-                && ready(d).await
-                && ready(v).await
-                && ready(i).await
-        })
-    };
     let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        endpoints,
-        deployments,
-        environments,
-        instance_types,
-        jobs,
-        pods,
-        failed_creates,
-        progress,
-        roles,
-        metrics,
-        events,
+        client: rt.client.clone(),
+        endpoints: endpoints.store(),
+        deployments: deployments.store(),
+        environments: environments.store(),
+        instance_types: instance_types.store(),
+        jobs: jobs.store(),
+        pods: pods.store(),
+        failed_creates: failed_creates.store(),
+        progress: progress.store(),
+        roles: roles.store(),
+        metrics: rt.metrics.clone(),
+        events: rt.events.clone(),
         driver_image,
         backoffs: Backoffs::default(),
-        synced,
+        synced: rt.synced.clone(),
     });
-    info!(
-        namespace = namespace.as_deref().unwrap_or("*"),
-        "starting BatchJob controller"
-    );
-    let results = controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns_stream(job_stream.applied_objects())
-        .owns_stream(progress_stream.applied_objects())
-        .owns_stream(role_stream.applied_objects())
+    let controller = Controller::for_stream(batch_jobs.changes(), batch_jobs.store())
+        .owns_stream(jobs.changes())
+        .owns_stream(progress.changes())
+        .owns_stream(roles.changes())
         // Driver Pods carry the BatchJob's name as a label (they are owned by the Job).
-        .watches_stream(pod_stream.touched_objects(), |p: Pod| {
+        .watches_stream(pods.changes(), |p: Pod| {
             let ns = p.namespace().unwrap_or_default();
             status::owner_name(&p).map(|name| ObjectRef::new(&name).within(&ns))
         })
-        // A Job's Pods refused by admission: the Job (named as its BatchJob) says so in an Event.
-        .watches_stream(failed_create_stream.applied_objects(), |e: Event| {
+        .watches_stream(failed_creates.changes(), |e: Event| {
             let ns = e.involved_object.namespace.clone()?;
             let name = e.involved_object.name.clone()?;
             Some(ObjectRef::new(&name).within(&ns))
         })
         // What a queued job waits for appearing or changing wakes it.
-        .watches_stream(ep_stream.applied_objects(), move |o: BatchEndpoint| {
+        .watches_stream(endpoints.changes(), move |o: BatchEndpoint| {
             w1(o.namespace())
         })
-        .watches_stream(d_stream.applied_objects(), move |o: BatchDeployment| {
+        .watches_stream(deployments.changes(), move |o: BatchDeployment| {
             w2(o.namespace())
         })
-        .watches_stream(env_stream.applied_objects(), move |o: Environment| {
+        .watches_stream(environments.changes(), move |o: Environment| {
             w3(o.namespace())
         })
-        .watches_stream(it_stream.applied_objects(), move |_: InstanceType| w4(None))
-        .graceful_shutdown_on(shutdown)
-        .run(
-            |bj, ctx| async move {
-                let key = backoff::key(&*bj);
-                guarded(&ctx.backoffs.clone(), key, reconcile(bj, ctx)).await
-            },
-            error_policy,
-            ctx,
+        .watches_stream(instance_types.changes(), move |_: InstanceType| w4(None));
+    async move {
+        info!(
+            namespace = rt.namespace.as_deref().unwrap_or("*"),
+            "starting BatchJob controller"
         );
-    crate::runtime::reconcile::drain(results, info_span!("batchjob")).await;
+        drive(controller, ctx, rt.concurrency, shutdown, reconcile).await;
+    }
 }

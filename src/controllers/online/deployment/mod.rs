@@ -32,7 +32,6 @@ use kube::{
         Controller,
         controller::Action,
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use serde_json::json;
@@ -41,7 +40,7 @@ use tracing::{info, warn};
 pub use error::Error;
 
 use self::status::{EndpointPresence, Observed};
-use super::{api, cache, cached, resolve};
+use super::{cached, resolve};
 use crate::{
     api::{
         environment::Environment, instance_type::InstanceType, online_deployment::OnlineDeployment,
@@ -49,12 +48,15 @@ use crate::{
     },
     runtime::{
         apply::{apply_if_changed, controlled_by, delete_owned},
-        backoff::{self, Backoffs},
+        backoff::Backoffs,
+        caches::MANAGED_SELECTOR,
         children::{MANAGER, owner_label_key},
+        drive::drive,
         events::Events,
+        handles::Runtime,
         metrics::Metrics,
-        reconcile::{Policy, guarded},
         refusal,
+        synced::Synced,
     },
 };
 
@@ -64,7 +66,7 @@ const CONTROLLER: &str = "onlinedeployment";
 pub struct Ctx {
     pub client: Client,
     /// Whether every cache below holds its first list.
-    pub synced: super::Synced,
+    pub synced: Synced,
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
     pub hpas: Store<HorizontalPodAutoscaler>,
@@ -220,110 +222,52 @@ fn log_write(ctx: &Ctx, written: bool, kind: &str, name: &str) {
     }
 }
 
-fn error_policy(od: Arc<OnlineDeployment>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let policy = Policy {
-        controller: CONTROLLER,
-        metrics: &ctx.metrics,
-        backoffs: &ctx.backoffs,
-        events: &ctx.events,
-    };
-    crate::runtime::reconcile::failed(policy, &*od, err)
-}
+crate::runtime::drive::context!(Ctx, CONTROLLER);
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    rt: crate::runtime::handles::Runtime,
+/// Asks for the controller's caches now and returns the loop that runs it until `shutdown`.
+pub fn controller(
+    rt: Runtime,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let crate::runtime::handles::Runtime {
-        client,
-        metrics,
-        events,
-        health,
-        namespace,
-        concurrency,
-    } = rt;
-    let ns = namespace.as_deref();
-    let managed = watcher::Config::default().labels(&format!(
-        "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}"
-    ));
-    let (deployments, deployment_stream) = cache(api::<Deployment>(&client, ns), managed.clone());
-    let (services, service_stream) = cache(api::<Service>(&client, ns), managed.clone());
-    let (hpas, hpa_stream) = cache(api::<HorizontalPodAutoscaler>(&client, ns), managed.clone());
-    let (config_maps, cm_stream) = cache(api::<ConfigMap>(&client, ns), managed.clone());
-    let (pods, pod_stream) = cache(api::<Pod>(&client, ns), managed);
-    let (environments, env_stream) =
-        cache(api::<Environment>(&client, ns), watcher::Config::default());
-    let (instance_types, it_stream) = cache(
-        Api::<InstanceType>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let (endpoints, endpoint_stream) = cache(
-        api::<OnlineEndpoint>(&client, ns),
-        watcher::Config::default(),
-    );
-
-    let controller = Controller::new(
-        api::<OnlineDeployment>(&client, ns),
-        watcher::Config::default(),
-    );
-    let ods = controller.store();
-    let (for_envs, for_its, for_endpoints) = (ods.clone(), ods.clone(), ods);
-    let synced = {
-        let (d, s, h, c, e, i, p) = (
-            deployments.clone(),
-            services.clone(),
-            hpas.clone(),
-            config_maps.clone(),
-            environments.clone(),
-            instance_types.clone(),
-            endpoints.clone(),
-        );
-        let pd = pods.clone();
-        super::Synced::spawn(health, async move {
-            super::ready(d).await
-                && super::ready(s).await
-                && super::ready(h).await
-                && super::ready(c).await
-                && super::ready(pd).await
-                && super::ready(e).await
-                && super::ready(i).await
-                && super::ready(p).await
-        })
-    };
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (ns, managed) = (rt.namespace.as_deref(), Some(MANAGED_SELECTOR));
+    let deployments = rt.caches.namespaced::<Deployment>(ns, managed);
+    let services = rt.caches.namespaced::<Service>(ns, managed);
+    let hpas = rt.caches.namespaced::<HorizontalPodAutoscaler>(ns, managed);
+    let config_maps = rt.caches.namespaced::<ConfigMap>(ns, managed);
+    let pods = rt.caches.namespaced::<Pod>(ns, managed);
+    let environments = rt.caches.namespaced::<Environment>(ns, None);
+    let instance_types = rt.caches.cluster::<InstanceType>(None);
+    let endpoints = rt.caches.namespaced::<OnlineEndpoint>(ns, None);
+    let ods = rt.caches.namespaced::<OnlineDeployment>(ns, None);
+    let (for_envs, for_its, for_endpoints) = (ods.store(), ods.store(), ods.store());
     let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        synced,
-        deployments,
-        services,
-        hpas,
-        config_maps,
-        pods,
-        environments,
-        instance_types,
-        endpoints,
-        metrics,
-        events,
+        client: rt.client.clone(),
+        synced: rt.synced.clone(),
+        deployments: deployments.store(),
+        services: services.store(),
+        hpas: hpas.store(),
+        config_maps: config_maps.store(),
+        pods: pods.store(),
+        environments: environments.store(),
+        instance_types: instance_types.store(),
+        endpoints: endpoints.store(),
+        metrics: rt.metrics.clone(),
+        events: rt.events.clone(),
         backoffs: Backoffs::default(),
     });
-    info!(
-        namespace = ns.unwrap_or("*"),
-        "starting OnlineDeployment controller"
-    );
-    let results = controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns_stream(deployment_stream)
-        .owns_stream(service_stream)
-        .owns_stream(hpa_stream)
-        .owns_stream(cm_stream)
+    let controller = Controller::for_stream(ods.changes(), ods.store())
+        .owns_stream(deployments.changes())
+        .owns_stream(services.changes())
+        .owns_stream(hpas.changes())
+        .owns_stream(config_maps.changes())
         // Pods are owned by the ReplicaSets: their label names the deployment.
-        .watches_stream(pod_stream, |p: Pod| {
+        .watches_stream(pods.changes(), |p: Pod| {
             let ns = p.namespace()?;
             let name = p.labels().get(&owner_label_key::<OnlineDeployment>())?;
             Some(ObjectRef::new(name).within(&ns))
         })
         // A changed Environment, InstanceType or endpoint wakes the deployments that name it.
-        .watches_stream(env_stream, move |env: Environment| {
+        .watches_stream(environments.changes(), move |env: Environment| {
             let (ns, name) = (env.namespace(), env.name_any());
             for_envs
                 .state()
@@ -338,14 +282,14 @@ pub async fn run(
                 .map(|d| ObjectRef::from_obj(&*d))
                 .collect::<Vec<_>>()
         })
-        .watches_stream(it_stream, move |_it: InstanceType| {
+        .watches_stream(instance_types.changes(), move |_it: InstanceType| {
             for_its
                 .state()
                 .into_iter()
                 .map(|d| ObjectRef::from_obj(&*d))
                 .collect::<Vec<_>>()
         })
-        .watches_stream(endpoint_stream, move |ep: OnlineEndpoint| {
+        .watches_stream(endpoints.changes(), move |ep: OnlineEndpoint| {
             let (ns, name) = (ep.namespace(), ep.name_any());
             for_endpoints
                 .state()
@@ -353,15 +297,12 @@ pub async fn run(
                 .filter(|d| d.namespace() == ns && d.spec.endpoint_name == name)
                 .map(|d| ObjectRef::from_obj(&*d))
                 .collect::<Vec<_>>()
-        })
-        .graceful_shutdown_on(shutdown)
-        .run(
-            |od, ctx| async move {
-                let key = backoff::key(&*od);
-                guarded(&ctx.backoffs.clone(), key, reconcile(od, ctx)).await
-            },
-            error_policy,
-            ctx,
+        });
+    async move {
+        info!(
+            namespace = rt.namespace.as_deref().unwrap_or("*"),
+            "starting OnlineDeployment controller"
         );
-    crate::runtime::reconcile::drain(results, tracing::info_span!("onlinedeployment")).await;
+        drive(controller, ctx, rt.concurrency, shutdown, reconcile).await;
+    }
 }

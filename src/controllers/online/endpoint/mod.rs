@@ -47,7 +47,7 @@ use self::{
     routing::{DeploymentView, Routing},
     status::Gateway,
 };
-use super::{api, cache, cached, deployment::build, resolve};
+use super::{cached, deployment::build, resolve};
 use crate::{
     api::{
         environment::Environment,
@@ -60,14 +60,17 @@ use crate::{
             DESIRED_HASH, apply_if_changed, check_owner, check_owner_meta, controlled_by,
             create_owned, delete_owned, hash_of,
         },
-        backoff::{self, Backoffs},
+        backoff::Backoffs,
+        caches::MANAGED_SELECTOR,
         children::{MANAGER, child_meta},
+        drive::drive,
         events::Events,
+        handles::Runtime,
         is_not_found,
         metrics::Metrics,
         names::{self, Names, NotListed},
-        reconcile::{Policy, guarded},
         refusal,
+        synced::Synced,
     },
 };
 
@@ -99,7 +102,7 @@ pub struct Ctx {
     pub events: Events,
     pub options: Options,
     /// Whether every cache above holds its first list.
-    pub synced: super::Synced,
+    pub synced: Synced,
     /// Cache of HTTPRoutes, when Gateway API was installed at start.
     pub http_routes: Option<Store<DynamicObject>>,
     /// Hash of the HTTPRoute last applied per `namespace/name`, for when Gateway API was
@@ -508,125 +511,33 @@ fn http_route_resource() -> ApiResource {
     ApiResource::from_gvk(&gvk)
 }
 
-fn error_policy(ep: Arc<OnlineEndpoint>, err: &Error, ctx: Arc<Ctx>) -> Action {
-    let policy = Policy {
-        controller: CONTROLLER,
-        metrics: &ctx.metrics,
-        backoffs: &ctx.backoffs,
-        events: &ctx.events,
-    };
-    crate::runtime::reconcile::failed(policy, &*ep, err)
-}
+crate::runtime::drive::context!(Ctx, CONTROLLER);
 
-/// Runs the controller until `shutdown` resolves.
-pub async fn run(
-    rt: crate::runtime::handles::Runtime,
+/// Asks for the controller's caches now and returns the loop that runs it until `shutdown`.
+pub fn controller(
+    rt: Runtime,
     options: Options,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    let crate::runtime::handles::Runtime {
-        client,
-        metrics,
-        events,
-        health,
-        namespace,
-        concurrency,
-    } = rt;
-    let ns = namespace.as_deref();
-    let owned =
-        format!("app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}");
-    let (deployments, deployment_stream) = cache(
-        api::<OnlineDeployment>(&client, ns),
-        watcher::Config::default(),
-    );
-    let (environments, env_stream) =
-        cache(api::<Environment>(&client, ns), watcher::Config::default());
-    let (secrets, secret_stream) = cache(
-        api::<Secret>(&client, ns),
-        watcher::Config::default().labels(&format!(
-            "{owned},app.kubernetes.io/component={}",
-            keys::COMPONENT
-        )),
-    );
-    let (config_maps, cm_stream) = cache(
-        api::<ConfigMap>(&client, ns),
-        watcher::Config::default().labels(&format!("{owned},{ROUTING_TABLE_LABEL}=true")),
-    );
-    // The endpoints' own watch, registered so that the other instances see this cache (`names`)
-    // and know when its first list is in.
-    let (endpoints, endpoint_stream) = options.names.watch(api::<OnlineEndpoint>(&client, ns));
-    let controller = Controller::for_stream(endpoint_stream, endpoints.clone());
-    // HTTPRoutes are cached (and their deletion re-applies them) when Gateway API is there now.
-    let installed = options.gateway.is_some() && discover_http_routes(&client).await;
-    let (http_routes, http_route_stream) = if installed {
-        let ar = http_route_resource();
-        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
-        let store = writer.as_reader();
-        let api = match ns {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        let stream = reflector(
-            writer,
-            watcher(api, watcher::Config::default().labels(&owned))
-                .default_backoff()
-                .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear()),
-        )
-        .touched_objects();
-        (Some(store), Some(stream))
-    } else {
-        (None, None)
-    };
-    let synced = {
-        let (d, e, s, c, h) = (
-            deployments.clone(),
-            environments.clone(),
-            secrets.clone(),
-            config_maps.clone(),
-            http_routes.clone(),
-        );
-        super::Synced::spawn(health, async move {
-            super::ready(d).await
-                && super::ready(e).await
-                && super::ready(s).await
-                && super::ready(c).await
-                && match h {
-                    Some(h) => super::ready(h).await,
-                    None => true,
-                }
-        })
-    };
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        synced,
-        deployments,
-        environments,
-        secrets,
-        config_maps,
-        metrics,
-        events,
-        options,
-        http_routes,
-        applied_routes: Mutex::new(HashMap::new()),
-        httproute_crd: Mutex::new(installed.then(|| (true, Instant::now()))),
-        backoffs: Backoffs::default(),
-    });
-    let deployments_of = ctx.deployments.clone();
-    info!(
-        namespace = ns.unwrap_or("*"),
-        "starting OnlineEndpoint controller"
-    );
-    let mut controller = controller
-        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
-        .owns_stream(secret_stream)
-        .owns_stream(cm_stream)
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (ns, managed) = (rt.namespace.as_deref(), Some(MANAGED_SELECTOR));
+    let deployments = rt.caches.namespaced::<OnlineDeployment>(ns, None);
+    let environments = rt.caches.namespaced::<Environment>(ns, None);
+    let secrets = rt.caches.namespaced::<Secret>(ns, managed);
+    let config_maps = rt.caches.namespaced::<ConfigMap>(ns, managed);
+    // Registered so that the other instances see this cache (`names`) once it is listed.
+    let endpoints = rt.caches.namespaced::<OnlineEndpoint>(ns, None);
+    options.names.register_cache(&endpoints);
+    let deployments_of = deployments.store();
+    let controller = Controller::for_stream(endpoints.changes(), endpoints.store())
+        .owns_stream(secrets.changes())
+        .owns_stream(config_maps.changes())
         // A deployment's readiness or settings change its endpoint's routing.
-        .watches_stream(deployment_stream, |d: OnlineDeployment| {
+        .watches_stream(deployments.changes(), |d: OnlineDeployment| {
             d.namespace()
                 .map(|ns| ObjectRef::<OnlineEndpoint>::new(&d.spec.endpoint_name).within(&ns))
         })
         // A changed Environment can change a custom container's scoring route.
-        .watches_stream(env_stream, move |env: Environment| {
+        .watches_stream(environments.changes(), move |env: Environment| {
             let (ns, name) = (env.namespace(), env.name_any());
             let mut refs: Vec<ObjectRef<OnlineEndpoint>> = deployments_of
                 .state()
@@ -641,19 +552,59 @@ pub async fn run(
                 .filter_map(|d| Some(ObjectRef::new(&d.spec.endpoint_name).within(&d.namespace()?)))
                 .collect();
             refs.dedup();
-            let _ = &endpoints;
             refs
         });
-    if let Some(stream) = http_route_stream {
-        controller = controller.owns_stream_with(stream, http_route_resource());
+    async move {
+        let ns = rt.namespace.as_deref();
+        // HTTPRoutes are cached (and their deletion re-applies them) when Gateway API is there
+        // now. Only this controller reads them, so the cache is its own; until it has listed,
+        // an HTTPRoute is applied again (server-side apply: a no-op when unchanged).
+        let installed = options.gateway.is_some() && discover_http_routes(&rt.client).await;
+        let (http_routes, http_route_stream) = if installed {
+            let ar = http_route_resource();
+            let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+            let store = writer.as_reader();
+            let api = match ns {
+                Some(ns) => Api::namespaced_with(rt.client.clone(), ns, &ar),
+                None => Api::all_with(rt.client.clone(), &ar),
+            };
+            let owned = format!(
+                "app.kubernetes.io/managed-by={MANAGER},app.kubernetes.io/name={CONTROLLER}"
+            );
+            let stream = reflector(
+                writer,
+                watcher(api, watcher::Config::default().labels(&owned))
+                    .default_backoff()
+                    .modify(|o: &mut DynamicObject| o.managed_fields_mut().clear()),
+            )
+            .touched_objects();
+            (Some(store), Some(stream))
+        } else {
+            (None, None)
+        };
+        let ctx = Arc::new(Ctx {
+            client: rt.client.clone(),
+            synced: rt.synced.clone(),
+            deployments: deployments.store(),
+            environments: environments.store(),
+            secrets: secrets.store(),
+            config_maps: config_maps.store(),
+            metrics: rt.metrics.clone(),
+            events: rt.events.clone(),
+            options,
+            http_routes,
+            applied_routes: Mutex::new(HashMap::new()),
+            httproute_crd: Mutex::new(installed.then(|| (true, Instant::now()))),
+            backoffs: Backoffs::default(),
+        });
+        let controller = match http_route_stream {
+            Some(stream) => controller.owns_stream_with(stream, http_route_resource()),
+            None => controller,
+        };
+        info!(
+            namespace = ns.unwrap_or("*"),
+            "starting OnlineEndpoint controller"
+        );
+        drive(controller, ctx, rt.concurrency, shutdown, reconcile).await;
     }
-    let results = controller.graceful_shutdown_on(shutdown).run(
-        |ep, ctx| async move {
-            let key = backoff::key(&*ep);
-            guarded(&ctx.backoffs.clone(), key, reconcile(ep, ctx)).await
-        },
-        error_policy,
-        ctx,
-    );
-    crate::runtime::reconcile::drain(results, tracing::info_span!("onlineendpoint")).await;
 }
