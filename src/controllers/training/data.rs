@@ -3,17 +3,14 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{
-    ConfigMapVolumeSource, EmptyDirVolumeSource, PersistentVolumeClaimVolumeSource, Volume,
-    VolumeMount,
-};
+use k8s_openapi::api::core::v1::{ConfigMapVolumeSource, Volume, VolumeMount};
 
 use crate::{
     api::{
         common::{DataUri, InputMode, InputType, JobInput, JobOutput, OutputMode},
         training_job::TrainingJob,
     },
-    runtime::pod_data::sh_quote,
+    runtime::pod_data::{claim_volume, empty_dir, mount, sh_quote},
 };
 
 pub const INPUTS_DIR: &str = "/mnt/azureml/inputs";
@@ -39,51 +36,10 @@ pub struct DataPlan {
     pub working_dir: Option<String>,
 }
 
-fn mount(name: &str, path: &str, sub_path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.to_string(),
-        mount_path: path.to_string(),
-        sub_path: (!sub_path.is_empty()).then(|| sub_path.to_string()),
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
-}
-
-fn empty_dir(name: &str) -> Volume {
-    Volume {
-        name: name.to_string(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    }
-}
-
 impl DataPlan {
     /// The volume for claim `claim`, added once; returns its name.
     fn claim_volume(&mut self, claim: &str) -> String {
-        let existing = self.volumes.iter().find(|v| {
-            v.persistent_volume_claim
-                .as_ref()
-                .is_some_and(|p| p.claim_name == claim)
-        });
-        if let Some(v) = existing {
-            return v.name.clone();
-        }
-        let name = format!(
-            "claim-{}",
-            self.volumes
-                .iter()
-                .filter(|v| v.persistent_volume_claim.is_some())
-                .count()
-        );
-        self.volumes.push(Volume {
-            name: name.clone(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.to_string(),
-                read_only: None,
-            }),
-            ..Volume::default()
-        });
-        name
+        claim_volume(&mut self.volumes, claim)
     }
 
     fn scratch(&mut self, name: &str, path: &str) {

@@ -24,11 +24,10 @@ use k8s_openapi::{
         },
         core::v1::{
             ConfigMap, ConfigMapProjection, ConfigMapVolumeSource, Container,
-            DownwardAPIProjection, DownwardAPIVolumeFile, EmptyDirVolumeSource, EnvVar,
-            EnvVarSource, KeyToPath, LocalObjectReference, ObjectFieldSelector,
-            PersistentVolumeClaimVolumeSource, PodSpec, PodTemplateSpec, ProjectedVolumeSource,
-            ResourceRequirements, ServiceAccount, ServiceAccountTokenProjection, Volume,
-            VolumeMount, VolumeProjection,
+            DownwardAPIProjection, DownwardAPIVolumeFile, EnvVar, EnvVarSource, KeyToPath,
+            LocalObjectReference, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+            ProjectedVolumeSource, ResourceRequirements, ServiceAccount,
+            ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
         },
         rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject},
     },
@@ -51,7 +50,7 @@ use crate::{
     },
     runtime::{
         children::{child_meta, labels},
-        pod_data::{FETCH_FN, sh_quote},
+        pod_data::{FETCH_FN, claim_volume, empty_dir, mount, sh_quote},
         pod_security::{self, UserSecurity},
     },
 };
@@ -113,24 +112,6 @@ pub fn backoff_limit(job: &BatchJob, target: &Target) -> i32 {
         .unwrap_or(target.deployment.settings.retry_settings.max_retries)
 }
 
-fn mount(name: &str, path: &str, sub_path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        sub_path: (!sub_path.is_empty()).then(|| sub_path.to_string()),
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
-}
-
-fn empty_dir(name: &str) -> Volume {
-    Volume {
-        name: name.into(),
-        empty_dir: Some(EmptyDirVolumeSource::default()),
-        ..Volume::default()
-    }
-}
-
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
         name: name.into(),
@@ -163,29 +144,7 @@ struct Data {
 
 impl Data {
     fn claim(&mut self, claim: &str) -> String {
-        if let Some(v) = self.volumes.iter().find(|v| {
-            v.persistent_volume_claim
-                .as_ref()
-                .is_some_and(|p| p.claim_name == claim)
-        }) {
-            return v.name.clone();
-        }
-        let name = format!(
-            "claim-{}",
-            self.volumes
-                .iter()
-                .filter(|v| v.persistent_volume_claim.is_some())
-                .count()
-        );
-        self.volumes.push(Volume {
-            name: name.clone(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: claim.into(),
-                read_only: None,
-            }),
-            ..Volume::default()
-        });
-        name
+        claim_volume(&mut self.volumes, claim)
     }
 
     fn downloads(&mut self) {

@@ -12,9 +12,8 @@ use k8s_openapi::{
         },
         core::v1::{
             ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-            EnvVar, HTTPGetAction, LocalObjectReference, PersistentVolumeClaimVolumeSource,
-            PodSpec, PodTemplateSpec, Probe, ResourceRequirements, Service, ServicePort,
-            ServiceSpec, Volume, VolumeMount,
+            EnvVar, HTTPGetAction, LocalObjectReference, PodSpec, PodTemplateSpec, Probe,
+            ResourceRequirements, Service, ServicePort, ServiceSpec, Volume,
         },
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
@@ -35,7 +34,7 @@ use crate::{
     controllers::online::resolve::{Resolved, Routes},
     runtime::{
         children::{LABEL_MANAGED_BY, MANAGER, child_meta, owner_label_key},
-        pod_data::{FETCH_FN, sh_quote},
+        pod_data::{self, FETCH_FN, mount, sh_quote},
         pod_security::{self, UserSecurity},
     },
 };
@@ -126,27 +125,6 @@ fn probe(path: &str, port: i32, s: &ProbeSettings) -> Probe {
     }
 }
 
-fn mount(name: &str, path: &str, sub_path: &str, read_only: bool) -> VolumeMount {
-    VolumeMount {
-        name: name.into(),
-        mount_path: path.into(),
-        sub_path: (!sub_path.is_empty()).then(|| sub_path.to_string()),
-        read_only: read_only.then_some(true),
-        ..VolumeMount::default()
-    }
-}
-
-fn pvc_volume(name: &str, claim: &str) -> Volume {
-    Volume {
-        name: name.into(),
-        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-            claim_name: claim.into(),
-            read_only: Some(true),
-        }),
-        ..Volume::default()
-    }
-}
-
 fn config_map_volume(name: &str, config_map: &str) -> Volume {
     Volume {
         name: name.into(),
@@ -180,7 +158,7 @@ pub fn pod_template(
         let dir = model_dir(od);
         match model {
             DataUri::Pvc { claim, path } => {
-                volumes.push(pvc_volume("model", &claim));
+                volumes.push(pod_data::claim("model", &claim, true));
                 mounts.push(mount("model", &dir, &path, true));
             }
             DataUri::Https(url) => {
@@ -224,7 +202,7 @@ pub fn pod_template(
                 Some(mount("code", CODE_SOURCE_DIR, "", true))
             }
             Ok(DataUri::Pvc { claim, path }) => {
-                volumes.push(pvc_volume("code", &claim));
+                volumes.push(pod_data::claim("code", &claim, true));
                 Some(mount("code", CODE_SOURCE_DIR, &path, true))
             }
             _ => None,
