@@ -22,8 +22,8 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams},
+    Api, Client, ResourceExt,
+    api::DeleteParams,
     runtime::{
         Controller,
         controller::Action,
@@ -31,7 +31,6 @@ use kube::{
         scheduler::{ScheduleRequest, debounced_scheduler},
     },
 };
-use serde_json::json;
 use tracing::info;
 
 pub use error::Error;
@@ -43,7 +42,6 @@ use crate::{
         apply::{check_owner, create_owned, delete_if_owned},
         backoff::Backoffs,
         caches::MANAGED_SELECTOR,
-        children::MANAGER,
         drive::drive,
         events::Events,
         handles::Runtime,
@@ -102,11 +100,11 @@ pub async fn reconcile(job: Arc<TrainingJob>, ctx: Arc<Ctx>) -> Result<Action, E
         if !plan.create.is_empty() {
             carry_refusal(job.status.as_ref(), &mut status);
         }
-        write_status(&job, &ctx, &ns, &status).await?;
+        write_status(&job, &ctx, &status).await?;
         apply(&job, &ctx, &ns, &resolution, &plan).await
     };
     if let Err(err) = applied {
-        return Err(refused(&job, &ctx, &ns, plan, err).await);
+        return Err(refused(&job, &ctx, plan, err).await);
     }
     if let Some(t) = &plan.transition {
         ctx.events.publish(&*job, t.warning, &t.reason, &t.message);
@@ -151,7 +149,7 @@ fn carry_refusal(
 /// A child write failed. When the API server (or the ownership check) refused it, the job's status
 /// says so with the server's message, once as a Warning Event, and the refusal is the error (so
 /// the error policy waits for a change or backs off); other errors are returned as they are.
-async fn refused(job: &TrainingJob, ctx: &Ctx, ns: &str, mut plan: Plan, err: Error) -> Error {
+async fn refused(job: &TrainingJob, ctx: &Ctx, mut plan: Plan, err: Error) -> Error {
     let Some(refusal) = err.refusal() else {
         return err;
     };
@@ -169,7 +167,7 @@ async fn refused(job: &TrainingJob, ctx: &Ctx, ns: &str, mut plan: Plan, err: Er
     );
     plan.status.reason = Some(refusal.reason.to_string());
     plan.status.message = Some(refusal.message.clone());
-    if let Err(e) = write_status(job, ctx, ns, &plan.status).await {
+    if let Err(e) = write_status(job, ctx, &plan.status).await {
         return e;
     }
     if !shown {
@@ -182,22 +180,14 @@ async fn refused(job: &TrainingJob, ctx: &Ctx, ns: &str, mut plan: Plan, err: Er
 async fn write_status(
     job: &TrainingJob,
     ctx: &Ctx,
-    ns: &str,
     status: &crate::api::training_job::TrainingJobStatus,
 ) -> Result<(), Error> {
     if job.status.as_ref() == Some(status) {
         return Ok(());
     }
-    let api: Api<TrainingJob> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = json!({ "apiVersion": TrainingJob::api_version(&()), "kind": "TrainingJob", "status": status });
-    api.patch_status(
-        &job.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::PatchStatus)?;
-    Ok(())
+    crate::runtime::status::patch_status(&ctx.client, job, status)
+        .await
+        .map_err(Error::PatchStatus)
 }
 
 /// Creates and deletes what the plan says. Creates that find the object already there are fine:

@@ -27,14 +27,12 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
     runtime::{
         Controller,
         controller::Action,
         reflector::{ObjectRef, Store},
     },
 };
-use serde_json::json;
 use tracing::{info, warn};
 
 pub use error::Error;
@@ -50,7 +48,7 @@ use crate::{
         apply::{apply_if_changed, controlled_by, delete_owned},
         backoff::Backoffs,
         caches::MANAGED_SELECTOR,
-        children::{MANAGER, owner_label_key},
+        children::owner_label_key,
         drive::drive,
         events::Events,
         handles::Runtime,
@@ -117,15 +115,9 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
     let generation = od.metadata.generation;
     refusal::show(refused.as_ref(), old, &mut new.conditions, generation, &now);
     if od.status.as_ref() != Some(&new) {
-        let api: Api<OnlineDeployment> = Api::namespaced(ctx.client.clone(), &ns);
-        let patch = json!({ "apiVersion": OnlineDeployment::api_version(&()), "kind": "OnlineDeployment", "status": new });
-        api.patch_status(
-            &od.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::PatchStatus)?;
+        crate::runtime::status::patch_status(&ctx.client, &*od, &new)
+            .await
+            .map_err(Error::PatchStatus)?;
         for t in status::transitions(od.status.as_ref(), &new) {
             super::publish(&ctx.events, &*od, &t);
         }

@@ -229,7 +229,7 @@ pub async fn reconcile(ep: Arc<OnlineEndpoint>, ctx: Arc<Ctx>) -> Result<Action,
     let old = ep.status.as_ref().map(|s| s.conditions.as_slice());
     let generation = ep.metadata.generation;
     refusal::show(refused.as_ref(), old, &mut new.conditions, generation, &now);
-    write_status(&ep, &ctx, &ns, new).await?;
+    write_status(&ep, &ctx, new).await?;
     if let Some(r) = refused {
         return Err(r.into());
     }
@@ -327,21 +327,14 @@ async fn withdraw(ep: &OnlineEndpoint, ctx: &Ctx, ns: &str) -> Result<Gateway, E
 async fn write_status(
     ep: &OnlineEndpoint,
     ctx: &Ctx,
-    ns: &str,
     new: OnlineEndpointStatus,
 ) -> Result<(), Error> {
     if ep.status.as_ref() == Some(&new) {
         return Ok(());
     }
-    let api: Api<OnlineEndpoint> = Api::namespaced(ctx.client.clone(), ns);
-    let patch = json!({ "apiVersion": OnlineEndpoint::api_version(&()), "kind": "OnlineEndpoint", "status": new });
-    api.patch_status(
-        &ep.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map_err(Error::PatchStatus)?;
+    crate::runtime::status::patch_status(&ctx.client, ep, &new)
+        .await
+        .map_err(Error::PatchStatus)?;
     let old = ep
         .status
         .as_ref()
