@@ -331,9 +331,11 @@ async fn a_missing_default_deployment_is_a_condition_with_a_reason() {
         .into_iter()
         .find(|c| c.type_ == "Ready")
         .unwrap();
+    // The endpoint itself is done (Azure ML provisions it Succeeded; kstatus Current): jobs must
+    // name a deployment, and the reason says so.
     assert_eq!(
         (ready.status.as_str(), ready.reason.as_str()),
-        ("False", "NoDefaultDeployment")
+        ("True", "NoDefaultDeployment")
     );
 
     // The CLI refuses at once; a BatchJob applied directly fails with the same reason.
@@ -364,7 +366,7 @@ async fn a_missing_default_deployment_is_a_condition_with_a_reason() {
     let resolved = s.conditions.iter().find(|c| c.type_ == "Resolved").unwrap();
     assert_eq!(resolved.reason, "NoDefaultDeployment");
 
-    // Setting a default makes the endpoint ready.
+    // Setting a default makes jobs without a deployment run on it.
     endpoints
         .patch(
             "scorer",
@@ -375,9 +377,9 @@ async fn a_missing_default_deployment_is_a_condition_with_a_reason() {
         .unwrap();
     wait_for(&endpoints, "scorer", T, |e: Option<&BatchEndpoint>| {
         e.and_then(|e| e.status.as_ref()).is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
+            s.conditions.iter().any(|c| {
+                c.type_ == "Ready" && c.status == "True" && c.reason == "DefaultDeploymentReady"
+            })
         })
     })
     .await;
@@ -809,7 +811,9 @@ async fn an_operator_restart_mid_batch_rewrites_nothing() {
     let jobs: Api<BatchJob> = ns.api();
     let j: BatchJob = serde_json::from_value(json!({
         "apiVersion": "mlcompute.io/v1alpha1", "kind": "BatchJob",
-        "metadata": { "name": "long" },
+        // On KWOK, Job Pods complete at once unless told when: these run for ten minutes.
+        "metadata": { "name": "long", "annotations": {
+            "kwok.mlcompute.io/exit-code": "0", "kwok.mlcompute.io/exit-after": "10m" } },
         "spec": { "endpointName": "scorer", "input": { "path": "pvc://data/in" },
                   "overrides": { "instanceCount": 2 } }
     }))
