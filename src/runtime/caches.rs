@@ -265,20 +265,25 @@ impl<K: Cached> Cache<K> {
     /// The objects that change from now on (applied or deleted), as a controller trigger stream.
     pub fn changes(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
         let rx = self.changes.subscribe();
-        let store = self.store.clone();
-        futures::stream::unfold((rx, store), |(mut rx, store)| async move {
+        let state = (rx, self.store.clone(), self.listed.clone());
+        futures::stream::unfold(state, |(mut rx, store, mut listed)| async move {
             loop {
                 match rx.recv().await {
-                    Ok(obj) => return Some((vec![Ok((*obj).clone())], (rx, store))),
+                    Ok(obj) => return Some((vec![Ok((*obj).clone())], (rx, store, listed))),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(
                             kind = %K::kind(&()),
                             missed,
                             "a controller fell behind its cache; resending every cached object"
                         );
+                        // During the first list the store is not filled yet (the reflector
+                        // swaps it in at the end): resend once it is.
+                        if listed.wait_for(|l| *l).await.is_err() {
+                            return None;
+                        }
                         let all: Vec<_> = store.state().iter().map(|o| Ok((**o).clone())).collect();
                         if !all.is_empty() {
-                            return Some((all, (rx, store)));
+                            return Some((all, (rx, store, listed)));
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
@@ -393,7 +398,61 @@ pub fn controller_of<K: Cached>(cache: &Cache<K>, obj: &impl Resource) -> Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+    use std::time::Duration;
+
+    fn cm(name: &str) -> ConfigMap {
+        serde_json::from_value(
+            serde_json::json!({ "metadata": { "name": name, "namespace": "ns" } }),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_falls_behind_gets_the_whole_cache_once_it_is_listed() {
+        let (store, mut writer) = reflector::store();
+        let (changes, _) = broadcast::channel(2);
+        let (listed_tx, listed) = tokio::sync::watch::channel(false);
+        let cache = Cache {
+            store,
+            changes: changes.clone(),
+            listed,
+        };
+        let mut sub = std::pin::pin!(cache.changes());
+        for name in ["a", "b", "c", "d", "e"] {
+            let _ = changes.send(Arc::new(cm(name)));
+        }
+        // Lagged during the first list: nothing is resent until the store is filled.
+        let early = tokio::time::timeout(Duration::from_millis(50), sub.next()).await;
+        assert!(
+            early.is_err(),
+            "resent before the first list was in: {early:?}"
+        );
+        for name in ["a", "b", "c", "d", "e"] {
+            writer.apply_watcher_event(&watcher::Event::Apply(cm(name)));
+        }
+        listed_tx.send_replace(true);
+        let mut names = Vec::new();
+        for _ in 0..5 {
+            let obj = tokio::time::timeout(Duration::from_secs(1), sub.next())
+                .await
+                .unwrap();
+            names.push(obj.unwrap().unwrap().name_any());
+        }
+        names.sort();
+        assert_eq!(names, ["a", "b", "c", "d", "e"]);
+        // Afterwards, changes flow again (after what the broadcast still held: repeats are
+        // harmless, a reconcile is idempotent).
+        let _ = changes.send(Arc::new(cm("f")));
+        let mut after = Vec::new();
+        while after.last().map(String::as_str) != Some("f") {
+            let obj = tokio::time::timeout(Duration::from_secs(1), sub.next())
+                .await
+                .unwrap();
+            after.push(obj.unwrap().unwrap().name_any());
+            assert!(after.len() <= 12, "f never came: {after:?}");
+        }
+    }
 
     #[test]
     fn a_slim_pod_keeps_what_controllers_read() {
