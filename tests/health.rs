@@ -785,12 +785,13 @@ async fn online(p: &Plane, nowhere: &str) -> Vec<Row> {
         |n: i64| move |o: &Value| observed(o) && o["status"]["readyInstances"].as_i64() == Some(n);
 
     // Endpoints.
+    // Azure ML provisions an endpoint without deployments as Succeeded: nothing to wait for.
     let empty = p.reach(E, "empty", "a status", observed).await;
     rows.push(row(
         E,
         "no deployment yet",
         "no traffic, no deployment",
-        PROGRESSING,
+        HEALTHY,
         empty,
     ));
     let starting = p
@@ -832,11 +833,12 @@ async fn online(p: &Plane, nowhere: &str) -> Vec<Row> {
             |o| observed(o) && says(o, "TrafficToMissingDeployment", "ghost"),
         )
         .await;
+    // Waited for, not failed: GitOps applies the objects of one sync in any order.
     rows.push(row(
         E,
-        "invalid traffic",
-        "traffic names a deployment that does not exist",
-        FAILED,
+        "deployment in traffic missing",
+        "traffic names a deployment that does not exist (yet)",
+        PROGRESSING,
         misrouted,
     ));
 
@@ -920,8 +922,8 @@ async fn online(p: &Plane, nowhere: &str) -> Vec<Row> {
     rows.push(row(
         D,
         "environment missing",
-        "its Environment does not exist",
-        FAILED,
+        "its Environment does not exist (yet): waited for",
+        PROGRESSING,
         missing,
     ));
     rows
@@ -1001,8 +1003,8 @@ async fn batch(p: &Plane, nowhere: &str) -> Vec<Row> {
     rows.push(row(
         E,
         "default deployment missing",
-        "defaults.deploymentName names no deployment",
-        FAILED,
+        "defaults.deploymentName names no deployment (yet): waited for",
+        PROGRESSING,
         orphan,
     ));
 
@@ -1022,8 +1024,8 @@ async fn batch(p: &Plane, nowhere: &str) -> Vec<Row> {
     rows.push(row(
         D,
         "environment missing",
-        "its Environment does not exist",
-        FAILED,
+        "its Environment does not exist (yet): waited for",
+        PROGRESSING,
         noenv,
     ));
 
@@ -1432,7 +1434,7 @@ fn the_argo_script_reads_the_status_conventions() {
                 "TrainingJob",
                 2,
                 json!({ "observedGeneration": 2, "phase": "Canceled", "message": "Canceled: spec.cancel was set",
-                        "conditions": [c("Ready", "False", "Canceled", "Canceled: spec.cancel was set")] }),
+                        "conditions": [c("Ready", "True", "Canceled", "Canceled: spec.cancel was set")] }),
             ),
             "Healthy",
             "Canceled: spec.cancel was set",
@@ -1482,16 +1484,28 @@ fn the_argo_script_reads_the_status_conventions() {
             "1 of 2 instances updated",
         ),
         (
-            "endpoint with traffic to a missing deployment",
+            "endpoint with traffic to a missing deployment: waiting for it",
             obj(
                 "OnlineEndpoint",
                 2,
                 json!({ "observedGeneration": 2,
                         "conditions": [c("Ready", "False", "TrafficToMissingDeployment", "traffic names \"ghost\""),
-                                       c("Stalled", "True", "TrafficToMissingDeployment", "traffic names \"ghost\"")] }),
+                                       c("Reconciling", "True", "TrafficToMissingDeployment", "traffic names \"ghost\"")] }),
+            ),
+            "Progressing",
+            "traffic names \"ghost\"",
+        ),
+        (
+            "endpoint whose name another namespace holds",
+            obj(
+                "OnlineEndpoint",
+                2,
+                json!({ "observedGeneration": 2,
+                        "conditions": [c("Ready", "False", "NameTaken", "name held by team-a"),
+                                       c("Stalled", "True", "NameTaken", "name held by team-a")] }),
             ),
             "Degraded",
-            "traffic names \"ghost\"",
+            "name held by team-a",
         ),
         (
             "Stalled and Reconciling both True: the first listed wins, as in kstatus",
@@ -1499,11 +1513,11 @@ fn the_argo_script_reads_the_status_conventions() {
                 "BatchDeployment",
                 2,
                 json!({ "observedGeneration": 2,
-                        "conditions": [c("Stalled", "True", "EnvironmentNotFound", "Environment \"gone\" does not exist"),
+                        "conditions": [c("Stalled", "True", "NoImage", "neither environment nor image is set"),
                                        c("Reconciling", "True", "Resolving", "resolving")] }),
             ),
             "Degraded",
-            "Environment \"gone\" does not exist",
+            "neither environment nor image is set",
         ),
         (
             "InstanceType no node matches",
@@ -1511,7 +1525,7 @@ fn the_argo_script_reads_the_status_conventions() {
                 "InstanceType",
                 1,
                 json!({ "observedGeneration": 1, "matchingNodes": 0,
-                        "conditions": [c("Ready", "False", "NoMatchingNodes", "no node matches nodeSelector pool=x")] }),
+                        "conditions": [c("Ready", "True", "NoMatchingNodes", "no node matches nodeSelector pool=x")] }),
             ),
             "Healthy",
             "no node matches nodeSelector pool=x",

@@ -134,10 +134,13 @@ pub struct InstanceTypeStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready nodes that match the node selector and tolerations and are large enough for one instance.
+    /// Ready nodes that match the node selector and tolerations and are large enough for one
+    /// instance (0 when none does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matching_nodes: Option<i32>,
-    /// Standard conditions (`Ready` when at least one node fits).
+    /// Standard conditions: `Ready` True once the operator has seen the type (an InstanceType is a
+    /// definition and waits on nothing), with reason `NodesFit`, or `NoMatchingNodes` and why no
+    /// node fits in the message (what names the type stays Pending until one does).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

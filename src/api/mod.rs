@@ -17,7 +17,7 @@ pub mod security_context;
 pub mod training_job;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    CustomResourceDefinition, JSON, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
 use kube::CustomResourceExt;
 
@@ -54,7 +54,28 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
     ]
     .into_iter()
     .map(tidy_descriptions)
+    .map(default_status)
     .collect()
+}
+
+/// Every object starts with `status: {observedGeneration: 0}` (a schema default, so it is in the
+/// API server's answer to the create, before any controller ran). kstatus reads an object without
+/// status as Current, which would make a Flux `wait` pass before the operator has looked at it;
+/// an observedGeneration behind the generation reads as InProgress, in Argo CD's health script
+/// too ("Waiting for the mlcompute operator"). The operator's first status write replaces it.
+fn default_status(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"));
+        if let Some(status) = status {
+            status.default = Some(JSON(serde_json::json!({ "observedGeneration": 0 })));
+        }
+    }
+    crd
 }
 
 /// Rewraps the doc-comment descriptions: rustdoc keeps the source line breaks, which `kubectl
@@ -120,6 +141,31 @@ mod tests {
                     .as_ref()
                     .and_then(|s| s.status.as_ref())
                     .is_some()
+            );
+        }
+    }
+
+    #[test]
+    fn every_object_starts_with_an_observed_generation_of_0() {
+        for crd in all_crds() {
+            let schema = crd.spec.versions[0]
+                .schema
+                .clone()
+                .and_then(|s| s.open_api_v3_schema)
+                .unwrap();
+            let status = &schema.properties.as_ref().unwrap()["status"];
+            assert_eq!(
+                status.default.as_ref().map(|d| &d.0),
+                Some(&serde_json::json!({ "observedGeneration": 0 })),
+                "{}",
+                crd.spec.names.kind
+            );
+            assert!(
+                status
+                    .properties
+                    .as_ref()
+                    .unwrap()
+                    .contains_key("observedGeneration")
             );
         }
     }

@@ -31,6 +31,29 @@ pub struct Missing {
     pub message: String,
 }
 
+/// Reasons of a reference that cannot be followed whatever else is created (an invalid spec the
+/// API server let through): stalled until the spec changes. Every other [`Missing`] names an
+/// object that may still appear (GitOps applies the objects of one sync in any order): waited for.
+const INVALID: [&str; 2] = ["NoImage", "InvalidEnvironmentReference"];
+
+/// Whether a [`Missing`] of `reason` needs a change of the spec (kstatus `Stalled`), rather than
+/// an object that may still be created (`Reconciling`).
+pub fn needs_spec_change(reason: &str) -> bool {
+    INVALID.contains(&reason)
+}
+
+impl Missing {
+    /// What the status says of it, by the kstatus conventions: waiting for the object, or
+    /// stalled on a reference that cannot be followed ([`needs_spec_change`]).
+    pub fn progress(&self) -> super::conditions::Progress {
+        if needs_spec_change(self.reason) {
+            super::conditions::Progress::stalled(self.reason, self.message.clone())
+        } else {
+            super::conditions::Progress::working(self.reason, self.message.clone())
+        }
+    }
+}
+
 /// Who waits for a missing object: the tail of the message tells the user what happens once it
 /// is created.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -16,8 +16,11 @@ use crate::{
         common::{MAX_JOB_TIMEOUT, MAX_TTL_SECONDS, parse_duration_at_most},
         training_job::{InstanceStatus, TrainingJob, TrainingJobStatus},
     },
-    runtime::conditions,
+    runtime::conditions::{self, Progress},
 };
+
+/// `Ready`'s reason once the job completed.
+const COMPLETED: &str = "Completed";
 
 /// Condition types of a TrainingJob.
 pub mod condition {
@@ -160,17 +163,44 @@ impl Decider<'_> {
         self.plan.status.reason = Some(reason.to_string());
         self.plan.status.message = Some(message);
         self.cond(condition::RUNNING, phase == Phase::Running, reason, "");
-        // kstatus conventions, so Flux, Argo CD and `kubectl wait` read health without custom code:
-        // Reconciling while on the way, Stalled when failed, Ready while running and once done.
-        let on_the_way = matches!(phase, Phase::Queued | Phase::Starting);
-        self.cond(condition::RECONCILING, on_the_way, reason, "");
-        self.cond(condition::STALLED, phase == Phase::Failed, reason, "");
-        self.cond(
-            condition::READY,
-            matches!(phase, Phase::Running | Phase::Completed),
-            reason,
-            "",
-        );
+        self.kstatus(phase, reason);
+    }
+
+    /// The kstatus conventions, so Flux, Argo CD and `kubectl wait` read health without custom
+    /// code: `Reconciling` while queued (a missing Environment or InstanceType is waited for),
+    /// starting or running; `Stalled` when failed, when no instance can start (an image that
+    /// cannot be pulled) or the spec names what cannot be followed; `Ready` True once finished, canceled
+    /// included (a GitOps wait must not hang on it). A suspended job waits for the user: none of
+    /// `Reconciling` and `Stalled`, `Ready` False. Reason and message are the phase's.
+    fn kstatus(&mut self, phase: Phase, reason: &str) {
+        let message = self.plan.status.message.clone().unwrap_or_default();
+        let (generation, now) = (self.generation(), self.now.clone());
+        let conds = &mut self.plan.status.conditions;
+        let p = match phase {
+            Phase::Completed => Progress::done(COMPLETED, message),
+            Phase::Canceled => Progress::done(reason::CANCELED, message),
+            Phase::Failed => Progress::stalled(reason, message),
+            Phase::Queued if reason == reason::SUSPENDED => {
+                conditions::mark_progress(conds, &Progress::done(reason, ""), generation, &now);
+                conditions::set(
+                    conds,
+                    condition::READY,
+                    false,
+                    reason,
+                    message,
+                    generation,
+                    &now,
+                );
+                return;
+            }
+            _ if reason == reason::IMAGE_PULL_ERROR
+                || crate::runtime::resolve::needs_spec_change(reason) =>
+            {
+                Progress::stalled(reason, message)
+            }
+            _ => Progress::working(reason, message),
+        };
+        conditions::progress(conds, &p, generation, &now);
     }
 
     fn finish(&mut self, phase: Phase, reason: &str, message: String) -> Plan {
@@ -204,7 +234,7 @@ impl Decider<'_> {
             return self.finish(
                 Phase::Canceled,
                 reason::CANCELED,
-                "canceled by request (spec.cancel)".into(),
+                "Canceled by request (spec.cancel)".into(),
             );
         }
         if spec.suspend {
@@ -307,6 +337,9 @@ impl Decider<'_> {
 
     /// Terminal: stop leftovers, and once the TTL runs out remove the Pods and Service.
     fn after_finish(mut self, phase: Phase) -> Plan {
+        // A job finished under an older operator gets the conditions of today's (unchanged: equal).
+        let reason = self.prev.reason.clone().unwrap_or_default();
+        self.kstatus(phase, &reason);
         if phase == Phase::Canceled {
             self.delete_where(|_| false);
         } else {

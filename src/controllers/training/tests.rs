@@ -121,8 +121,19 @@ fn running_then_completed() {
             .iter()
             .any(|c| c.type_ == t && c.status == "True")
     };
-    assert!(is(&run, "Ready") && !is(&run, "Reconciling"));
-    assert!(is(&done, "Ready") && !is(&done, "Stalled"));
+    // Running is still on the way (kstatus InProgress); done is Ready.
+    assert!(!is(&run, "Ready") && is(&run, "Reconciling"));
+    assert!(is(&done, "Ready") && !is(&done, "Stalled") && !is(&done, "Reconciling"));
+    let ready = done
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.reason.as_str(), ready.message.as_str()),
+        ("Completed", "all instances completed")
+    );
 }
 
 #[test]
@@ -167,6 +178,18 @@ fn a_retryable_failure_restarts_the_gang_and_a_permanent_one_fails() {
     assert_eq!(
         (stalled.status.as_str(), stalled.reason.as_str()),
         ("True", "NonRetryableExitCode")
+    );
+    assert_eq!(
+        stalled.message,
+        "instance iris-worker-0 exited with code 2, which retryPolicy does not retry",
+        "kstatus shows the Stalled message"
+    );
+    assert!(
+        !perm
+            .status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Reconciling")
     );
 }
 
@@ -240,6 +263,19 @@ fn timeout_cancel_and_suspend() {
     let plan = lifecycle::decide(&canceled, &ready(&canceled), &pods, at(1));
     assert_eq!(plan.status.phase, Some(JobPhase::Canceled));
     assert_eq!(plan.delete, ["iris-worker-0"]);
+    // A canceled job is finished: Ready True (kstatus Current), the message says "Canceled".
+    let cond = |plan: &Plan, t: &str| {
+        plan.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let (status, reason, message) = cond(&plan, "Ready").unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Canceled"));
+    assert!(message.starts_with("Canceled"), "{message}");
+    assert_eq!(cond(&plan, "Reconciling"), None);
+    assert_eq!(cond(&plan, "Stalled"), None);
 
     let mut suspended = job;
     suspended.spec.suspend = true;
@@ -248,6 +284,10 @@ fn timeout_cancel_and_suspend() {
     assert_eq!(plan.status.reason.as_deref(), Some("Suspended"));
     assert_eq!(plan.delete, ["iris-worker-0"]);
     assert!(plan.status.start_time.is_none());
+    // Suspended waits for the user: neither working nor stalled, not Ready.
+    assert_eq!(cond(&plan, "Reconciling"), None);
+    assert_eq!(cond(&plan, "Stalled"), None);
+    assert_eq!(cond(&plan, "Ready").unwrap().0, "False");
 }
 
 #[test]
@@ -275,6 +315,18 @@ fn unschedulable_pods_keep_the_job_queued_with_the_schedulers_message() {
     )];
     let plan = lifecycle::decide(&job, &ready(&job), &image, at(0));
     assert_eq!(plan.status.reason.as_deref(), Some("ImagePullError"));
+    // Unschedulable waits for capacity (Reconciling); an image that cannot be pulled stalls.
+    let stalled = plan
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Stalled")
+        .unwrap();
+    assert_eq!(
+        (stalled.status.as_str(), stalled.reason.as_str()),
+        ("True", "ImagePullError")
+    );
+    assert!(stalled.message.contains("not found"), "{}", stalled.message);
 }
 
 #[test]
@@ -286,6 +338,19 @@ fn missing_references_queue_the_job_with_a_reason() {
     let plan = lifecycle::decide(&job, &missing, &[], at(0));
     assert_eq!(plan.status.reason.as_deref(), Some("EnvironmentNotFound"));
     assert!(plan.create.is_empty());
+    // Waiting for the Environment (GitOps may apply it later in the same sync), not failed.
+    let reconciling = plan
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Reconciling")
+        .unwrap();
+    assert_eq!(
+        (reconciling.status.as_str(), reconciling.reason.as_str()),
+        ("True", "EnvironmentNotFound")
+    );
+    assert!(reconciling.message.contains("torch"));
+    assert_eq!(plan.status.observed_generation, job.metadata.generation);
     let it = resolve_from(&fixture("pytorch"), None, Some("gpu-8"), None);
     assert!(matches!(
         it,

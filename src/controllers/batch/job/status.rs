@@ -270,6 +270,30 @@ impl Decider<'_> {
             let message = self.plan.status.message.clone().unwrap_or_default();
             self.cond(type_, true, reason, &message);
         }
+        self.kstatus(phase, reason);
+    }
+
+    /// The kstatus conventions (what Flux and the Argo CD health script read): `Reconciling` while
+    /// queued, starting or running; `Stalled` when failed or when no driver can run (its Pods
+    /// refused, an image that cannot be pulled, a container that cannot start); `Ready` True once
+    /// completed or canceled (finished: a GitOps wait must not hang on it). The phase's reason and
+    /// message.
+    fn kstatus(&mut self, phase: Phase, reason: &str) {
+        let message = self.plan.status.message.clone().unwrap_or_default();
+        let p = match phase {
+            Phase::Completed => conditions::Progress::done(reason::COMPLETED, message),
+            Phase::Canceled => conditions::Progress::done(reason::CANCELED, message),
+            Phase::Failed => conditions::Progress::stalled(reason, message),
+            _ if reason == reason::PODS_REJECTED
+                || pod_problems::is_reason(reason)
+                || crate::runtime::resolve::needs_spec_change(reason) =>
+            {
+                conditions::Progress::stalled(reason, message)
+            }
+            _ => conditions::Progress::working(reason, message),
+        };
+        let generation = self.job.metadata.generation;
+        conditions::progress(&mut self.plan.status.conditions, &p, generation, &self.now);
     }
 }
 
@@ -301,7 +325,10 @@ pub fn decide(
         .unwrap_or(0);
     let reported_reason = counters(&mut d.plan.status, observed.progress, instances);
 
-    if d.prev.phase.is_some_and(Phase::is_terminal) {
+    if let Some(phase) = d.prev.phase.filter(|p| p.is_terminal()) {
+        // A job finished under an older operator gets today's conditions (unchanged: equal).
+        let reason = d.prev.reason.clone().unwrap_or_default();
+        d.kstatus(phase, &reason);
         return d.plan;
     }
     if job.spec.cancel {
@@ -309,7 +336,7 @@ pub fn decide(
         d.phase(
             Phase::Canceled,
             reason::CANCELED,
-            "canceled by request (spec.cancel)".into(),
+            "Canceled by request (spec.cancel)".into(),
         );
         return d.plan;
     }
@@ -498,6 +525,128 @@ mod tests {
         })
     }
 
+    /// `(status, reason, message)` of condition `type_`, if present.
+    fn cond(p: &Plan, type_: &str) -> Option<(String, String, String)> {
+        p.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    }
+
+    /// Which of the kstatus conditions is True: Reconciling, Stalled, Ready, or none.
+    fn kstatus(p: &Plan) -> &'static str {
+        let on = |t: &str| cond(p, t).is_some_and(|c| c.0 == "True");
+        match (on("Reconciling"), on("Stalled"), on("Ready")) {
+            (true, false, false) => "Reconciling",
+            (false, true, false) => "Stalled",
+            (false, false, true) => "Ready",
+            other => panic!(
+                "not one of the three: {other:?} in {:?}",
+                p.status.conditions
+            ),
+        }
+    }
+
+    #[test]
+    fn kstatus_conditions_follow_the_phase() {
+        // Queued on a missing reference: waiting, with the reason and message.
+        let p = decide(&bj(json!(null)), &waiting(), Observed::default(), now());
+        assert_eq!(kstatus(&p), "Reconciling");
+        assert_eq!(
+            cond(&p, "Reconciling").unwrap(),
+            ("True".into(), "DeploymentNotFound".into(), "no".into())
+        );
+        assert_eq!(p.status.observed_generation, Some(1));
+        // Starting and running: still working.
+        let job = k8s_job(None);
+        let running = [pod(0, "Running", None)];
+        let refs: Vec<&Pod> = running.iter().collect();
+        let observed = Observed {
+            job: Some(&job),
+            pods: &refs,
+            pods_refused: None,
+            progress: None,
+        };
+        let p = decide(
+            &bj(json!({ "phase": "Starting" })),
+            &waiting(),
+            observed,
+            now(),
+        );
+        assert_eq!(
+            (p.status.phase, kstatus(&p)),
+            (Some(Phase::Running), "Reconciling")
+        );
+        let p = decide(
+            &bj(json!({ "phase": "Starting" })),
+            &waiting(),
+            Observed {
+                pods: &[],
+                ..observed
+            },
+            now(),
+        );
+        assert_eq!(
+            (p.status.phase, kstatus(&p)),
+            (Some(Phase::Starting), "Reconciling")
+        );
+        // Failed: Stalled with the reason as message (kstatus and Argo CD show it).
+        let failed = k8s_job(Some(("Failed", "PodFailurePolicy")));
+        let pods = [pod(0, "Failed", Some(3))];
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let p = decide(
+            &bj(json!({ "phase": "Running" })),
+            &waiting(),
+            Observed {
+                job: Some(&failed),
+                pods: &refs,
+                ..observed
+            },
+            now(),
+        );
+        assert_eq!(kstatus(&p), "Stalled");
+        let (_, r, m) = cond(&p, "Stalled").unwrap();
+        assert_eq!(
+            (r.as_str(), m.as_str()),
+            (
+                reason::ERROR_THRESHOLD,
+                "7 items failed, more than the error threshold of 5"
+            )
+        );
+        // Completed: Ready, reason Completed.
+        let done = k8s_job(Some(("Complete", "CompletionsReached")));
+        let p = decide(
+            &bj(json!({ "phase": "Running" })),
+            &waiting(),
+            Observed {
+                job: Some(&done),
+                pods: &[],
+                ..observed
+            },
+            now(),
+        );
+        assert_eq!(kstatus(&p), "Ready");
+        assert_eq!(cond(&p, "Ready").unwrap().1, "Completed");
+        // Canceled: finished, Ready, and the message says so.
+        let mut b = bj(json!({ "phase": "Running" }));
+        b.spec.cancel = true;
+        let p = decide(&b, &waiting(), observed, now());
+        assert_eq!(kstatus(&p), "Ready");
+        let (_, r, m) = cond(&p, "Ready").unwrap();
+        assert_eq!(r, "Canceled");
+        assert!(m.starts_with("Canceled"), "{m}");
+        // A job finished under an older operator, without these conditions, gets them.
+        let old = bj(
+            json!({ "phase": "Failed", "reason": "BackoffLimitExceeded", "message": "x",
+                             "conditions": [{ "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                              "message": "x", "lastTransitionTime": "2025-01-01T00:00:00Z" }] }),
+        );
+        let p = decide(&old, &waiting(), Observed::default(), now());
+        assert_eq!(kstatus(&p), "Stalled");
+        assert_eq!(cond(&p, "Stalled").unwrap().2, "x");
+    }
+
     #[test]
     fn queued_then_failed_for_what_cannot_run() {
         let p = decide(&bj(json!(null)), &waiting(), Observed::default(), now());
@@ -670,6 +819,7 @@ mod tests {
         let p = decide(&starting, &waiting(), observed, now());
         assert_eq!(p.status.phase, Some(Phase::Starting));
         assert_eq!(p.status.reason.as_deref(), Some(reason::IMAGE_PULL_ERROR));
+        assert_eq!(kstatus(&p), "Stalled", "no driver can run without a change");
         let message = p.status.message.clone().unwrap();
         assert!(
             message.starts_with(
@@ -742,6 +892,7 @@ mod tests {
         assert_eq!(p.status.phase, Some(Phase::Starting));
         assert_eq!(p.status.reason.as_deref(), Some(reason::PODS_REJECTED));
         assert!(p.status.message.as_deref().unwrap().ends_with(why));
+        assert_eq!(kstatus(&p), "Stalled");
         let running = p
             .status
             .conditions
@@ -774,5 +925,10 @@ mod tests {
             now(),
         );
         assert_eq!(later.status.phase, Some(Phase::Running));
+        assert_eq!(
+            kstatus(&later),
+            "Reconciling",
+            "the refusal's Stalled is gone"
+        );
     }
 }

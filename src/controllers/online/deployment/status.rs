@@ -19,7 +19,7 @@ use crate::{
         resolve::{Missing, Resolved},
     },
     runtime::{
-        conditions,
+        conditions::{self, Progress},
         pod_problems::{self, Problem},
     },
 };
@@ -284,7 +284,62 @@ pub fn compute(
         generation,
         now,
     );
+    let progress = kstatus(&blocked, &observed, rolling, scaling);
+    conditions::mark_progress(&mut st.conditions, &progress, generation, now);
     st
+}
+
+/// Where the deployment stands by the kstatus conventions (`Ready` above stays what it says:
+/// whether any instance serves, so a deployment rolling out is Ready and Reconciling at once):
+/// working while a referenced object is missing (waited for: GitOps applies the objects of one
+/// sync in any order) and while instances are created, rolled out or scaled; stalled when the
+/// instances cannot run without a change (admission refuses their Pods; an image that cannot be
+/// pulled, a container that cannot start or keeps crashing, on the current template's Pods);
+/// done once every instance runs the current spec and is ready.
+fn kstatus(
+    blocked: &Option<(&'static str, String)>,
+    observed: &Observed,
+    rolling: bool,
+    scaling: bool,
+) -> Progress {
+    if let Some((reason, message)) = blocked {
+        return Missing {
+            reason,
+            message: message.clone(),
+        }
+        .progress();
+    }
+    if let Some(why) = &observed.pods_rejected {
+        return Progress::stalled(
+            PODS_REJECTED,
+            format!("the instances' Pods are refused: {why}"),
+        );
+    }
+    let held_up = rolling || scaling || observed.ready == 0;
+    if let Some(p) = observed.problem.as_ref().filter(|_| held_up) {
+        return Progress::stalled(p.kind.reason(), p.describe("instance"));
+    }
+    if !observed.exists {
+        Progress::working("Creating", "the instances are being created")
+    } else if rolling {
+        Progress::working(
+            "RollingUpdate",
+            format!(
+                "{} of {} instances updated; {} ready",
+                observed.updated, observed.desired, observed.ready
+            ),
+        )
+    } else if scaling {
+        Progress::working(
+            "Scaling",
+            format!("{} of {} instances ready", observed.ready, observed.desired),
+        )
+    } else {
+        Progress::done(
+            "InstancesReady",
+            "all instances run the current spec and are ready",
+        )
+    }
 }
 
 /// The conditions that changed, for Events. Progressing is left out (it flips on every rollout)
@@ -312,7 +367,10 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::controllers::online::resolve::resolve_from;
+    use crate::{
+        controllers::online::resolve::resolve_from,
+        runtime::conditions::{RECONCILING, STALLED},
+    };
 
     fn od() -> OnlineDeployment {
         serde_json::from_value(json!({
@@ -344,6 +402,17 @@ mod tests {
             ("False", "EndpointNotFound")
         );
         assert_eq!(st.provisioning_state, Some(ProvisioningState::Creating));
+        // Waiting for the endpoint (GitOps may apply it later in the same sync), not failed.
+        let (status, reason, message) = condition(&st, RECONCILING);
+        assert_eq!((status, reason), ("True", "EndpointNotFound"));
+        assert!(message.contains("\"fraud\" does not exist"), "{message}");
+        assert!(st.conditions.iter().all(|c| c.type_ != STALLED));
+        // No Event of its own: Resolved says it.
+        assert!(
+            transitions(None, &st)
+                .iter()
+                .all(|t| t.type_ != RECONCILING)
+        );
     }
 
     #[test]
@@ -361,6 +430,12 @@ mod tests {
         };
         let st = compute(&d, &r, EndpointPresence::Found, seen.clone(), &now());
         assert_eq!(st.provisioning_state, Some(ProvisioningState::Succeeded));
+        // Done: neither Reconciling nor Stalled (kstatus Current).
+        assert!(
+            st.conditions
+                .iter()
+                .all(|c| c.type_ != RECONCILING && c.type_ != STALLED)
+        );
         assert_eq!(
             (st.ready_instances, st.selector.as_deref()),
             (
@@ -378,6 +453,10 @@ mod tests {
         let scaling = Observed { desired: 3, ..seen };
         let st2 = compute(&d, &r, EndpointPresence::Found, scaling, &later);
         assert_eq!(st2.provisioning_state, Some(ProvisioningState::Scaling));
+        assert_eq!(
+            condition(&st2, RECONCILING),
+            ("True", "Scaling", "2 of 3 instances ready")
+        );
         assert!(transitions(Some(&st), &st2).is_empty());
     }
 
@@ -410,6 +489,9 @@ mod tests {
         let why = "instance blue-pull, container inference-server: image 127.0.0.1:5000/nope:1 \
                    cannot be pulled: Back-off pulling image \"127.0.0.1:5000/nope:1\"";
         assert_eq!(condition(&st, READY), ("False", "ImagePullError", why));
+        // kstatus: Failed, with why (it shows the Stalled message).
+        assert_eq!(condition(&st, STALLED), ("True", "ImagePullError", why));
+        assert!(st.conditions.iter().all(|c| c.type_ != RECONCILING));
         // The kubelet keeps retrying: still progressing, saying why it does not get anywhere.
         assert_eq!(
             condition(&st, PROGRESSING),
@@ -470,6 +552,7 @@ mod tests {
             let st = compute(&d, &r, EndpointPresence::Found, seen, &now());
             let (status, got, message) = condition(&st, READY);
             assert_eq!((status, got), ("False", reason), "{pod}");
+            assert_eq!(condition(&st, STALLED), ("True", reason, message), "{pod}");
             assert!(
                 message.starts_with(&format!("instance {pod}, container inference-server: ")),
                 "{message}"
@@ -491,12 +574,22 @@ mod tests {
         assert_eq!(before.problem, None);
         let st = compute(&d, &r, EndpointPresence::Found, before, &now());
         assert_eq!(condition(&st, PROGRESSING).1, "RollingUpdate");
+        // Half-way: the old instances serve (Ready), the rollout goes on (Reconciling: kstatus
+        // InProgress).
+        assert_eq!(condition(&st, READY).0, "True");
+        assert_eq!(
+            condition(&st, RECONCILING),
+            ("True", "RollingUpdate", "1 of 2 instances updated; 2 ready")
+        );
 
         let mut prev = d.clone();
         prev.status = Some(st.clone());
         let seen = Observed::from_children(Some(&dep), &[&old_ok, &new_pull]);
         let st2 = compute(&prev, &r, EndpointPresence::Found, seen, &now());
         assert_eq!(condition(&st2, READY).0, "True");
+        // The new instances cannot run without a change (of the image or the registry).
+        assert_eq!(condition(&st2, STALLED).1, "ImagePullError");
+        assert!(st2.conditions.iter().all(|c| c.type_ != RECONCILING));
         let (status, reason, message) = condition(&st2, PROGRESSING);
         assert_eq!((status, reason), ("True", "ImagePullError"));
         assert!(
@@ -536,6 +629,7 @@ mod tests {
         let st = compute(&d, &r, EndpointPresence::Found, seen, &now());
         assert_eq!(condition(&st, PROGRESSING).0, "False");
         assert_eq!(condition(&st, READY).1, "ImagePullError");
+        assert_eq!(condition(&st, STALLED).0, "True");
     }
 
     #[test]
@@ -564,6 +658,9 @@ mod tests {
             "{}",
             ready.message
         );
+        let (status, reason, message) = condition(&st, STALLED);
+        assert_eq!((status, reason), ("True", PODS_REJECTED));
+        assert!(message.contains("violates PodSecurity"), "{message}");
         let changed = transitions(None, &st);
         assert!(
             changed.iter().any(|t| t.reason == PODS_REJECTED),

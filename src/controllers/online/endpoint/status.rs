@@ -189,7 +189,10 @@ mod tests {
     fn types_true(st: &OnlineEndpointStatus) -> Vec<&str> {
         st.conditions
             .iter()
-            .filter(|c| c.status == "True" && ["Ready", "Reconciling", "Stalled"].contains(&c.type_.as_str()))
+            .filter(|c| {
+                c.status == "True"
+                    && ["Ready", "Reconciling", "Stalled"].contains(&c.type_.as_str())
+            })
             .map(|c| c.type_.as_str())
             .collect()
     }
@@ -209,7 +212,11 @@ mod tests {
         let r = routing::compute(&ghost, &[]);
         let st = compute(&ghost, &r, true, Gateway::NotConfigured, None, url, &now);
         assert_eq!(types_true(&st), ["Reconciling"]);
-        let c = st.conditions.iter().find(|c| c.type_ == "Reconciling").unwrap();
+        let c = st
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Reconciling")
+            .unwrap();
         assert_eq!(c.reason, "TrafficToMissingDeployment");
         assert!(c.message.contains("\"ghost\""), "{}", c.message);
         assert_eq!(ready(&st).0, "False");
@@ -240,7 +247,11 @@ mod tests {
         assert_eq!((status, reason), ("False", NAME_TAKEN));
         assert!(message.contains("namespace team-a"), "{message}");
         // kstatus Failed, with the same words.
-        let stalled = taken.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+        let stalled = taken
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Stalled")
+            .unwrap();
         assert_eq!(
             (stalled.status.as_str(), stalled.message.as_str()),
             ("True", message)
