@@ -234,7 +234,10 @@ impl Operator {
             std::env::temp_dir().join(format!("mlcompute-operator-{namespace}.log")),
         )
         .expect("operator log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mlcompute"))
+        // MLC_OPERATOR_BIN runs another build (e.g. an older release, to compare against).
+        let bin = std::env::var("MLC_OPERATOR_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mlcompute").to_string());
+        let child = std::process::Command::new(bin)
             .args([
                 "operator",
                 "--kubeconfig",
