@@ -48,6 +48,25 @@ pub trait ReconcileError: std::error::Error + From<Panicked> {
     }
 }
 
+/// The errors of a controller whose only write is its own status (Environment, InstanceType,
+/// BatchEndpoint, BatchDeployment).
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("patching status")]
+    PatchStatus(#[source] kube::Error),
+    #[error(transparent)]
+    Panicked(#[from] Panicked),
+}
+
+impl ReconcileError for StatusError {
+    fn category(&self) -> &'static str {
+        match self {
+            StatusError::PatchStatus(e) => super::error_category(e),
+            StatusError::Panicked(_) => PANIC,
+        }
+    }
+}
+
 /// Runs `reconcile`, turning a panic into an error, and forgets the object's backoff when it
 /// succeeds. Every controller's reconcile goes through it.
 pub async fn guarded<F, E>(backoffs: &Backoffs, key: String, reconcile: F) -> Result<Action, E>

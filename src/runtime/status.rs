@@ -1,5 +1,5 @@
-//! The status write the controllers share: server-side apply on the status subresource, field
-//! manager `mlcompute` (Environment, BatchEndpoint, BatchDeployment and BatchJob).
+//! The status write every controller shares: server-side apply on the status subresource, field
+//! manager `mlcompute`.
 
 use kube::{
     Api, Resource, ResourceExt,
@@ -24,15 +24,7 @@ where
     S: Serialize,
 {
     let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
-    let patch =
-        json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
-    api.patch_status(
-        &obj.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await
-    .map(|_| ())
+    apply(api, obj, status).await
 }
 
 /// [`patch_status`] for a cluster-scoped kind (InstanceType).
@@ -48,7 +40,14 @@ where
         + std::fmt::Debug,
     S: Serialize,
 {
-    let api: Api<K> = Api::all(client.clone());
+    apply(Api::all(client.clone()), obj, status).await
+}
+
+async fn apply<K, S>(api: Api<K>, obj: &K, status: &S) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
     let patch =
         json!({ "apiVersion": K::api_version(&()), "kind": K::kind(&()), "status": status });
     api.patch_status(

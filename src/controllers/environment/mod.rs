@@ -20,14 +20,8 @@ use crate::{
         environment::{Environment, EnvironmentStatus, EnvironmentVersionRecord},
     },
     runtime::{
-        backoff::Backoffs,
-        conditions,
-        drive::drive,
-        error_category,
-        events::Events,
-        handles::Runtime,
+        backoff::Backoffs, conditions, drive::drive, events::Events, handles::Runtime,
         metrics::Metrics,
-        reconcile::{Panicked, ReconcileError},
     },
 };
 
@@ -35,23 +29,8 @@ const CONTROLLER: &str = "environment";
 /// Versions kept in status: enough for the runs a team pins, small enough for any object.
 pub const MAX_VERSIONS: usize = 20;
 
-/// Errors of the Environment controller.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("patching status")]
-    PatchStatus(#[source] kube::Error),
-    #[error(transparent)]
-    Panicked(#[from] Panicked),
-}
-
-impl ReconcileError for Error {
-    fn category(&self) -> &'static str {
-        match self {
-            Error::PatchStatus(e) => error_category(e),
-            Error::Panicked(_) => crate::runtime::reconcile::PANIC,
-        }
-    }
-}
+/// Its only write is its status.
+pub use crate::runtime::reconcile::StatusError as Error;
 
 /// Reason of `Ready` False when the spec changed under a recorded version.
 pub const VERSION_CONFLICT: &str = "VersionConflict";

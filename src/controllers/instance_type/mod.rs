@@ -28,11 +28,9 @@ use crate::{
         backoff::Backoffs,
         conditions::{self, Progress},
         drive::drive,
-        error_category,
         events::Events,
         handles::Runtime,
         metrics::Metrics,
-        reconcile::{Panicked, ReconcileError},
         synced::Synced,
     },
 };
@@ -42,23 +40,8 @@ const CONTROLLER: &str = "instancetype";
 pub const NODES_FIT: &str = "NodesFit";
 pub const NO_MATCHING_NODES: &str = "NoMatchingNodes";
 
-/// Errors of the InstanceType controller.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("patching status")]
-    PatchStatus(#[source] kube::Error),
-    #[error(transparent)]
-    Panicked(#[from] Panicked),
-}
-
-impl ReconcileError for Error {
-    fn category(&self) -> &'static str {
-        match self {
-            Error::PatchStatus(e) => error_category(e),
-            Error::Panicked(_) => crate::runtime::reconcile::PANIC,
-        }
-    }
-}
+/// Its only write is its status.
+pub use crate::runtime::reconcile::StatusError as Error;
 
 /// What reconciles share.
 pub struct Ctx {

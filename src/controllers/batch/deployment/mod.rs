@@ -31,37 +31,15 @@ use crate::{
         online_endpoint::ProvisioningState,
     },
     runtime::{
-        backoff::Backoffs,
-        conditions,
-        drive::drive,
-        error_category,
-        events::Events,
-        handles::Runtime,
-        metrics::Metrics,
-        reconcile::{Panicked, ReconcileError},
-        synced::Synced,
+        backoff::Backoffs, conditions, drive::drive, events::Events, handles::Runtime,
+        metrics::Metrics, synced::Synced,
     },
 };
 
 const CONTROLLER: &str = "batchdeployment";
 
-/// Errors of the BatchDeployment controller.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("patching status")]
-    PatchStatus(#[source] kube::Error),
-    #[error(transparent)]
-    Panicked(#[from] Panicked),
-}
-
-impl ReconcileError for Error {
-    fn category(&self) -> &'static str {
-        match self {
-            Error::PatchStatus(e) => error_category(e),
-            Error::Panicked(_) => crate::runtime::reconcile::PANIC,
-        }
-    }
-}
+/// Its only write is its status.
+pub use crate::runtime::reconcile::StatusError as Error;
 
 /// Caches and shared handles.
 pub struct Ctx {

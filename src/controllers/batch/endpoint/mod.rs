@@ -31,35 +31,18 @@ use crate::{
         backoff::Backoffs,
         conditions,
         drive::drive,
-        error_category,
         events::Events,
         handles::Runtime,
         metrics::Metrics,
         names::{self, NAME_TAKEN, Names, NotListed, taken_message},
-        reconcile::{Panicked, ReconcileError},
         synced::Synced,
     },
 };
 
 const CONTROLLER: &str = "batchendpoint";
 
-/// Errors of the BatchEndpoint controller.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("patching status")]
-    PatchStatus(#[source] kube::Error),
-    #[error(transparent)]
-    Panicked(#[from] Panicked),
-}
-
-impl ReconcileError for Error {
-    fn category(&self) -> &'static str {
-        match self {
-            Error::PatchStatus(e) => error_category(e),
-            Error::Panicked(_) => crate::runtime::reconcile::PANIC,
-        }
-    }
-}
+/// Its only write is its status.
+pub use crate::runtime::reconcile::StatusError as Error;
 
 /// The path of the REST invoke API of endpoint `name`, under the router's base URL.
 pub fn invoke_uri(router_url: &str, name: &str) -> String {
