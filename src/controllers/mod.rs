@@ -50,6 +50,16 @@ pub struct Shared {
     pub health: Health,
 }
 
+/// A controller's health entry and its loop, not yet spawned.
+type Task = (
+    ControllerHealth,
+    std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+);
+
+fn task(rt: &Runtime, run: impl Future<Output = ()> + Send + 'static) -> Task {
+    (rt.health.clone(), Box::pin(run))
+}
+
 /// Starts every controller (one instance per watched namespace) on one set of shared caches.
 /// Each task ends when the future `stopped()` returns resolves.
 pub fn start<S>(
@@ -68,72 +78,59 @@ where
     // An endpoint name (its scoring URI, or its invoke URI) is unique across all namespaces.
     let endpoint_names = Names::new(namespaces.len());
     let batch_endpoint_names = Names::new(namespaces.len());
-    let mut tasks = Vec::new();
-    for ns in namespaces {
-        // One health entry per controller and namespace, so `/readyz` names what is not synced.
-        let runtime = |kind: &str| Runtime {
-            client: shared.client.clone(),
-            metrics: shared.metrics.clone(),
-            events: shared.events.clone(),
-            caches: caches.clone(),
-            synced: caches.synced(),
-            health: shared.health.register(match &ns {
-                Some(ns) => format!("{kind}/{ns}"),
-                None => kind.to_string(),
-            }),
-            namespace: ns.clone(),
-            concurrency: options.concurrency,
-        };
-        let mut spawn = |rt: Runtime, run: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>| {
-            tasks.push((rt.health.clone(), run));
-        };
-        let rt = runtime("environment");
-        spawn(rt.clone(), Box::pin(environment::controller(rt, stopped())));
-        let rt = runtime("trainingjob");
+    // One health entry per controller and namespace, so `/readyz` names what is not synced.
+    let runtime = |kind: &str, ns: &Option<String>| Runtime {
+        client: shared.client.clone(),
+        metrics: shared.metrics.clone(),
+        events: shared.events.clone(),
+        caches: caches.clone(),
+        synced: caches.synced(),
+        health: shared.health.register(match ns {
+            Some(ns) => format!("{kind}/{ns}"),
+            None => kind.to_string(),
+        }),
+        namespace: ns.clone(),
+        concurrency: options.concurrency,
+    };
+    let mut tasks: Vec<Task> = Vec::new();
+    for ns in &namespaces {
+        let rt = runtime("environment", ns);
+        tasks.push(task(&rt, environment::controller(rt.clone(), stopped())));
+        let rt = runtime("trainingjob", ns);
         let run = training::controller(rt.clone(), options.debounce, stopped());
-        spawn(rt, Box::pin(run));
-        let rt = runtime("onlinedeployment");
-        spawn(
-            rt.clone(),
-            Box::pin(online::deployment::controller(rt, stopped())),
-        );
-        let rt = runtime("onlineendpoint");
+        tasks.push(task(&rt, run));
+        let rt = runtime("onlinedeployment", ns);
+        tasks.push(task(
+            &rt,
+            online::deployment::controller(rt.clone(), stopped()),
+        ));
+        let rt = runtime("onlineendpoint", ns);
         let endpoint_options = online::endpoint::Options {
             gateway: options.gateway.clone(),
             router_url: options.router_url.clone(),
             names: endpoint_names.clone(),
         };
         let run = online::endpoint::controller(rt.clone(), endpoint_options, stopped());
-        spawn(rt, Box::pin(run));
-        let rt = runtime("batchendpoint");
+        tasks.push(task(&rt, run));
+        let rt = runtime("batchendpoint", ns);
         let batch_endpoint_options = batch::endpoint::Options {
             router_url: options.router_url.clone(),
             names: batch_endpoint_names.clone(),
         };
         let run = batch::endpoint::controller(rt.clone(), batch_endpoint_options, stopped());
-        spawn(rt, Box::pin(run));
-        let rt = runtime("batchdeployment");
-        spawn(
-            rt.clone(),
-            Box::pin(batch::deployment::controller(rt, stopped())),
-        );
-        let rt = runtime("batchjob");
+        tasks.push(task(&rt, run));
+        let rt = runtime("batchdeployment", ns);
+        tasks.push(task(
+            &rt,
+            batch::deployment::controller(rt.clone(), stopped()),
+        ));
+        let rt = runtime("batchjob", ns);
         let run = batch::job::controller(rt.clone(), options.driver_image.clone(), stopped());
-        spawn(rt, Box::pin(run));
+        tasks.push(task(&rt, run));
     }
     // InstanceType is cluster-scoped: one controller whatever the namespaces.
-    let rt = Runtime {
-        client: shared.client.clone(),
-        metrics: shared.metrics.clone(),
-        events: shared.events.clone(),
-        caches: caches.clone(),
-        synced: caches.synced(),
-        health: shared.health.register("instancetype"),
-        namespace: None,
-        concurrency: options.concurrency,
-    };
-    let run = instance_type::controller(rt.clone(), stopped());
-    tasks.push((rt.health.clone(), Box::pin(run)));
+    let rt = runtime("instancetype", &None);
+    tasks.push(task(&rt, instance_type::controller(rt.clone(), stopped())));
     let healths: Vec<ControllerHealth> = tasks.iter().map(|(h, _)| h.clone()).collect();
     caches.seal(move || healths.iter().for_each(ControllerHealth::set_synced));
     let handles = tasks

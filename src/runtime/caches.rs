@@ -22,7 +22,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
         WatchStreamExt,
-        reflector::{self, ObjectRef, Store},
+        reflector::{self, Store},
         watcher,
     },
 };
@@ -292,15 +292,6 @@ impl<K: Cached> Cache<K> {
         })
         .flat_map(futures::stream::iter)
     }
-
-    /// The cached object `name` in `namespace` (`None` for cluster-scoped kinds).
-    pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
-        let r = ObjectRef::new(name);
-        self.store.get(&match namespace {
-            Some(ns) => r.within(ns),
-            None => r,
-        })
-    }
 }
 
 macro_rules! cached {
@@ -382,17 +373,6 @@ impl Cached for k8s_openapi::api::core::v1::Node {
             }
         }
     }
-}
-
-/// The cached owner `K` of `obj` (its controller reference), if cached.
-pub fn controller_of<K: Cached>(cache: &Cache<K>, obj: &impl Resource) -> Option<Arc<K>> {
-    let owner = obj
-        .meta()
-        .owner_references
-        .as_ref()?
-        .iter()
-        .find(|o| o.controller == Some(true) && o.kind == K::kind(&()))?;
-    cache.get(obj.meta().namespace.as_deref(), &owner.name)
 }
 
 #[cfg(test)]

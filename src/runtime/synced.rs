@@ -13,23 +13,13 @@ pub const CACHE_SYNC_TIMEOUT: std::time::Duration = std::time::Duration::from_se
 pub struct Synced(tokio::sync::watch::Receiver<bool>);
 
 impl Synced {
-    /// Starts the task awaiting `all`; the flag turns true when it resolves true.
-    pub fn spawn(all: impl std::future::Future<Output = bool> + Send + 'static) -> Self {
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            if all.await {
-                let _ = tx.send(true);
-            }
-        });
-        Synced(rx)
-    }
-
     /// A flag some other task turns true.
     pub fn from(rx: tokio::sync::watch::Receiver<bool>) -> Self {
         Synced(rx)
     }
 
     /// Already synced: for unit tests of reconciles.
+    #[cfg(test)]
     pub fn ready() -> Self {
         let (_tx, rx) = tokio::sync::watch::channel(true);
         Synced(rx)
@@ -41,10 +31,5 @@ impl Synced {
         tokio::time::timeout(CACHE_SYNC_TIMEOUT, rx.wait_for(|v| *v))
             .await
             .is_ok_and(|r| r.is_ok())
-    }
-
-    /// Whether the caches are synced now.
-    pub fn is_synced(&self) -> bool {
-        *self.0.borrow()
     }
 }
