@@ -75,8 +75,14 @@ impl Node {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Applies YAML (from `render`, or literal) in `ns`.
+    /// Applies YAML (from `render`, or literal) in `ns`. One at a time: every test's setup holds the
+    /// same cluster-scoped InstanceType, and two client-side applies creating it at once make one
+    /// fail with AlreadyExists.
     fn apply(&self, ns: &TestNamespace, yaml: &str) {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut child = Command::new(kubectl())
             .args([
                 "--kubeconfig",
