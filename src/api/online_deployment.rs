@@ -142,7 +142,8 @@ pub struct RequestSettings {
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_concurrent_requests_per_instance: i32,
-    /// Longest a request waits in the queue for a free instance before a 429.
+    /// Longest a request waits in the queue for a free instance before a 503 (as on Azure ML
+    /// Kubernetes).
     #[serde(default = "default_max_queue_wait_ms")]
     #[schemars(range(min = 0, max = 300000))]
     pub max_queue_wait_ms: i32,

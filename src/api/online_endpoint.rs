@@ -125,7 +125,10 @@ pub struct OnlineEndpointStatus {
     /// the older one is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scoring_uri: Option<String>,
-    /// OpenAPI description of the scoring route, when the deployment serves one.
+    /// URI of the endpoint's OpenAPI (swagger) document, beside the scoring URI: `GET` it with the
+    /// same key (`?version=3` for OpenAPI 3). The router answers with the `/swagger.json` of the
+    /// deployment named in `azureml-model-deployment`, else of the one with the largest traffic
+    /// share; 404 when its scoring script declares no schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openapi_uri: Option<String>,
     /// Secret holding `primaryKey` and `secondaryKey` (auth mode `key`).

@@ -4,7 +4,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 
-use crate::dataplane::router::{self, RouterOptions, ServerOptions, StaticFile};
+use crate::dataplane::router::{
+    self, RouterOptions, ServerOptions, StaticFile, address::HostDomains,
+};
 
 /// Arguments of `mlcompute router`.
 #[derive(Debug, clap::Args)]
@@ -53,10 +55,27 @@ pub struct RouterArgs {
     /// an idle CPU is slow, for CPU time spent polling while traffic flows.
     #[arg(long, default_value_t = 0, env = "MLCOMPUTE_ROUTER_BUSY_POLL_US")]
     pub busy_poll_us: u64,
+    /// Domains under which `<endpoint>.<domain>` serves `POST /score` and `GET /swagger.json`
+    /// (a managed-style scoring URI), comma-separated; the path form is always served. Point a
+    /// wildcard DNS record (`*.<domain>`) at the router.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_name = "DOMAIN",
+        env = "MLCOMPUTE_ROUTER_HOST_DOMAINS"
+    )]
+    pub host_domains: Vec<String>,
 }
 
 /// Runs the router from the command line.
 pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
+    // An empty value (`--host-domains=`, or the variable set empty) means none.
+    let domains: Vec<&String> = args
+        .host_domains
+        .iter()
+        .filter(|d| !d.trim().is_empty())
+        .collect();
+    let host_domains = HostDomains::new(&domains).context("--host-domains")?;
     let options = RouterOptions {
         listen: args.listen,
         drain: Duration::from_secs(args.drain_seconds),
@@ -66,6 +85,7 @@ pub async fn run(args: RouterArgs) -> anyhow::Result<()> {
             mirror_workers: args.mirror_workers,
             max_body_bytes: args.max_body_bytes,
             busy_poll: Duration::from_micros(args.busy_poll_us),
+            host_domains,
         },
         batch_invoke: None,
     };

@@ -7,7 +7,7 @@
 //! | [`routing`]: the routing table (`ClusterRoute` in the `<endpoint>-routing` ConfigMap), the labels the router selects on | OnlineEndpoint controller | router (cluster source) |
 //! | [`keys`]: the keys Secret layout (`primaryKey`, `secondaryKey`, `tokenSigningKey`), its name and labels, the key format | OnlineEndpoint controller, `mlcompute endpoint regenerate-keys` | router (key and token auth), `mlcompute endpoint get-credentials` |
 //! | [`token`]: endpoint tokens (`aml_token` mode) | `mlcompute endpoint get-credentials` | router |
-//! | [`router_http`]: the scoring and invoke paths, the pinning header | OnlineEndpoint controller (`scoringUri`, HTTPRoute), BatchEndpoint controller (`invokeUri`), `mlcompute endpoint invoke` | router |
+//! | [`router_http`]: the scoring, swagger and invoke paths, the pinning header | OnlineEndpoint controller (`scoringUri`, `openapiUri`, HTTPRoute), BatchEndpoint controller (`invokeUri`), `mlcompute endpoint invoke` | router |
 //! | [`scoring_server`]: the shipped scoring server, its environment, port and paths | OnlineDeployment controller | the server, in the deployment's Pods |
 //! | [`batch_driver`]: the batch driver's subcommands and environment | BatchJob controller (and Kubernetes: `JOB_COMPLETION_INDEX`) | `mlcompute batch-driver`, `mlcompute batch-progress-relay` |
 //! | [`progress`]: the progress records (`PodProgress` per instance in `<job>-progress`) | batch driver and its relay sidecar | BatchJob controller |

@@ -135,7 +135,7 @@ impl InvokeFailure {
         let mut response = reply::error(
             self.status(),
             &ErrorBody {
-                error: &message,
+                message: &message,
                 endpoint: named.then_some(endpoint),
                 deployment: None,
                 reason: self.category(),

@@ -9,9 +9,12 @@
 //! `cluster_table` and `cluster_source` (the table from the operator's routes, see
 //! `crate::contract::routing`), `source` (where tables come from), `routes`
 //! (their compiled form), `pick`, `auth`, `limit`, `proxy`, `upstream` (the HTTP/1.1 client to instances), `mirror`, `metrics`, `reply`
-//! (the router's own answers), `server` (listener, routes, drain) and `busy_poll` (optional
-//! polling instead of sleeping while traffic flows).
+//! (the router's own answers), `request_id` (Azure ML's request-id headers), `address` (which
+//! endpoint a request names: by path or by host), `server` (listener, routes, drain) and
+//! `busy_poll` (optional polling instead of sleeping while traffic flows). docs/router.md has the
+//! HTTP semantics and the status codes.
 
+pub mod address;
 pub mod auth;
 pub mod batch_invoke;
 pub mod busy_poll;
@@ -23,6 +26,7 @@ pub mod mirror;
 pub mod pick;
 pub mod proxy;
 pub mod reply;
+pub mod request_id;
 pub mod routes;
 pub mod server;
 pub mod source;

@@ -22,19 +22,23 @@ fn seed() -> u64 {
     hasher.finish() | 1
 }
 
-/// A uniformly random number in `0..100`, from a cheap thread-local generator.
-pub fn percent_roll() -> u32 {
+/// A random number from a cheap thread-local generator: xorshift64*, fast and good enough for
+/// traffic splitting and request ids (not for secrets).
+pub fn random_u64() -> u64 {
     RNG.with(|state| {
-        // xorshift64*: fast, good enough for traffic splitting (not for secrets).
         let mut x = state.get();
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
         state.set(x);
-        let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-        // Multiply-shift maps the high 32 bits onto 0..100 without modulo bias worth mentioning.
-        (((r >> 32) * 100) >> 32) as u32
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
     })
+}
+
+/// A uniformly random number in `0..100`.
+pub fn percent_roll() -> u32 {
+    // Multiply-shift maps the high 32 bits onto 0..100 without modulo bias worth mentioning.
+    (((random_u64() >> 32) * 100) >> 32) as u32
 }
 
 /// A weighted split over the deployments of one endpoint.

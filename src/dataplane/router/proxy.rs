@@ -5,6 +5,7 @@
 //! same bytes), which lets a request that never reached an instance be sent again elsewhere.
 
 use std::{
+    borrow::Cow,
     cell::Cell,
     io,
     sync::{
@@ -38,10 +39,57 @@ pub struct Outgoing {
     pub headers: HeaderMap,
     /// The whole body.
     pub body: Bytes,
+    /// Where on the instance it goes.
+    pub target: Target,
+}
+
+/// Where on an instance a request goes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Target {
+    /// The deployment's scoring path.
+    #[default]
+    Scoring,
+    /// The deployment's scoring path with the client's query string (without the `?`).
+    ScoringWithQuery(Box<str>),
+    /// This path and query, whatever the deployment (the swagger document).
+    Path(Box<str>),
+}
+
+impl Target {
+    /// The scoring path with `query` (none when empty), as the client sent it.
+    pub fn scoring(query: Option<&str>) -> Self {
+        match query {
+            Some(query) if !query.is_empty() => Self::ScoringWithQuery(query.into()),
+            _ => Self::Scoring,
+        }
+    }
+
+    /// The path and query on an instance of `deployment`.
+    pub fn path_on<'a>(&'a self, deployment: &'a Deployment) -> Cow<'a, str> {
+        let scoring = || {
+            deployment
+                .scoring_path
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+        };
+        match self {
+            Self::Scoring => Cow::Borrowed(scoring()),
+            Self::ScoringWithQuery(query) => {
+                // A scoring path with a query of its own keeps it, and the client's follows.
+                let joint = if deployment.scoring_path.query().is_some() {
+                    '&'
+                } else {
+                    '?'
+                };
+                Cow::Owned(format!("{}{joint}{query}", scoring()))
+            }
+            Self::Path(path) => Cow::Borrowed(path),
+        }
+    }
 }
 
 impl Outgoing {
-    /// Keeps the end-to-end headers of a client request.
+    /// Keeps the end-to-end headers of a client request; it goes to the scoring path.
     pub fn new(method: Method, mut headers: HeaderMap, body: Bytes) -> Self {
         strip_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
@@ -52,7 +100,13 @@ impl Outgoing {
             method,
             headers,
             body,
+            target: Target::Scoring,
         }
+    }
+
+    /// The same request, to `target` on the instance.
+    pub fn to(self, target: Target) -> Self {
+        Self { target, ..self }
     }
 
     /// The request head for one instance of `deployment`; `extra` adds one header.
@@ -62,13 +116,9 @@ impl Outgoing {
         instance: &Instance,
         extra: Option<(&str, &str)>,
     ) -> Vec<u8> {
-        let path = deployment
-            .scoring_path
-            .path_and_query()
-            .map_or("/", |p| p.as_str());
         request_head(
             &self.method,
-            path,
+            &self.target.path_on(deployment),
             &instance.host,
             &self.headers,
             extra,
@@ -88,7 +138,7 @@ pub enum ProxyError {
     #[error("deployment has no ready instance")]
     NoReadyInstance,
     /// Every instance stayed at its concurrency limit for the queue wait.
-    #[error("too many requests")]
+    #[error("no instance was free within the queue wait")]
     Busy(#[source] Busy),
     /// No instance accepted a connection.
     #[error("could not connect to any of {instances} instances")]
@@ -122,12 +172,12 @@ impl ProxyError {
         }
     }
 
-    /// The status the client gets.
+    /// The status the client gets: Azure ML's Kubernetes online endpoints answer 503 when the
+    /// queue wait (`max_queue_wait_ms`) runs out, 504 at the request timeout (docs/router.md).
     pub fn status(&self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {
-            Self::NoReadyInstance => S::SERVICE_UNAVAILABLE,
-            Self::Busy(_) => S::TOO_MANY_REQUESTS,
+            Self::NoReadyInstance | Self::Busy(_) => S::SERVICE_UNAVAILABLE,
             Self::Connect { .. } | Self::Upstream(_) => S::BAD_GATEWAY,
             Self::Timeout { .. } => S::GATEWAY_TIMEOUT,
         }
@@ -453,5 +503,40 @@ mod tests {
             source: io::Error::from(io::ErrorKind::ConnectionRefused),
         };
         assert_eq!(connect.status(), 502);
+        let busy = ProxyError::Busy(Busy {
+            instances: 1,
+            waited_ms: 500,
+        });
+        assert_eq!(
+            busy.status(),
+            503,
+            "Azure ML's Kubernetes endpoints: 503 past the queue wait"
+        );
+    }
+
+    #[test]
+    fn targets_keep_the_clients_query_string() {
+        use super::super::{metrics::Metrics, routes::Compiler, table::RoutingTable};
+        let table = RoutingTable::parse(
+            "endpoints:\n  - name: e\n    deployments:\n      - { name: plain, traffic: 100, backends: [] }\n      - { name: custom, scoringPath: '/v1/models/m:predict?format=json', backends: [] }\n",
+        )
+        .unwrap();
+        let routes = Compiler::new(Metrics::new().unwrap()).compile(&table);
+        let e = routes.endpoint("e").unwrap();
+        let (plain, custom) = (&e.deployments[0], &e.deployments[1]);
+        assert_eq!(Target::scoring(None).path_on(plain), "/score");
+        assert_eq!(Target::scoring(Some("")), Target::Scoring);
+        assert_eq!(
+            Target::scoring(Some("a=1&b=x%20y")).path_on(plain),
+            "/score?a=1&b=x%20y"
+        );
+        assert_eq!(
+            Target::scoring(Some("a=1")).path_on(custom),
+            "/v1/models/m:predict?format=json&a=1"
+        );
+        let swagger = Target::Path("/swagger.json?version=3".into());
+        assert_eq!(swagger.path_on(custom), "/swagger.json?version=3");
+        let outgoing = Outgoing::new(Method::GET, HeaderMap::new(), Bytes::new()).to(swagger);
+        assert_eq!(outgoing.target.path_on(plain), "/swagger.json?version=3");
     }
 }

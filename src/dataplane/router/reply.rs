@@ -1,4 +1,6 @@
-//! Responses the router writes itself: JSON bodies that say what happened.
+//! Responses the router writes itself: JSON bodies that say what happened, shaped as Azure ML's
+//! inference server shapes its errors (`{"message": ...}`), plus a bounded `reason` and, when the
+//! caller may learn them, the endpoint and deployment.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -8,8 +10,8 @@ use serde::Serialize;
 /// The body of every error the router answers itself.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
-    /// What happened, for a human.
-    pub error: &'a str,
+    /// What happened, for a human (`message`, as in `azmlinfsrv`'s error bodies).
+    pub message: &'a str,
     /// The endpoint, when the caller was allowed to learn it exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<&'a str>,
@@ -23,6 +25,13 @@ pub struct ErrorBody<'a> {
 /// A JSON error response.
 pub fn error(status: StatusCode, body: &ErrorBody<'_>) -> Response<Full<Bytes>> {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    json(status, Bytes::from(bytes))
+}
+
+/// A JSON error response with only a message, exactly as `azmlinfsrv` writes its own.
+pub fn message(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(&serde_json::json!({ "message": message }))
+        .unwrap_or_else(|_| b"{}".to_vec());
     json(status, Bytes::from(bytes))
 }
 
@@ -50,10 +59,15 @@ pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>>
 
 /// 405 for a route that only takes POST, with `Allow: POST`.
 pub fn post_only(message: &str) -> Response<Full<Bytes>> {
+    method_not_allowed(message, "POST")
+}
+
+/// 405 with the methods the route takes in `Allow`.
+pub fn method_not_allowed(message: &str, allow: &'static str) -> Response<Full<Bytes>> {
     let mut response = error(
         StatusCode::METHOD_NOT_ALLOWED,
         &ErrorBody {
-            error: message,
+            message,
             endpoint: None,
             deployment: None,
             reason: "method_not_allowed",
@@ -61,7 +75,7 @@ pub fn post_only(message: &str) -> Response<Full<Bytes>> {
     );
     response
         .headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
     response
 }
 
@@ -75,4 +89,51 @@ pub fn unauthorized() -> Response<Full<Bytes>> {
 }
 
 const UNAUTHORIZED: &[u8] =
-    br#"{"error":"unauthorized: send Authorization: Bearer <key or token> of this endpoint","reason":"unauthorized"}"#;
+    br#"{"message":"unauthorized: send Authorization: Bearer <key or token> of this endpoint","reason":"unauthorized"}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(response: Response<Full<Bytes>>) -> serde_json::Value {
+        use http_body_util::BodyExt;
+        let bytes = futures::executor::block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn error_bodies_carry_a_message_as_azmlinfsrvs_do() {
+        let plain = message(StatusCode::NOT_FOUND, "no \"such\" thing");
+        assert_eq!(plain.status(), StatusCode::NOT_FOUND);
+        assert_eq!(plain.headers()[header::CONTENT_TYPE], "application/json");
+        assert_eq!(
+            body(plain),
+            serde_json::json!({"message": "no \"such\" thing"})
+        );
+        let detailed = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &ErrorBody {
+                message: "busy",
+                endpoint: Some("iris"),
+                deployment: None,
+                reason: "busy",
+            },
+        );
+        assert_eq!(
+            body(detailed),
+            serde_json::json!({"message": "busy", "endpoint": "iris", "reason": "busy"})
+        );
+        let denied = unauthorized();
+        assert_eq!(denied.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(
+            body(denied)["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("unauthorized")
+        );
+        let refused = method_not_allowed("GET only", "GET, HEAD");
+        assert_eq!(refused.headers()[header::ALLOW], "GET, HEAD");
+    }
+}

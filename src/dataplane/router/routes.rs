@@ -56,6 +56,9 @@ pub struct Endpoint {
     pub deployments: Vec<Arc<Deployment>>,
     /// The live traffic split over `deployments`.
     pub split: Split,
+    /// The deployment with the largest traffic share (the first of equals, in table order), if
+    /// any takes traffic: the one whose swagger the endpoint serves when none is pinned.
+    pub primary: Option<usize>,
     /// The mirror deployment and its percent, if any.
     pub mirror: Option<(Arc<Deployment>, u32)>,
     /// Metrics for requests that never reached a deployment.
@@ -158,6 +161,14 @@ impl Compiler {
             .map(|d| Arc::new(self.deployment(&route.name, d, instances)))
             .collect();
         let split = Split::new(route.deployments.iter().map(|d| d.traffic));
+        let primary = route
+            .deployments
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| d.traffic > 0)
+            // max_by_key keeps the last of equals: compare on reversed index to keep the first.
+            .max_by_key(|(index, d)| (d.traffic, std::cmp::Reverse(*index)))
+            .map(|(index, _)| index);
         let mirror = route
             .deployments
             .iter()
@@ -169,6 +180,7 @@ impl Compiler {
             auth: Authenticator::new(&route.name, &route.auth),
             deployments,
             split,
+            primary,
             mirror,
             metrics: self.metrics.route(&route.name, NONE),
         }
@@ -246,6 +258,7 @@ endpoints:
         let e = routes.endpoint("e").unwrap();
         assert_eq!(e.deployment(b"blue").unwrap().instances.len(), 1);
         assert_eq!(e.split.choose(50), Some(0));
+        assert_eq!(e.primary, Some(0));
         let (mirror, percent) = e.mirror.as_ref().unwrap();
         assert_eq!((mirror.name.as_str(), *percent), ("shadow", 20));
         assert!(routes.endpoint("nope").is_none());
@@ -273,5 +286,25 @@ endpoints:
             .instances[0];
         assert!(Arc::ptr_eq(a, b));
         assert_eq!(second.endpoint("e").unwrap().split.choose(0), Some(1));
+    }
+
+    #[test]
+    fn the_primary_deployment_has_the_largest_share_first_of_equals() {
+        let compiler = Compiler::new(Metrics::new().unwrap());
+        let of = |traffic: [u32; 3]| {
+            let text = format!(
+                "endpoints:\n  - name: e\n    deployments:\n{}",
+                ["a", "b", "c"]
+                    .iter()
+                    .zip(traffic)
+                    .map(|(n, t)| format!("      - {{ name: {n}, traffic: {t}, backends: [] }}\n"))
+                    .collect::<String>()
+            );
+            let routes = compiler.compile(&RoutingTable::parse(&text).unwrap());
+            routes.endpoint("e").unwrap().primary
+        };
+        assert_eq!(of([10, 90, 0]), Some(1));
+        assert_eq!(of([50, 0, 50]), Some(0));
+        assert_eq!(of([0, 0, 0]), None);
     }
 }

@@ -1,8 +1,11 @@
 //! The router's HTTP side: routes, the scoring path, table swaps and graceful drain.
 //!
-//! Routes:
-//! - `POST /api/v1/endpoint/{endpoint}/score`: the scoring URI (the shape of Azure ML's
-//!   Kubernetes router); optional `azureml-model-deployment` header pins a deployment.
+//! Routes (docs/router.md has the status codes and headers):
+//! - `/api/v1/endpoint/{endpoint}/score`: the scoring URI (the shape of Azure ML's Kubernetes
+//!   router), any method, query string kept; optional `azureml-model-deployment` header pins a
+//!   deployment. `/api/v1/endpoint/{endpoint}/swagger.json`: the serving deployment's OpenAPI
+//!   document. With host domains, also `/score` and `/swagger.json` on `{endpoint}.{domain}`
+//!   ([`super::address`]). Request ids as in [`super::request_id`].
 //! - `POST /api/v1/batch/{endpoint}/invoke`: creates a BatchJob ([`super::batch_invoke`]; with
 //!   `--cluster` only).
 //! - `GET /healthz`: the process is up. `GET /readyz`: a table is loaded and we are not
@@ -31,20 +34,23 @@ use tokio::{
     net::{TcpListener, TcpSocket},
     sync::{oneshot, watch},
 };
+use tracing::Instrument;
 
 use super::{
+    address::{self, Addressed, Call, HostDomains},
     auth::Authenticator,
     batch_invoke::{self, BatchInvoker},
     busy_poll,
     metrics::{Metrics, NONE, RouteMetrics},
     mirror::{self, MirrorJob},
     pick::percent_roll,
-    proxy::{self, Outgoing, ProxyError, enter_serving_thread, strip_hop_by_hop},
+    proxy::{self, Outgoing, ProxyError, Target, enter_serving_thread, strip_hop_by_hop},
     reply::{self, ErrorBody},
+    request_id::RequestIds,
     routes::{Compiler, Deployment, Endpoint, Routes},
     table::{RoutingTable, TableError},
 };
-use crate::contract::router_http::{self, scoring_endpoint};
+use crate::contract::router_http;
 
 /// The pinning header, as in Azure ML.
 pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static(router_http::PINNING_HEADER);
@@ -61,6 +67,8 @@ pub struct ServerOptions {
     /// Poll for I/O without sleeping until this long after the last scoring request (zero: off).
     /// See [`super::busy_poll`].
     pub busy_poll: Duration,
+    /// Domains under which `{endpoint}.{domain}` serves `/score` and `/swagger.json`.
+    pub host_domains: HostDomains,
 }
 
 impl Default for ServerOptions {
@@ -70,6 +78,7 @@ impl Default for ServerOptions {
             mirror_workers: 64,
             max_body_bytes: 64 * 1024 * 1024,
             busy_poll: Duration::ZERO,
+            host_domains: HostDomains::default(),
         }
     }
 }
@@ -87,6 +96,7 @@ pub struct Router {
     draining: AtomicBool,
     max_body_bytes: usize,
     busy_poll: Duration,
+    host_domains: HostDomains,
     batch: Option<Arc<BatchInvoker>>,
 }
 
@@ -109,6 +119,7 @@ impl Router {
             draining: AtomicBool::new(false),
             max_body_bytes: options.max_body_bytes,
             busy_poll: options.busy_poll,
+            host_domains: options.host_domains.clone(),
             batch,
         })
     }
@@ -133,17 +144,55 @@ impl Router {
 
     /// Answers one request.
     pub async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let path = request.uri().path();
-        if let Some(name) = scoring_endpoint(path) {
-            busy_poll::request_arrived();
-            if request.method() != Method::POST {
-                return reply::post_only("the scoring URI takes POST");
+        let (endpoint, call) = match address::classify(&request, &self.host_domains) {
+            Addressed::Endpoint { name, call } => {
+                let routes = self.routes.load();
+                (routes.endpoint(&name).cloned(), call)
             }
-            let routes = self.routes.load();
-            let endpoint = routes.endpoint(name).cloned();
-            drop(routes);
-            return self.score(endpoint, request).await;
+            Addressed::UnknownHost(host) => {
+                let message = format!(
+                    "no endpoint at host {host:?}: /score and /swagger.json are served at <endpoint>.<domain> for domain {}, or use /api/v1/endpoint/<endpoint>/score",
+                    self.host_domains.list()
+                );
+                return reply::message(StatusCode::NOT_FOUND, &message);
+            }
+            Addressed::Elsewhere => return self.own_route(request).await,
+        };
+        if call == Call::Score {
+            busy_poll::request_arrived();
         }
+        let ids = match RequestIds::read(request.headers()) {
+            Ok(ids) => ids,
+            Err(too_long) => return too_long.response(),
+        };
+        let span = tracing::debug_span!(
+            "request",
+            endpoint = endpoint.as_ref().map(|e| e.name.as_str()),
+            request_id = ids.request_id.to_str().unwrap_or("-"),
+        );
+        let started = Instant::now();
+        let method = request.method().clone();
+        let mut response = self
+            .call(endpoint, request, &ids, call)
+            .instrument(span.clone())
+            .await;
+        ids.stamp(response.headers_mut());
+        // The access log line, inside the request's span (its request id and endpoint).
+        span.in_scope(|| {
+            tracing::debug!(
+                %method,
+                ?call,
+                status = response.status().as_u16(),
+                micros = started.elapsed().as_micros() as u64,
+                "answered"
+            );
+        });
+        response
+    }
+
+    /// The router's own routes: batch invoke, health, metrics.
+    async fn own_route(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path();
         if let Some(name) = router_http::invoke_endpoint(path) {
             return self.batch_invoke(name.to_owned(), request).await;
         }
@@ -164,7 +213,7 @@ impl Router {
             _ => reply::error(
                 StatusCode::NOT_FOUND,
                 &ErrorBody {
-                    error: "no such route: score with POST /api/v1/endpoint/{endpoint}/score",
+                    message: "no such route: score with POST /api/v1/endpoint/{endpoint}/score",
                     endpoint: None,
                     deployment: None,
                     reason: "no_route",
@@ -182,7 +231,7 @@ impl Router {
             return reply::error(
                 StatusCode::NOT_FOUND,
                 &ErrorBody {
-                    error: "batch invoke needs a router that reads the cluster (mlcompute router --cluster)",
+                    message: "batch invoke needs a router that reads the cluster (mlcompute router --cluster)",
                     endpoint: None,
                     deployment: None,
                     reason: "no_route",
@@ -205,7 +254,7 @@ impl Router {
             Err(_) => reply::error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &ErrorBody {
-                    error: "batch invoke body too large or unreadable (a job spec, at most 1 MiB)",
+                    message: "batch invoke body too large or unreadable (a job spec, at most 1 MiB)",
                     endpoint: None,
                     deployment: None,
                     reason: "body_too_large",
@@ -214,11 +263,14 @@ impl Router {
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(endpoint = endpoint.as_ref().map(|e| e.name.as_str())))]
-    async fn score(
+    /// A call to an endpoint: scoring (any method, forwarded with its query string to the
+    /// scoring path) or its swagger document.
+    async fn call(
         &self,
         endpoint: Option<Arc<Endpoint>>,
         request: Request<Incoming>,
+        ids: &RequestIds,
+        call: Call,
     ) -> Response<Full<Bytes>> {
         let started = Instant::now();
         let Some(endpoint) = endpoint else {
@@ -227,14 +279,24 @@ impl Router {
             self.unknown.observe(401, started.elapsed().as_secs_f64());
             return reply::unauthorized();
         };
-        if !endpoint.auth.allows(request.headers()) {
+        // A browser's CORS preflight never carries credentials (Fetch standard), so it reaches
+        // the instance, whose CORS settings answer it; every other request must authenticate.
+        if !is_cors_preflight(&request) && !endpoint.auth.allows(request.headers()) {
             endpoint
                 .metrics
                 .observe(401, started.elapsed().as_secs_f64());
             return reply::unauthorized();
         }
-        let (deployment, live) = match choose(&endpoint, request.headers().get(&DEPLOYMENT_HEADER))
+        if call == Call::Swagger
+            && !matches!(
+                *request.method(),
+                Method::GET | Method::HEAD | Method::OPTIONS
+            )
         {
+            return reply::method_not_allowed("the swagger URI takes GET", "GET, HEAD, OPTIONS");
+        }
+        let pinned = request.headers().get(&DEPLOYMENT_HEADER);
+        let (deployment, live) = match choose(&endpoint, pinned, call) {
             Ok(choice) => choice,
             Err(response) => {
                 endpoint
@@ -243,7 +305,7 @@ impl Router {
                 return response;
             }
         };
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let body = match Limited::new(body, self.max_body_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(error) => {
@@ -268,7 +330,16 @@ impl Router {
                 return response;
             }
         };
-        let outgoing = Arc::new(Outgoing::new(parts.method, parts.headers, body));
+        ids.forward(&mut parts.headers);
+        let query = parts.uri.query();
+        let target = match call {
+            Call::Score => Target::scoring(query),
+            Call::Swagger => Target::Path(match query {
+                Some(query) => format!("{}?{query}", router_http::HOST_SWAGGER_PATH).into(),
+                None => router_http::HOST_SWAGGER_PATH.into(),
+            }),
+        };
+        let outgoing = Arc::new(Outgoing::new(parts.method, parts.headers, body).to(target));
         if live
             && let Some((mirror, percent)) = &endpoint.mirror
             && percent_roll() < *percent
@@ -296,12 +367,25 @@ impl Router {
     }
 }
 
-/// The deployment for a request: pinned by header, else the weighted split. `true` when the
-/// request is live traffic (only live traffic is mirrored, as in Azure ML).
+/// Whether `request` is a CORS preflight: `OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`, which browsers send without credentials.
+fn is_cors_preflight<B>(request: &Request<B>) -> bool {
+    request.method() == Method::OPTIONS
+        && request.headers().contains_key(header::ORIGIN)
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+}
+
+/// The deployment for a request: pinned by header, else the weighted split (for the swagger
+/// document: the deployment with the largest share, so it does not change from one request to
+/// the next). `true` when the request is live scoring traffic (only that is mirrored, as in
+/// Azure ML).
 #[allow(clippy::result_large_err)]
 fn choose(
     endpoint: &Endpoint,
     pinned: Option<&HeaderValue>,
+    call: Call,
 ) -> Result<(Arc<Deployment>, bool), Response<Full<Bytes>>> {
     if let Some(name) = pinned {
         return match endpoint.deployment(name.as_bytes()) {
@@ -309,7 +393,7 @@ fn choose(
             None => Err(reply::error(
                 StatusCode::NOT_FOUND,
                 &ErrorBody {
-                    error: &format!(
+                    message: &format!(
                         "endpoint has no deployment named {:?} (from the azureml-model-deployment header)",
                         String::from_utf8_lossy(name.as_bytes())
                     ),
@@ -320,12 +404,17 @@ fn choose(
             )),
         };
     }
-    match endpoint.split.choose(percent_roll()) {
-        Some(index) => Ok((endpoint.deployments[index].clone(), true)),
+    let index = match call {
+        Call::Score => endpoint.split.choose(percent_roll()),
+        Call::Swagger => endpoint.primary,
+    };
+    match index {
+        Some(index) => Ok((endpoint.deployments[index].clone(), call == Call::Score)),
+        // Azure ML answers 404 when no deployment has a positive weight and none is pinned.
         None => Err(reply::error(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::NOT_FOUND,
             &ErrorBody {
-                error: "endpoint has no deployment with traffic: set traffic, or pin one with the azureml-model-deployment header",
+                message: "endpoint has no deployment with traffic: set traffic, or pin one with the azureml-model-deployment header",
                 endpoint: Some(&endpoint.name),
                 deployment: None,
                 reason: "no_traffic",
@@ -340,7 +429,7 @@ fn proxy_error(error: &ProxyError, deployment: &Deployment) -> Response<Full<Byt
             "service unavailable: the deployment has no ready instance".to_owned()
         }
         ProxyError::Busy(busy) => format!(
-            "too many requests: {busy}; each instance serves max_concurrent_requests_per_instance at once"
+            "service unavailable: {busy}; each instance serves max_concurrent_requests_per_instance at once, and requests wait at most max_queue_wait_ms for one"
         ),
         ProxyError::Connect { instances, source } => {
             format!("bad gateway: could not connect to any of {instances} instances ({source})")
@@ -367,7 +456,7 @@ fn deployment_error(
     let mut response = reply::error(
         status,
         &ErrorBody {
-            error: message,
+            message,
             endpoint: Some(&deployment.endpoint),
             deployment: Some(&deployment.name),
             reason,
@@ -520,6 +609,7 @@ async fn accept_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::router_http::scoring_endpoint;
 
     #[test]
     fn scoring_paths() {
@@ -530,5 +620,80 @@ mod tests {
         assert_eq!(scoring_endpoint("/api/v1/endpoint//score"), None);
         assert_eq!(scoring_endpoint("/api/v1/endpoint/a/b/score"), None);
         assert_eq!(scoring_endpoint("/api/v1/endpoint/iris"), None);
+    }
+
+    fn endpoint(deployments: &str) -> Arc<Endpoint> {
+        let table = RoutingTable::parse(&format!(
+            "endpoints:\n  - name: e\n    deployments:\n{deployments}"
+        ))
+        .unwrap();
+        let routes = Compiler::new(Metrics::new().unwrap()).compile(&table);
+        routes.endpoint("e").unwrap().clone()
+    }
+
+    fn chosen(result: Result<(Arc<Deployment>, bool), Response<Full<Bytes>>>) -> (String, bool) {
+        let (deployment, live) = result.unwrap();
+        (deployment.name.clone(), live)
+    }
+
+    #[test]
+    fn choosing_a_deployment_for_scoring_and_for_swagger() {
+        let split = endpoint(
+            "      - { name: blue, traffic: 30, backends: [] }\n      - { name: green, traffic: 70, backends: [] }\n      - { name: dark, backends: [] }\n",
+        );
+        let dark = HeaderValue::from_static("dark");
+        // Pinned: that deployment, not live traffic (not mirrored), for either call.
+        for call in [Call::Score, Call::Swagger] {
+            assert_eq!(
+                chosen(choose(&split, Some(&dark), call)),
+                ("dark".into(), false)
+            );
+        }
+        // Swagger without a pin: always the largest share.
+        for _ in 0..20 {
+            assert_eq!(
+                chosen(choose(&split, None, Call::Swagger)),
+                ("green".into(), false)
+            );
+        }
+        let (name, live) = chosen(choose(&split, None, Call::Score));
+        assert!(live && (name == "blue" || name == "green"), "{name}");
+        // An unknown pin, and no positive weight without a pin: 404, as Azure ML answers.
+        let purple = HeaderValue::from_static("purple");
+        let unknown = choose(&split, Some(&purple), Call::Score).unwrap_err();
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        let idle = endpoint("      - { name: blue, backends: [] }\n");
+        for call in [Call::Score, Call::Swagger] {
+            assert_eq!(
+                choose(&idle, None, call).unwrap_err().status(),
+                StatusCode::NOT_FOUND
+            );
+        }
+    }
+
+    #[test]
+    fn cors_preflights_are_told_apart_from_other_options_requests() {
+        let request = |headers: &[(&str, &str)]| {
+            let mut builder = Request::options("/api/v1/endpoint/e/score");
+            for (name, value) in headers {
+                builder = builder.header(*name, *value);
+            }
+            builder.body(()).unwrap()
+        };
+        assert!(is_cors_preflight(&request(&[
+            ("origin", "https://app.example"),
+            ("access-control-request-method", "POST"),
+        ])));
+        assert!(!is_cors_preflight(&request(&[(
+            "origin",
+            "https://app.example"
+        )])));
+        assert!(!is_cors_preflight(&request(&[])));
+        let post = Request::post("/")
+            .header("origin", "x")
+            .header("access-control-request-method", "POST")
+            .body(())
+            .unwrap();
+        assert!(!is_cors_preflight(&post));
     }
 }

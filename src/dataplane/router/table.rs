@@ -123,7 +123,7 @@ pub struct RequestSettings {
     /// Requests one instance serves at once (default 1); more wait in the router's queue.
     #[serde(default = "default_max_concurrent")]
     pub max_concurrent_requests_per_instance: u32,
-    /// How long a request may wait for a free instance, in milliseconds (default 500); then 429.
+    /// How long a request may wait for a free instance, in milliseconds (default 500); then 503.
     #[serde(default = "default_max_queue_wait_ms")]
     pub max_queue_wait_ms: u64,
 }

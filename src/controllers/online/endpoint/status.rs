@@ -8,7 +8,10 @@ use crate::{
         common::condition_types::RESOLVED,
         online_endpoint::{AuthMode, OnlineEndpoint, OnlineEndpointStatus, ProvisioningState},
     },
-    contract::{keys::secret_name as keys_secret_name, router_http::scoring_path},
+    contract::{
+        keys::secret_name as keys_secret_name,
+        router_http::{scoring_path, swagger_path},
+    },
     runtime::{
         conditions::{self, Progress},
         names::{NAME_TAKEN, taken_message},
@@ -53,11 +56,14 @@ pub fn compute(
     let generation = endpoint.metadata.generation;
     let name = routing.route.endpoint.as_str();
     let routed = name_taken.is_none();
+    let router_url = router_url.trim_end_matches('/');
     let mut st = OnlineEndpointStatus {
         conditions: old.conditions,
         observed_generation: generation,
-        scoring_uri: routed
-            .then(|| format!("{}{}", router_url.trim_end_matches('/'), scoring_path(name))),
+        scoring_uri: routed.then(|| format!("{router_url}{}", scoring_path(name))),
+        // Beside the scoring URI, as on Azure ML's Kubernetes router; the router answers it with
+        // the serving deployment's `/swagger.json`.
+        openapi_uri: routed.then(|| format!("{router_url}{}", swagger_path(name))),
         keys_secret_name: (endpoint.spec.auth_mode != AuthMode::None)
             .then(|| keys_secret_name(name)),
         traffic_applied: if routed {
@@ -237,10 +243,15 @@ mod tests {
             ok.scoring_uri.as_deref(),
             Some("http://router:8080/api/v1/endpoint/iris/score")
         );
+        assert_eq!(
+            ok.openapi_uri.as_deref(),
+            Some("http://router:8080/api/v1/endpoint/iris/swagger.json")
+        );
         assert_eq!(ok.provisioning_state, Some(ProvisioningState::Succeeded));
 
         let taken = compute(&ep, &r, true, Gateway::Withheld, Some("team-a"), url, &now);
         assert_eq!(taken.scoring_uri, None);
+        assert_eq!(taken.openapi_uri, None);
         assert_eq!(taken.provisioning_state, Some(ProvisioningState::Failed));
         assert_eq!(taken.keys_secret_name.as_deref(), Some("iris-keys"));
         let (status, reason, message) = ready(&taken);
