@@ -63,6 +63,7 @@ impl Backend {
                             let (s, m) = (s.clone(), m.clone());
                             async move {
                                 let is_mirror = request.headers().contains_key("x-mlcompute-mirror");
+                                let seen = Seen::of(&request);
                                 let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
                                 if !behaviour.delay.is_zero() {
                                     tokio::time::sleep(behaviour.delay).await;
@@ -70,6 +71,7 @@ impl Backend {
                                 if is_mirror { m.fetch_add(1, Ordering::Relaxed); } else { s.fetch_add(1, Ordering::Relaxed); }
                                 let mut response = Response::new(Full::new(Bytes::from(format!("{{\"echo\":{}}}", body.len()))));
                                 response.headers_mut().insert("x-backend", addr.port().to_string().parse().unwrap());
+                                seen.echo(response.headers_mut());
                                 Ok::<_, Infallible>(response)
                             }
                         });
@@ -101,6 +103,45 @@ impl Backend {
 
     fn kill(&self) {
         let _ = self.kill.send(true);
+    }
+}
+
+/// What a backend saw of a request, echoed in its answer's `x-seen-*` headers.
+struct Seen {
+    method: String,
+    uri: String,
+    headers: Vec<(&'static str, http::HeaderValue)>,
+}
+
+impl Seen {
+    const ECHOED: [&'static str; 5] = [
+        "x-request-id",
+        "x-ms-client-request-id",
+        "authorization",
+        "origin",
+        "host",
+    ];
+
+    fn of(request: &Request<Incoming>) -> Self {
+        Self {
+            method: request.method().to_string(),
+            uri: request.uri().to_string(),
+            headers: Self::ECHOED
+                .iter()
+                .filter_map(|name| Some((*name, request.headers().get(*name)?.clone())))
+                .collect(),
+        }
+    }
+
+    fn echo(self, headers: &mut http::HeaderMap) {
+        headers.insert("x-seen-method", self.method.parse().unwrap());
+        headers.insert("x-seen-uri", self.uri.parse().unwrap());
+        for (name, value) in self.headers {
+            headers.insert(
+                http::HeaderName::try_from(format!("x-seen-{name}")).unwrap(),
+                value,
+            );
+        }
     }
 }
 
@@ -678,7 +719,7 @@ async fn a_wrong_key_gets_the_same_401_as_an_unknown_endpoint() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrency_overflow_gets_429_and_a_slow_instance_504() {
+async fn concurrency_overflow_past_the_queue_wait_gets_503_and_a_slow_instance_504() {
     let slow = Backend::start(Behaviour {
         delay: Duration::from_millis(400),
     })
@@ -712,10 +753,16 @@ async fn concurrency_overflow_gets_429_and_a_slow_instance_504() {
     let mut statuses = Vec::new();
     while let Some(done) = calls.join_next().await {
         let (status, _, body) = done.unwrap();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            let body = String::from_utf8_lossy(&body);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Azure ML's Kubernetes endpoints answer 503 once max_queue_wait_ms runs out.
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert!(
-                body.contains("too many requests") && body.contains("\"deployment\":\"one\""),
+                body["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("max_queue_wait_ms")
+                    && body["deployment"] == "one"
+                    && body["reason"] == "busy",
                 "{body}"
             );
         }
@@ -723,7 +770,7 @@ async fn concurrency_overflow_gets_429_and_a_slow_instance_504() {
     }
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
     assert!(
-        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
         "{statuses:?}"
     );
     let (status, _, body) = Conn::open(addr)
@@ -737,7 +784,7 @@ async fn concurrency_overflow_gets_429_and_a_slow_instance_504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_ready_instance_or_no_traffic_gets_503_and_dead_instances_502() {
+async fn no_ready_instance_gets_503_no_traffic_404_and_dead_instances_502() {
     let blue = Backend::start(Behaviour::default()).await;
     let gone = Backend::start(Behaviour::default()).await;
     gone.kill();
@@ -761,7 +808,8 @@ async fn no_ready_instance_or_no_traffic_gets_503_and_dead_instances_502() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(String::from_utf8_lossy(&body).contains("no ready instance"));
     let (status, _, body) = conn.score("idle", None, None).await.unwrap();
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Azure ML: no deployment with a positive weight and none pinned is 404.
+    assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(String::from_utf8_lossy(&body).contains("no deployment with traffic"));
     let (status, _, body) = conn.score("broken", None, None).await.unwrap();
     assert_eq!(status, StatusCode::BAD_GATEWAY);
@@ -1045,4 +1093,469 @@ async fn busy_polling_runs_while_requests_flow_and_sleeps_when_they_stop() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Azure ML's HTTP semantics: methods, query strings, request ids, swagger, host form, curl
+
+/// A request with a method, target and headers (`host` included when given).
+fn request(
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &'static [u8],
+) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(Full::new(Bytes::from_static(body))).unwrap()
+}
+
+fn message(body: &[u8]) -> String {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)));
+    value["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no message in {value}"))
+        .to_owned()
+}
+
+fn is_uuid_v4(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && text.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit())
+        && groups[2].starts_with('4')
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn methods_and_query_strings_pass_through_to_the_scoring_path() {
+    let blue = Backend::start(Behaviour::default()).await;
+    let router = RouterProcess::start(
+        &table("iris", &[deployment("blue", 100, 0, &[&blue], ROOMY)]),
+        &[],
+    )
+    .await;
+    let mut conn = Conn::open(router.addr).await.unwrap();
+    let auth = format!("Bearer {KEY}");
+    let host = router.addr.to_string();
+    for method in ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"] {
+        let (status, headers, _) = conn
+            .send(request(
+                method,
+                "/api/v1/endpoint/iris/score?model=small&q=a%20b",
+                &[("host", &host), ("authorization", &auth)],
+                b"",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{method}");
+        assert_eq!(headers["x-seen-method"], method);
+        assert_eq!(
+            headers["x-seen-uri"], "/score?model=small&q=a%20b",
+            "{method}"
+        );
+        assert_eq!(headers["azureml-model-deployment"], "blue");
+        // The key stays with the router.
+        assert!(!headers.contains_key("x-seen-authorization"));
+    }
+    // Every method still needs the key...
+    let (status, _, _) = conn
+        .send(request(
+            "GET",
+            "/api/v1/endpoint/iris/score",
+            &[("host", &host)],
+            b"",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _, _) = conn
+        .send(request(
+            "OPTIONS",
+            "/api/v1/endpoint/iris/score",
+            &[("host", &host)],
+            b"",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // ...except a CORS preflight, which browsers send without credentials: the instance answers.
+    let (status, headers, _) = conn
+        .send(request(
+            "OPTIONS",
+            "/api/v1/endpoint/iris/score",
+            &[
+                ("host", &host),
+                ("origin", "https://app.example"),
+                ("access-control-request-method", "POST"),
+                (
+                    "access-control-request-headers",
+                    "authorization,content-type",
+                ),
+            ],
+            b"",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["x-seen-method"], "OPTIONS");
+    assert_eq!(headers["x-seen-origin"], "https://app.example");
+    assert_eq!(blue.served(), 8);
+    // The router's own routes stay as they are.
+    let (status, _, _) = conn
+        .send(request("POST", "/healthz", &[("host", &host)], b""))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_made_forwarded_and_echoed_as_azure_ml_does() {
+    let blue = Backend::start(Behaviour::default()).await;
+    let router = RouterProcess::start(
+        &table("iris", &[deployment("blue", 100, 0, &[&blue], ROOMY)]),
+        &[],
+    )
+    .await;
+    let mut conn = Conn::open(router.addr).await.unwrap();
+    let host = router.addr.to_string();
+    let auth = format!("Bearer {KEY}");
+    let score = |extra: &[(&str, &str)]| {
+        let mut headers = vec![("host", host.as_str()), ("authorization", auth.as_str())];
+        headers.extend_from_slice(extra);
+        request("POST", "/api/v1/endpoint/iris/score", &headers, b"{}")
+    };
+
+    // None sent: the router makes a UUID, the instance gets it, the answer carries it.
+    let (status, headers, _) = conn.send(score(&[])).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let id = headers["x-request-id"].to_str().unwrap().to_owned();
+    assert!(is_uuid_v4(&id), "{id}");
+    assert_eq!(headers["x-seen-x-request-id"], id.as_str());
+    assert_eq!(headers["x-ms-request-id"], id.as_str());
+    assert!(!headers.contains_key("x-ms-client-request-id"));
+    let (_, again, _) = conn.send(score(&[])).await.unwrap();
+    assert_ne!(again["x-request-id"], id.as_str(), "a new id per request");
+
+    // The client's ids: kept, forwarded, echoed.
+    let (_, headers, _) = conn
+        .send(score(&[
+            ("x-request-id", "req-1"),
+            ("x-ms-client-request-id", "client-1"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(headers["x-request-id"], "req-1");
+    assert_eq!(headers["x-seen-x-request-id"], "req-1");
+    assert_eq!(headers["x-seen-x-ms-client-request-id"], "client-1");
+    assert_eq!(headers["x-ms-client-request-id"], "client-1");
+    assert_eq!(headers["x-ms-request-id"], "client-1");
+
+    // The router's own answers carry them too: a wrong key, an unknown endpoint.
+    let (status, headers, body) = conn
+        .send(request(
+            "POST",
+            "/api/v1/endpoint/iris/score",
+            &[("host", &host), ("x-request-id", "req-401")],
+            b"{}",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["x-request-id"], "req-401");
+    assert!(message(&body).starts_with("unauthorized"));
+    let (status, headers, _) = conn
+        .send(request(
+            "POST",
+            "/api/v1/endpoint/nope/score",
+            &[("host", &host)],
+            b"{}",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(is_uuid_v4(headers["x-request-id"].to_str().unwrap()));
+
+    // Over 100 characters: azmlinfsrv's 431 and message, before anything reaches the instance.
+    let served = blue.served();
+    let long = "x".repeat(101);
+    let (status, headers, body) = conn.send(score(&[("x-request-id", &long)])).await.unwrap();
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        message(&body),
+        "x-request-id must not exceed 100 characters"
+    );
+    assert!(!headers.contains_key("x-request-id"));
+    let (status, headers, body) = conn
+        .send(score(&[
+            ("x-request-id", "ok"),
+            ("x-ms-client-request-id", &long),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(
+        message(&body),
+        "x-ms-request-id and x-ms-client-request-id must not exceed 100 characters"
+    );
+    assert_eq!(headers["x-request-id"], "ok");
+    assert_eq!(blue.served(), served);
+    let exactly = "y".repeat(100);
+    let (status, _, _) = conn
+        .send(score(&[("x-request-id", &exactly)]))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_comes_from_the_serving_deployment_with_its_query_string() {
+    let blue = Backend::start(Behaviour::default()).await;
+    let green = Backend::start(Behaviour::default()).await;
+    let router = RouterProcess::start(
+        &table(
+            "iris",
+            &[
+                deployment("blue", 20, 0, &[&blue], ROOMY),
+                deployment("green", 80, 0, &[&green], ROOMY),
+            ],
+        ),
+        &[],
+    )
+    .await;
+    let mut conn = Conn::open(router.addr).await.unwrap();
+    let host = router.addr.to_string();
+    let auth = format!("Bearer {KEY}");
+    let green_port = green.addr.port().to_string();
+    // Unpinned: the deployment with the largest share, every time.
+    for _ in 0..10 {
+        let (status, headers, _) = conn
+            .send(request(
+                "GET",
+                "/api/v1/endpoint/iris/swagger.json?version=3",
+                &[("host", &host), ("authorization", &auth)],
+                b"",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-seen-uri"], "/swagger.json?version=3");
+        assert_eq!(headers["x-backend"], green_port.as_str());
+        assert_eq!(headers["azureml-model-deployment"], "green");
+        assert!(headers.contains_key("x-request-id"));
+    }
+    // Pinned: that deployment's.
+    let (_, headers, _) = conn
+        .send(request(
+            "GET",
+            "/api/v1/endpoint/iris/swagger.json",
+            &[
+                ("host", &host),
+                ("authorization", &auth),
+                ("azureml-model-deployment", "blue"),
+            ],
+            b"",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(headers["x-seen-uri"], "/swagger.json");
+    assert_eq!(headers["x-backend"], blue.addr.port().to_string().as_str());
+    // It needs the key, and takes GET (and HEAD, OPTIONS) only.
+    let (status, _, _) = conn
+        .send(request(
+            "GET",
+            "/api/v1/endpoint/iris/swagger.json",
+            &[("host", &host)],
+            b"",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, headers, body) = conn
+        .send(request(
+            "POST",
+            "/api/v1/endpoint/iris/swagger.json",
+            &[("host", &host), ("authorization", &auth)],
+            b"{}",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(headers["allow"], "GET, HEAD, OPTIONS");
+    assert!(message(&body).contains("GET"));
+    assert_eq!(blue.served() + green.served(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_form_routes_by_endpoint_name_under_configured_domains() {
+    let blue = Backend::start(Behaviour::default()).await;
+    let router = RouterProcess::start(
+        &table("iris", &[deployment("blue", 100, 0, &[&blue], ROOMY)]),
+        &["--host-domains", "inference.test,ml.example.com"],
+    )
+    .await;
+    let mut conn = Conn::open(router.addr).await.unwrap();
+    let auth = format!("Bearer {KEY}");
+    let port = router.addr.port();
+    for host in [
+        format!("iris.inference.test:{port}"),
+        "iris.ml.example.com".to_owned(),
+        "IRIS.Inference.Test".to_owned(),
+    ] {
+        let (status, headers, _) = conn
+            .send(request(
+                "POST",
+                "/score?verbose=1",
+                &[("host", &host), ("authorization", &auth)],
+                b"{}",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{host}");
+        assert_eq!(headers["x-seen-uri"], "/score?verbose=1");
+        assert!(headers.contains_key("x-request-id"));
+        let (status, headers, _) = conn
+            .send(request(
+                "GET",
+                "/swagger.json?version=3",
+                &[("host", &host), ("authorization", &auth)],
+                b"",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK, "{host}");
+        assert_eq!(headers["x-seen-uri"], "/swagger.json?version=3");
+    }
+    // The path form still works on any host.
+    let (status, _, _) = conn
+        .send(request(
+            "POST",
+            "/api/v1/endpoint/iris/score",
+            &[("host", "iris.inference.test"), ("authorization", &auth)],
+            b"{}",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    // A host under no configured domain: a clear 404.
+    let (status, _, body) = conn
+        .send(request(
+            "POST",
+            "/score",
+            &[("host", "iris.elsewhere.net"), ("authorization", &auth)],
+            b"{}",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let text = message(&body);
+    assert!(
+        text.contains("iris.elsewhere.net") && text.contains("inference.test"),
+        "{text}"
+    );
+    // An unknown endpoint under a configured domain: the same 401 as on the path form.
+    let (status, _, _) = conn
+        .send(request(
+            "POST",
+            "/score",
+            &[("host", "nope.inference.test"), ("authorization", &auth)],
+            b"{}",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(blue.served(), 7);
+}
+
+/// Runs `curl` with these arguments; returns its exit status, stdout and the response headers
+/// it dumped (`--dump-header`, which does not change the request).
+fn curl(args: &[String], dir: &Path) -> (bool, String, String) {
+    let headers = dir.join("headers.txt");
+    let output = Command::new("curl")
+        .args(args)
+        .arg("--dump-header")
+        .arg(&headers)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        std::fs::read_to_string(&headers).unwrap_or_default(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_as_azure_mls_documentation_calls_an_endpoint_path_and_host_form() {
+    let blue = Backend::start(Behaviour::default()).await;
+    let green = Backend::start(Behaviour::default()).await;
+    let router = RouterProcess::start(
+        &table(
+            "iris",
+            &[
+                deployment("blue", 0, 0, &[&blue], ROOMY),
+                deployment("green", 100, 0, &[&green], ROOMY),
+            ],
+        ),
+        &["--host-domains", "inference.test"],
+    )
+    .await;
+    let dir = TempDir::new("curl");
+    std::fs::write(dir.0.join("request.json"), r#"{"data": [[1, 2, 3, 4]]}"#).unwrap();
+    let port = router.addr.port();
+    let path_form = format!("http://127.0.0.1:{port}/api/v1/endpoint/iris/score");
+    let host_form = format!("http://iris.inference.test:{port}/score");
+    // The documented call, word for word; the host form resolves the name to 127.0.0.1.
+    let documented = |scoring_uri: &str| -> Vec<String> {
+        [
+            "--request",
+            "POST",
+            scoring_uri,
+            "--header",
+            &format!("Authorization: Bearer {KEY}"),
+            "--header",
+            "Content-Type: application/json",
+            "--header",
+            "azureml-model-deployment: blue",
+            "--data",
+            "@request.json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut host_args = documented(&host_form);
+    host_args.extend([
+        "--resolve".to_owned(),
+        format!("iris.inference.test:{port}:127.0.0.1"),
+    ]);
+    for (form, args) in [("path", documented(&path_form)), ("host", host_args)] {
+        let args2 = args.clone();
+        let dir_path = dir.0.clone();
+        let (ok, stdout, headers) = tokio::task::spawn_blocking(move || curl(&args2, &dir_path))
+            .await
+            .unwrap();
+        assert!(ok, "{form} form: curl failed");
+        assert!(
+            headers.starts_with("HTTP/1.1 200"),
+            "{form} form:\n{headers}"
+        );
+        // The backend's answer: the 24-byte request.json arrived whole.
+        assert_eq!(stdout, r#"{"echo":24}"#, "{form} form");
+        let lower = headers.to_ascii_lowercase();
+        for header in [
+            "azureml-model-deployment: blue",
+            "x-request-id: ",
+            "x-ms-request-id: ",
+            "x-seen-method: post",
+            "x-seen-uri: /score",
+        ] {
+            assert!(
+                lower.contains(header),
+                "{form} form: no {header:?} in\n{headers}"
+            );
+        }
+    }
+    assert_eq!((blue.served(), green.served()), (2, 0));
 }
