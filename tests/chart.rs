@@ -281,6 +281,8 @@ fn chart_lints_strictly_with_default_and_full_values() {
             "networkPolicy.enabled=true",
             "--set",
             "router.busyPollMicros=1000",
+            "--set",
+            "router.hostDomains={inference.example.com,ml.local}",
         ],
         None,
     );
@@ -299,6 +301,21 @@ fn chart_lints_strictly_with_default_and_full_values() {
     assert!(
         !bad.status.success(),
         "an unknown router service type must fail the schema"
+    );
+    let bad_domain = Command::new(support::helm())
+        .args([
+            "lint",
+            "--strict",
+            chart,
+            "--set",
+            "router.hostDomains={under_score.example}",
+        ])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert!(
+        !bad_domain.status.success(),
+        "a host domain that is not DNS labels must fail the schema"
     );
 }
 
@@ -370,6 +387,8 @@ fn rendered_chart_and_kustomize_base_pass_server_side_dry_run() {
         "metrics.grafanaDashboard.enabled=true",
         "--set",
         "router.busyPollMicros=1000",
+        "--set",
+        "router.hostDomains={inference.example.com}",
     ];
     for extra in [&[][..], &all_on[..]] {
         let mut args = vec!["template", "dry", "charts/mlcompute", "--namespace", &ns];

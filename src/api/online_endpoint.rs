@@ -128,7 +128,7 @@ pub struct OnlineEndpointStatus {
     /// URI of the endpoint's OpenAPI (swagger) document, beside the scoring URI: `GET` it with the
     /// same key (`?version=3` for OpenAPI 3). The router answers with the `/swagger.json` of the
     /// deployment named in `azureml-model-deployment`, else of the one with the largest traffic
-    /// share; 404 when its scoring script declares no schema.
+    /// share.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub openapi_uri: Option<String>,
     /// Secret holding `primaryKey` and `secondaryKey` (auth mode `key`).
