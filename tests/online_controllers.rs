@@ -499,7 +499,7 @@ async fn traffic_and_mirror_reach_the_routing_table_and_the_httproute() {
     })
     .await;
 
-    // Status: scoring URI, applied split, readiness, conditions.
+    // Status: scoring and swagger URIs, applied split, readiness, conditions.
     let ep = wait_for(&eps, "fraud", T, |e: Option<&OnlineEndpoint>| {
         e.and_then(|e| e.status.as_ref())
             .is_some_and(|s| s.mirror_traffic_applied.get("shadow") == Some(&10))
@@ -509,6 +509,10 @@ async fn traffic_and_mirror_reach_the_routing_table_and_the_httproute() {
     assert_eq!(
         st.scoring_uri.as_deref(),
         Some("http://127.0.0.1:8080/api/v1/endpoint/fraud/score")
+    );
+    assert_eq!(
+        st.openapi_uri.as_deref(),
+        Some("http://127.0.0.1:8080/api/v1/endpoint/fraud/swagger.json")
     );
     assert_eq!(st.traffic_applied.get("blue"), Some(&100));
     assert_eq!(st.deployments.len(), 3);
