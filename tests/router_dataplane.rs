@@ -1439,7 +1439,7 @@ async fn the_host_form_routes_by_endpoint_name_under_configured_domains() {
         .unwrap();
     assert_eq!(status, StatusCode::OK);
     // A host under no configured domain: a clear 404.
-    let (status, _, body) = conn
+    let (status, headers, body) = conn
         .send(request(
             "POST",
             "/score",
@@ -1449,6 +1449,7 @@ async fn the_host_form_routes_by_endpoint_name_under_configured_domains() {
         .await
         .unwrap();
     assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(headers.contains_key("x-request-id"));
     let text = message(&body);
     assert!(
         text.contains("iris.elsewhere.net") && text.contains("inference.test"),

@@ -147,15 +147,15 @@ impl Router {
         let (endpoint, call) = match address::classify(&request, &self.host_domains) {
             Addressed::Endpoint { name, call } => {
                 let routes = self.routes.load();
-                (routes.endpoint(&name).cloned(), call)
+                (Ok(routes.endpoint(&name).cloned()), call)
             }
-            Addressed::UnknownHost(host) => {
-                let message = format!(
+            Addressed::UnknownHost(host) => (
+                Err(format!(
                     "no endpoint at host {host:?}: /score and /swagger.json are served at <endpoint>.<domain> for domain {}, or use /api/v1/endpoint/<endpoint>/score",
                     self.host_domains.list()
-                );
-                return reply::message(StatusCode::NOT_FOUND, &message);
-            }
+                )),
+                Call::Score,
+            ),
             Addressed::Elsewhere => return self.own_route(request).await,
         };
         if call == Call::Score {
@@ -164,6 +164,14 @@ impl Router {
         let ids = match RequestIds::read(request.headers()) {
             Ok(ids) => ids,
             Err(too_long) => return too_long.response(),
+        };
+        let endpoint = match endpoint {
+            Ok(endpoint) => endpoint,
+            Err(unknown_host) => {
+                let mut response = reply::message(StatusCode::NOT_FOUND, &unknown_host);
+                ids.stamp(response.headers_mut());
+                return response;
+            }
         };
         let span = tracing::debug_span!(
             "request",
@@ -213,7 +221,7 @@ impl Router {
             _ => reply::error(
                 StatusCode::NOT_FOUND,
                 &ErrorBody {
-                    message: "no such route: score with POST /api/v1/endpoint/{endpoint}/score",
+                    message: "no such route: score at /api/v1/endpoint/{endpoint}/score, swagger at /api/v1/endpoint/{endpoint}/swagger.json",
                     endpoint: None,
                     deployment: None,
                     reason: "no_route",
