@@ -114,8 +114,9 @@ struct Seen {
 }
 
 impl Seen {
-    const ECHOED: [&'static str; 5] = [
+    const ECHOED: [&'static str; 6] = [
         "x-request-id",
+        "content-length",
         "x-ms-client-request-id",
         "authorization",
         "origin",
@@ -1194,13 +1195,15 @@ async fn methods_and_query_strings_pass_through_to_the_scoring_path() {
                     "authorization,content-type",
                 ),
             ],
-            b"",
+            b"{\"data\": \"from a caller without a key\"}",
         ))
         .await
         .unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(headers["x-seen-method"], "OPTIONS");
     assert_eq!(headers["x-seen-origin"], "https://app.example");
+    // Without a key, nothing of the body reaches the script (a @rawhttp run() sees OPTIONS).
+    assert_eq!(headers["x-seen-content-length"], "0");
     assert_eq!(blue.served(), 8);
     // The router's own routes stay as they are.
     let (status, _, _) = conn

@@ -289,7 +289,10 @@ impl Router {
         };
         // A browser's CORS preflight never carries credentials (Fetch standard), so it reaches
         // the instance, whose CORS settings answer it; every other request must authenticate.
-        if !is_cors_preflight(&request) && !endpoint.auth.allows(request.headers()) {
+        // An anonymous preflight goes on without its body: a @rawhttp script's run() sees
+        // OPTIONS too, and a caller without a key must not hand it data.
+        let authenticated = endpoint.auth.allows(request.headers());
+        if !authenticated && !is_cors_preflight(&request) {
             endpoint
                 .metrics
                 .observe(401, started.elapsed().as_secs_f64());
@@ -315,6 +318,7 @@ impl Router {
         };
         let (mut parts, body) = request.into_parts();
         let body = match Limited::new(body, self.max_body_bytes).collect().await {
+            Ok(_) if !authenticated => Bytes::new(),
             Ok(collected) => collected.to_bytes(),
             Err(error) => {
                 let (status, message, reason) =
