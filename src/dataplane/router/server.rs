@@ -6,7 +6,8 @@
 //! - `POST /api/v1/batch/{endpoint}/invoke`: creates a BatchJob ([`super::batch_invoke`]; with
 //!   `--cluster` only).
 //! - `GET /healthz`: the process is up. `GET /readyz`: a table is loaded and we are not
-//!   draining. `GET /metrics`: Prometheus text format.
+//!   draining. `GET /metrics`: Prometheus text format. `GET /load`: demand per deployment as
+//!   JSON, for the operator's autoscaler ([`crate::contract::load`]).
 
 use std::{
     convert::Infallible,
@@ -36,6 +37,7 @@ use super::{
     auth::Authenticator,
     batch_invoke::{self, BatchInvoker},
     busy_poll,
+    cold::{self, ColdWait},
     metrics::{Metrics, NONE, RouteMetrics},
     mirror::{self, MirrorJob},
     pick::percent_roll,
@@ -44,7 +46,10 @@ use super::{
     routes::{Compiler, Deployment, Endpoint, Routes},
     table::{RoutingTable, TableError},
 };
-use crate::contract::router_http::{self, scoring_endpoint};
+use crate::contract::{
+    load::LOAD_PATH,
+    router_http::{self, scoring_endpoint},
+};
 
 /// The pinning header, as in Azure ML.
 pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static(router_http::PINNING_HEADER);
@@ -78,6 +83,8 @@ impl Default for ServerOptions {
 #[derive(Debug)]
 pub struct Router {
     routes: ArcSwap<Routes>,
+    /// Ticks on every table swap: wakes requests held for a first instance ([`cold`]).
+    tables: watch::Sender<u64>,
     compiler: Compiler,
     metrics: Metrics,
     unknown: RouteMetrics,
@@ -100,6 +107,7 @@ impl Router {
     ) -> Arc<Self> {
         Arc::new(Self {
             routes: ArcSwap::from_pointee(Routes::default()),
+            tables: watch::Sender::new(0),
             compiler: Compiler::new(metrics.clone()),
             unknown: metrics.route(NONE, NONE),
             metrics,
@@ -122,6 +130,8 @@ impl Router {
         let routes = self.compiler.compile(table);
         tracing::debug!(endpoints = routes.len(), "routing table applied");
         self.routes.store(Arc::new(routes));
+        self.tables
+            .send_modify(|version| *version = version.wrapping_add(1));
         self.loaded.store(true, Ordering::Release);
         self.metrics.reload(true);
         Ok(())
@@ -160,6 +170,11 @@ impl Router {
                     HeaderValue::from_static("text/plain; version=0.0.4"),
                 );
                 response
+            }
+            (&Method::GET, LOAD_PATH) => {
+                let report = self.compiler.loads().report();
+                let body = serde_json::to_vec(&report).unwrap_or_else(|_| b"{}".to_vec());
+                reply::json(StatusCode::OK, Bytes::from(body))
             }
             _ => reply::error(
                 StatusCode::NOT_FOUND,
@@ -243,6 +258,7 @@ impl Router {
                 return response;
             }
         };
+        deployment.load.arrived();
         let (parts, body) = request.into_parts();
         let body = match Limited::new(body, self.max_body_bytes).collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -267,6 +283,20 @@ impl Router {
                     .observe(status.as_u16(), started.elapsed().as_secs_f64());
                 return response;
             }
+        };
+        let deployment = if deployment.instances.is_empty() {
+            match cold::first_instance(&self.routes, self.tables.subscribe(), &deployment).await {
+                Ok(ready) => ready,
+                Err(ran_out) => {
+                    let response = cold_error(ran_out, &deployment);
+                    deployment
+                        .metrics
+                        .observe(response.status().as_u16(), started.elapsed().as_secs_f64());
+                    return response;
+                }
+            }
+        } else {
+            deployment
         };
         let outgoing = Arc::new(Outgoing::new(parts.method, parts.headers, body));
         if live
@@ -356,6 +386,30 @@ fn proxy_error(error: &ProxyError, deployment: &Deployment) -> Response<Full<Byt
     };
     tracing::debug!(deployment = %deployment.name, category = error.category(), "{message}");
     deployment_error(error.status(), &message, error.category(), deployment)
+}
+
+/// The answer to a request held for a first instance that never came ([`cold`]).
+fn cold_error(ran_out: ColdWait, deployment: &Deployment) -> Response<Full<Bytes>> {
+    let (wait, _) = cold::budget(deployment);
+    let (status, message, reason) = match ran_out {
+        ColdWait::QueueWait => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "service unavailable: no instance became ready within max_queue_wait_ms = {} (the deployment has none ready: scaled to zero or starting)",
+                wait.as_millis()
+            ),
+            "no_ready_instance",
+        ),
+        ColdWait::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "gateway timeout: no instance became ready within request_timeout_ms = {} (the deployment has none ready: scaled to zero or starting)",
+                wait.as_millis()
+            ),
+            "timeout",
+        ),
+    };
+    deployment_error(status, &message, reason, deployment)
 }
 
 fn deployment_error(
