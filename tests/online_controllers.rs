@@ -130,7 +130,7 @@ async fn ready_instances(api: &Api<OnlineDeployment>, name: &str, n: i32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the local control plane"]
-async fn deployments_become_deployments_services_and_hpas() {
+async fn deployments_become_deployments_and_services_without_hpas() {
     let client = support::client().await;
     let ns = TestNamespace::new(&client, "online-build").await;
     let op = Operator::start(ns.name());

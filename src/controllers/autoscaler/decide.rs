@@ -9,9 +9,9 @@
 //!   which utilisation is at most `targetUtilizationPercentage`: `ceil(demand / target)`, within
 //!   `minInstances`..`maxInstances`.
 //! - Up at once. Down only to the highest recommendation of the last 20 polling intervals, and
-//!   only once this process has watched the deployment for that long (a restarted operator
-//!   waits a whole window before it scales anything down), and only on a complete sample (every
-//!   router read, each with an earlier reading).
+//!   only once samples cover that whole window (a restarted operator watches a whole window
+//!   before it scales anything down), and only on a complete sample (every router read, each
+//!   with an earlier reading); a partial view may raise the window, never lower it.
 //! - Scale to zero (`minInstances: 0`): to zero once no request has arrived, run or waited for
 //!   `scaleToZeroAfterSeconds`; from zero at the first queued request.
 //! - Nothing known about the load (no router, none readable): the count stays, only brought
@@ -50,8 +50,6 @@ impl Policy {
 /// operator starts afresh, which only ever delays a scale-down).
 #[derive(Clone, Debug)]
 pub struct Memory {
-    /// When this process first evaluated the deployment.
-    since: Instant,
     /// When a request was last seen (or `since`).
     last_active: Instant,
     /// Recommendations within the scale-down window, oldest first.
@@ -62,7 +60,6 @@ impl Memory {
     /// A fresh memory at `now`.
     pub fn new(now: Instant) -> Self {
         Self {
-            since: now,
             last_active: now,
             recommendations: VecDeque::new(),
         }
@@ -191,7 +188,14 @@ pub fn decide(
         1
     };
     let recommended = raw.max(floor).min(max);
-    memory.recommendations.push_back((now, recommended));
+    // A partial view underestimates the demand: it may raise the window, never lower it, so a
+    // scale-down always rests on a whole window of complete samples.
+    let recorded = if sample.complete() {
+        recommended
+    } else {
+        recommended.max(current)
+    };
+    memory.recommendations.push_back((now, recorded));
     let window = policy.down_window();
     while memory
         .recommendations
@@ -267,14 +271,19 @@ pub fn decide(
             ),
         );
     }
-    let watched_for = now.saturating_duration_since(memory.since);
+    // The window must be covered by samples: a restarted operator (fresh memory), or one that
+    // could not evaluate for a while, first watches a whole window itself.
+    let covered = memory
+        .recommendations
+        .front()
+        .is_some_and(|(at, _)| now.saturating_duration_since(*at) + policy.interval > window);
     let stable = memory
         .recommendations
         .iter()
         .map(|(_, r)| *r)
         .max()
         .unwrap_or(recommended);
-    if watched_for < window || stable >= current {
+    if !covered || stable >= current {
         return decision(
             current,
             Reason::StabilizingDown,
@@ -452,6 +461,20 @@ mod tests {
         let d = hold(&p, 6, &down, &mut memory, start, 60);
         assert_eq!((d.desired, d.reason), (6, Reason::StabilizingDown));
         assert!(d.message.contains("http://b: timed out"), "{}", d.message);
+        // Readable again and idle: the partial view left no low recommendations behind, so the
+        // scale-down still waits a whole window of complete samples.
+        let idle = load(0.0, 0.0);
+        let d = hold(&p, 6, &idle, &mut memory, start + SECOND * 70, 18);
+        assert_eq!(
+            (d.desired, d.reason),
+            (6, Reason::StabilizingDown),
+            "{}",
+            d.message
+        );
+        assert_eq!(
+            decide(&p, 6, &idle, &mut memory, start + SECOND * 91).desired,
+            2
+        );
         // What the readable router sees still scales up (a lower bound on the demand).
         let up = Sample {
             in_flight: 9.0,

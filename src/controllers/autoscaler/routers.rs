@@ -166,10 +166,11 @@ async fn read(base: &str) -> Result<LoadReport, String> {
         .map_err(|e| format!("reading the answer: {e}"))?
         .to_bytes();
     connection.abort();
+    if status == http::StatusCode::NOT_FOUND {
+        return Err("answered 404: a router release without the load report".into());
+    }
     if !status.is_success() {
-        return Err(format!(
-            "answered {status} (a router older than the load report?)"
-        ));
+        return Err(format!("answered {status}"));
     }
     serde_json::from_slice(&body).map_err(|e| format!("not a load report: {e}"))
 }
