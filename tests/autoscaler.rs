@@ -232,6 +232,10 @@ async fn idle_deployments_scale_to_zero_and_a_queued_request_brings_one_back() {
     assert_eq!(ready.status, "True");
     let st = ods.get("zed").await.unwrap().status.unwrap();
     assert_eq!(st.scale.as_ref().unwrap().reason, "ScaledToZero");
+    // The endpoint keeps the deployment's traffic at zero instances: the router holds requests.
+    let endpoint = ns.api::<OnlineEndpoint>().get("cold").await.unwrap();
+    let applied = endpoint.status.unwrap().traffic_applied;
+    assert_eq!(applied.get("zed"), Some(&100), "{applied:?}");
 
     // A request held at the router (queued, no instance): from zero at once.
     router.set("cold", "zed", 0, 1);
