@@ -780,6 +780,10 @@ async fn online(p: &Plane, nowhere: &str) -> Vec<Row> {
     let mut cold = scoring_deployment("cold", IMAGE);
     cold["instanceType"] = json!(nowhere);
     p.create(D, "cold", json!({}), cold).await;
+    let mut sleepy = scoring_deployment("side", IMAGE);
+    sleepy["scaleSettings"] = json!({ "type": "target_utilization", "minInstances": 0,
+        "maxInstances": 1, "pollingInterval": 1, "scaleToZeroAfterSeconds": 2 });
+    p.create(D, "sleepy", json!({}), sleepy).await;
 
     let ready_instances =
         |n: i64| move |o: &Value| observed(o) && o["status"]["readyInstances"].as_i64() == Some(n);
@@ -912,6 +916,19 @@ async fn online(p: &Plane, nowhere: &str) -> Vec<Row> {
         "the kubelet reports ImagePullBackOff",
         FAILED,
         pull,
+    ));
+
+    let zero = p
+        .reach(D, "sleepy", "Ready, scaled to zero", |o| {
+            observed(o) && ready_true(o) && says(o, "ScaledToZero", "scaled to zero")
+        })
+        .await;
+    rows.push(row(
+        D,
+        "scaled to zero",
+        "minInstances 0, no request for scaleToZeroAfterSeconds: the autoscaler scaled it to zero",
+        HEALTHY,
+        zero,
     ));
 
     let missing = p
@@ -1305,7 +1322,9 @@ async fn every_kind_in_every_state_reads_right_in_kstatus_and_argo_cd() {
         json!({ "nodeSelector": { "mlcompute.io/pool": "nowhere" }, "resources": limits }),
     )
     .await;
-    let op = Operator::start(ns.name());
+    // The autoscaler reads load from a router; here one that reports no request at all.
+    let router = support::fake_router::FakeRouter::start("health").await;
+    let op = Operator::start_with(ns.name(), &["--autoscaler-router-urls", &router.url]);
 
     let scenarios: Vec<Scenario<'_>> = vec![
         Box::pin(environments(&p)),

@@ -588,3 +588,225 @@ spec:
         .unwrap();
     assert!(ready.message.contains("does-not-exist:2"), "{ready:?}");
 }
+
+/// One scoring request through the router on a keep-alive connection: status and latency.
+async fn post_score(
+    sender: &mut hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>,
+    host: &str,
+    endpoint: &str,
+    key: &str,
+) -> (u16, Duration) {
+    let started = std::time::Instant::now();
+    let request = http::Request::post(format!("/api/v1/endpoint/{endpoint}/score"))
+        .header("host", host)
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            b"{\"data\": [1, 2, 3]}",
+        )))
+        .unwrap();
+    sender.ready().await.unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    use http_body_util::BodyExt;
+    let _ = response.into_body().collect().await.unwrap();
+    (status, started.elapsed())
+}
+
+async fn router_connection(
+    url: &str,
+) -> hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>> {
+    let addr = url.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a real node: e2e/run-tests runs this inside e2e/node/exec"]
+async fn a_burst_through_the_router_scales_the_deployment_up_and_back_and_zero_scales_from_zero() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    let node = Node::require();
+    let client = client().await;
+    let ns = node.setup(&client, "rn-scale").await;
+    // Each request keeps an instance busy for 0.2 s; one request per instance at a time.
+    node.apply(
+        &ns,
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: slow-code}
+data:
+  score.py: |
+    import json, time
+    def init():
+        pass
+    def run(raw_data):
+        time.sleep(0.2)
+        return {"n": len(json.loads(raw_data)["data"])}
+---
+apiVersion: mlcompute.io/v1alpha1
+kind: OnlineEndpoint
+metadata: {name: burst}
+spec: {authMode: key, traffic: {blue: 100}}
+---
+apiVersion: mlcompute.io/v1alpha1
+kind: OnlineDeployment
+metadata: {name: blue}
+spec:
+  endpointName: burst
+  codeConfiguration: {code: configmap://slow-code, scoringScript: score.py}
+  environment: sklearn:1
+  instanceType: real-cpu
+  readinessProbe: {initialDelay: 1, period: 1}
+  requestSettings: {maxConcurrentRequestsPerInstance: 1, maxQueueWaitMs: 60000, requestTimeoutMs: 90000}
+  scaleSettings:
+    type: target_utilization
+    minInstances: 0
+    maxInstances: 3
+    targetUtilizationPercentage: 70
+    pollingInterval: 1
+    scaleToZeroAfterSeconds: 40
+"#,
+    );
+    let deploys: Api<Deployment> = ns.api();
+    let ods: Api<OnlineDeployment> = ns.api();
+    let replicas = |d: &Deployment| d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(-1);
+    let ready = |d: &Deployment| {
+        d.status
+            .as_ref()
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0)
+    };
+    wait_for(&deploys, "blue", SLOW, |d: Option<&Deployment>| {
+        d.is_some_and(|d| ready(d) >= 1)
+    })
+    .await;
+    let key = credentials(&ns, "burst");
+    let router = router_url().await;
+    let host = router.trim_start_matches("http://").to_string();
+    // The route is in place once one request is answered.
+    score(&ns, "burst", &key, r#"{"data": [1]}"#).await;
+
+    // The burst: 6 clients back to back for 30 s (demand 6 instances, max 3).
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u16, Duration, Duration)>();
+    let burst_start = std::time::Instant::now();
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let clients: Vec<_> = (0..6)
+        .map(|_| {
+            let (tx, router, host, key) = (tx.clone(), router.clone(), host.clone(), key.clone());
+            tokio::spawn(async move {
+                let mut sender = router_connection(&router).await;
+                while std::time::Instant::now() < until {
+                    let (status, latency) = post_score(&mut sender, &host, "burst", &key).await;
+                    let _ = tx.send((status, latency, burst_start.elapsed()));
+                }
+            })
+        })
+        .collect();
+    drop(tx);
+    let mut peak = 0;
+    let mut peak_ready = 0;
+    let started = std::time::Instant::now();
+    while std::time::Instant::now() < until {
+        let d = deploys.get("blue").await.unwrap();
+        peak = peak.max(replicas(&d));
+        peak_ready = peak_ready.max(ready(&d));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for c in clients {
+        c.await.unwrap();
+    }
+    let mut answers = Vec::new();
+    while let Some(a) = rx.recv().await {
+        answers.push(a);
+    }
+    let ok = answers.iter().filter(|(s, _, _)| *s == 200).count();
+    // Answers per 10 s: the throughput follows the instances the router reaches.
+    let per_window: Vec<usize> = (0..3)
+        .map(|w| {
+            answers
+                .iter()
+                .filter(|(_, _, at)| at.as_secs() / 10 == w)
+                .count()
+        })
+        .collect();
+    let scale = ods
+        .get("blue")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .scale
+        .unwrap();
+    println!(
+        "burst: {} requests in {:.0} s ({per_window:?} per 10 s), {ok} answered 200; replicas peaked at {peak} ({peak_ready} ready); status.scale: {} {}",
+        answers.len(),
+        started.elapsed().as_secs_f64(),
+        scale.reason,
+        scale.message
+    );
+    assert_eq!(
+        peak, 3,
+        "the burst did not scale the deployment to maxInstances"
+    );
+    assert!(peak_ready >= 2, "the new instances never became ready");
+    assert_eq!(ok, answers.len(), "requests failed during the burst");
+
+    // After the burst: down once the window (20 × 1 s) has seen lower load, then to zero after
+    // 40 s without a request.
+    let calm = std::time::Instant::now();
+    wait_for(
+        &deploys,
+        "blue",
+        Duration::from_secs(120),
+        |d: Option<&Deployment>| d.is_some_and(|d| replicas(d) < 3),
+    )
+    .await;
+    let down = calm.elapsed();
+    wait_for(
+        &deploys,
+        "blue",
+        Duration::from_secs(150),
+        |d: Option<&Deployment>| d.is_some_and(|d| replicas(d) == 0),
+    )
+    .await;
+    let zero = calm.elapsed();
+    println!(
+        "after the burst: first scale-down after {:.0} s, at zero after {:.0} s",
+        down.as_secs_f64(),
+        zero.as_secs_f64()
+    );
+    let pods: Api<Pod> = ns.api();
+    eventually("every instance gone", Duration::from_secs(90), || async {
+        let left = pods
+            .list(&ListParams::default().labels("mlcompute.io/onlinedeployment=blue"))
+            .await
+            .ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+
+    // Scale from zero: the first request is held at the router and answered.
+    let mut sender = router_connection(&router).await;
+    let (status, cold) = post_score(&mut sender, &host, "burst", &key).await;
+    println!(
+        "cold start: the first request from zero answered {status} after {:.2} s",
+        cold.as_secs_f64()
+    );
+    assert_eq!(status, 200);
+    let scale = ods
+        .get("blue")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .scale
+        .unwrap();
+    assert!(scale.desired_instances >= 1, "{scale:?}");
+}

@@ -1563,3 +1563,132 @@ async fn curl_as_azure_mls_documentation_calls_an_endpoint_path_and_host_form() 
     }
     assert_eq!((blue.served(), green.served()), (2, 0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Autoscaling: the load report and holding requests for a deployment without instances
+
+async fn load_report(addr: SocketAddr) -> mlcompute::contract::load::DeploymentLoad {
+    let mut conn = Conn::open(addr).await.unwrap();
+    let (status, _, body) = conn
+        .get(mlcompute::contract::load::LOAD_PATH)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK);
+    let report: mlcompute::contract::load::LoadReport = serde_json::from_slice(&body).unwrap();
+    report
+        .deployment("slow", "blue")
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_report_counts_requests_in_flight_and_queued_and_their_seconds() {
+    let backend = Backend::start(Behaviour {
+        delay: Duration::from_millis(800),
+    })
+    .await;
+    let settings =
+        "maxConcurrentRequestsPerInstance: 1, maxQueueWaitMs: 5000, requestTimeoutMs: 5000";
+    let router = RouterProcess::start(
+        &table("slow", &[deployment("blue", 100, 0, &[&backend], settings)]),
+        &[],
+    )
+    .await;
+    let addr = router.addr;
+    let requests: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await.unwrap();
+                conn.score("slow", Some(KEY), None).await.unwrap().0
+            })
+        })
+        .collect();
+    // One holds the instance's only slot, the other waits for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = load_report(addr).await;
+        if (now.in_flight, now.queued) == (1, 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never saw 1 in flight + 1 queued: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for r in requests {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    let after = load_report(addr).await;
+    assert_eq!((after.in_flight, after.queued, after.requests), (0, 0, 2));
+    // Each request was in flight for at least the backend's 0.8 s; the second also waited for
+    // the first to finish.
+    assert!(after.busy_seconds >= 1.6, "{after:?}");
+    assert!(after.queued_seconds >= 0.7, "{after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_deployment_without_instances_waits_for_the_first_one() {
+    let backend = Backend::start(Behaviour::default()).await;
+    let held =
+        "maxConcurrentRequestsPerInstance: 1, maxQueueWaitMs: 20000, requestTimeoutMs: 30000";
+    let router = RouterProcess::start(
+        &table("slow", &[deployment("blue", 100, 0, &[], held)]),
+        &[],
+    )
+    .await;
+    let addr = router.addr;
+    let request = tokio::spawn(async move {
+        let mut conn = Conn::open(addr).await.unwrap();
+        conn.score("slow", Some(KEY), None).await.unwrap()
+    });
+    // Held, and reported queued: that is what makes the autoscaler start an instance.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while load_report(addr).await.queued != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the held request was not reported queued"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!request.is_finished());
+    router.write_table(&table(
+        "slow",
+        &[deployment("blue", 100, 0, &[&backend], held)],
+    ));
+    let (status, headers, _) = request.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["x-backend"],
+        backend.addr.port().to_string().as_str()
+    );
+    assert_eq!(backend.served(), 1);
+
+    // No instance within the queue wait: 503; within the request timeout (the shorter): 504.
+    for (settings, expected, reason) in [
+        (
+            "maxQueueWaitMs: 300, requestTimeoutMs: 5000",
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_ready_instance",
+        ),
+        (
+            "maxQueueWaitMs: 5000, requestTimeoutMs: 300",
+            StatusCode::GATEWAY_TIMEOUT,
+            "timeout",
+        ),
+    ] {
+        router.write_table(&table("slow", &[deployment("blue", 100, 0, &[], settings)]));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut conn = Conn::open(addr).await.unwrap();
+            let (status, _, body) = conn.score("slow", Some(KEY), None).await.unwrap();
+            if status == expected {
+                let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(body["reason"], reason, "{body}");
+                break;
+            }
+            // The table is re-read by polling: the first answers may come from the old one.
+            assert!(Instant::now() < deadline, "still {status} for {settings}");
+        }
+    }
+}

@@ -88,8 +88,9 @@ pub struct OnlineDeploymentSpec {
     #[schemars(length(max = 63))]
     #[x_kube(validation = rules::dns_label("instanceType"))]
     pub instance_type: Option<String>,
-    /// Number of instances with scale type `default`; `kubectl scale` sets it. With
-    /// `target_utilization` the autoscaler sets it between minInstances and maxInstances.
+    /// Number of instances with scale type `default`; `kubectl scale` sets it. Not used with
+    /// `target_utilization`: the operator's autoscaler then sizes the instances' Deployment
+    /// between minInstances and maxInstances (see `status.scale`).
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 1000))]
     pub instance_count: i32,
@@ -224,7 +225,8 @@ pub enum ScaleType {
     // instanceCount instances, changed by hand or with `kubectl scale`.
     #[default]
     Default,
-    // A HorizontalPodAutoscaler keeps utilisation near targetUtilizationPercentage.
+    // The operator's autoscaler keeps utilisation near targetUtilizationPercentage, from the
+    // router's load reports (Azure ML's formula; no HorizontalPodAutoscaler).
     TargetUtilization,
 }
 
@@ -233,14 +235,18 @@ pub enum ScaleType {
 #[serde(rename_all = "camelCase")]
 #[x_kube(
     validation = Rule::new("self.minInstances <= self.maxInstances").message("scaleSettings.minInstances must be less than or equal to maxInstances"),
+    validation = Rule::new("self.minInstances >= 1 || self.type == 'target_utilization'").message("scaleSettings.minInstances: 0 (scale to zero) needs type target_utilization: only the autoscaler brings a deployment back from zero"),
 )]
 pub struct ScaleSettings {
     /// `default` (manual, `instanceCount`) or `target_utilization` (autoscaled).
     #[serde(default, rename = "type")]
     pub type_: ScaleType,
-    /// Fewest instances the autoscaler keeps.
+    /// Fewest instances the autoscaler keeps. 0 (with `target_utilization` only) scales the
+    /// deployment to zero after `scaleToZeroAfterSeconds` without requests; the router then
+    /// holds the next request (up to its `maxQueueWaitMs` and `requestTimeoutMs`) while the
+    /// autoscaler starts an instance.
     #[serde(default = "one")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 0, max = 1000))]
     pub min_instances: i32,
     /// Most instances the autoscaler adds.
     #[serde(default = "one")]
@@ -250,10 +256,20 @@ pub struct ScaleSettings {
     #[serde(default = "seventy")]
     #[schemars(range(min = 1, max = 100))]
     pub target_utilization_percentage: i32,
-    /// Seconds between autoscaler evaluations.
+    /// Seconds between autoscaler evaluations. The router's load is averaged over this interval;
+    /// scaling up happens at once, scaling down only after 20 intervals of lower load.
     #[serde(default = "one")]
     #[schemars(range(min = 1, max = 3600))]
     pub polling_interval: i32,
+    /// With `minInstances: 0`: seconds without any request (none arriving, in flight or queued
+    /// at any router) before the autoscaler scales the deployment to zero. Not in Azure ML.
+    #[serde(default = "five_minutes")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub scale_to_zero_after_seconds: i32,
+}
+
+fn five_minutes() -> i32 {
+    300
 }
 
 impl Default for ScaleSettings {
@@ -264,6 +280,7 @@ impl Default for ScaleSettings {
             max_instances: 1,
             target_utilization_percentage: 70,
             polling_interval: 1,
+            scale_to_zero_after_seconds: five_minutes(),
         }
     }
 }
@@ -309,6 +326,34 @@ pub struct OnlineDeploymentStatus {
     /// Version of the Environment resolved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment_version: Option<String>,
+    /// What the autoscaler (scale type `target_utilization`) last decided and why. Written by
+    /// the autoscaler alone (field manager `mlcompute-autoscaler`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale: Option<ScaleStatus>,
+}
+
+/// The autoscaler's last decision for one deployment.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleStatus {
+    /// Instances the autoscaler asks for.
+    pub desired_instances: i32,
+    /// Instances the Deployment had when it decided.
+    pub current_instances: i32,
+    /// Average utilisation over the last polling interval, in percent: requests in flight and
+    /// queued at every router, over the capacity of the current instances
+    /// (`instances × maxConcurrentRequestsPerInstance`). Absent when the routers could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub utilization_percentage: Option<i32>,
+    /// `ScaledUp`, `ScaledDown`, `ScaledToZero`, `ScaledFromZero`, `Steady`, `StabilizingDown`
+    /// (lower load, waiting out the scale-down window), `Idle` (zero instances, no request),
+    /// `RoutersUnreadable` or `NoRouters` (no load known: only the bounds are enforced).
+    pub reason: String,
+    /// The decision in words, with the figures it rests on.
+    pub message: String,
+    /// When the autoscaler last changed the instance count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 #[cfg(test)]

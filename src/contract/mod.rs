@@ -13,6 +13,7 @@
 //! | [`progress`]: the progress records (`PodProgress` per instance in `<job>-progress`) | batch driver and its relay sidecar | BatchJob controller |
 //! | [`exit_codes`]: the batch driver's exit codes and reason line | `mlcompute batch-driver` | BatchJob controller (pod failure policy, status) |
 //! | [`batch_invoke`]: the invoke body, the BatchJob an invocation creates, the checks before | a user (body); `mlcompute batch invoke`, router (job) | router (body); BatchJob controller (job) |
+//! | [`load`]: the router's load report (`GET /load`: requests in flight and queued per deployment, and their time integrals) | router | operator (autoscaler) |
 //! | [`labels`]: the labels on every child | every controller (through `runtime::children`) | router, CLI, the operator's watches |
 //!
 //! Formats machines write accept unknown fields, and an enum a newer writer could extend reads an
@@ -26,6 +27,7 @@ pub mod batch_invoke;
 pub mod exit_codes;
 pub mod keys;
 pub mod labels;
+pub mod load;
 pub mod progress;
 pub mod router_http;
 pub mod routing;

@@ -4,6 +4,7 @@
 //! [`start`] is the one place that starts them: every controller asks the shared caches for
 //! what it reads, then the caches are sealed, so that one readiness signal covers them all.
 
+pub mod autoscaler;
 pub mod batch;
 pub mod environment;
 pub mod instance_type;
@@ -39,6 +40,8 @@ pub struct Options {
     pub router_url: String,
     /// Image of the batch driver.
     pub driver_image: String,
+    /// Where the autoscaler reads the routers' load.
+    pub autoscaler: autoscaler::routers::AutoscalerSettings,
 }
 
 /// The process-wide handles every controller shares.
@@ -128,6 +131,10 @@ where
         let run = batch::job::controller(rt.clone(), options.driver_image.clone(), stopped());
         tasks.push(task(&rt, run));
     }
+    // The autoscaler reads the routers (shared by every namespace) once per round: one loop.
+    let rt = runtime("autoscaler", &None);
+    let run = autoscaler::controller(rt.clone(), &namespaces, &options.autoscaler, stopped());
+    tasks.push(task(&rt, run));
     // InstanceType is cluster-scoped: one controller whatever the namespaces.
     let rt = runtime("instancetype", &None);
     tasks.push(task(&rt, instance_type::controller(rt.clone(), stopped())));

@@ -124,6 +124,7 @@ pub async fn run(settings: Settings) -> Result<(), RunError> {
         gateway: settings.gateway.clone(),
         router_url: settings.batch.router_url.clone(),
         driver_image: settings.batch.driver_image.clone(),
+        autoscaler: settings.autoscaler.clone(),
     };
     let shared = crate::controllers::Shared {
         client: client.clone(),

@@ -38,6 +38,9 @@ pub struct Settings {
     /// Batch controllers: the driver image and the router URL.
     #[command(flatten)]
     pub batch: crate::controllers::batch::job::BatchControllerSettings,
+    /// Autoscaler: where the routers' load reports are read.
+    #[command(flatten)]
+    pub autoscaler: crate::controllers::autoscaler::routers::AutoscalerSettings,
     /// Leader election (for more than one replica).
     #[command(flatten)]
     pub leader: super::leader::LeaderSettings,

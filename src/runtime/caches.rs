@@ -315,6 +315,7 @@ cached!(
     k8s_openapi::api::core::v1::Event,
     k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler,
     k8s_openapi::api::rbac::v1::Role,
+    k8s_openapi::api::discovery::v1::EndpointSlice,
 );
 
 impl Cached for k8s_openapi::api::core::v1::Pod {

@@ -4,6 +4,7 @@
 //! runs unit tests only; `e2e/run-tests` brings a plane up and runs them with `--include-ignored`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_router;
 pub mod health;
 
 use std::{fmt::Debug, time::Duration};

@@ -109,7 +109,7 @@ Never a wildcard: tests/chart.rs fails on `*`.
   resources: [pods]
   verbs: [get, list, watch, create, delete]
 # Rendezvous and deployment Services; MPI hostfiles, routing tables and BatchJob progress objects
-# (ConfigMaps); OnlineDeployment Deployments and HPAs; BatchJob Jobs; HTTPRoutes. Server-side apply
+# (ConfigMaps); OnlineDeployment Deployments; BatchJob Jobs; HTTPRoutes. Server-side apply
 # needs create and patch. The batch drivers' Roles grant get and patch on their job's progress
 # ConfigMap: RBAC lets no one grant more than it holds, so the operator holds those verbs here.
 - apiGroups: [""]
@@ -118,9 +118,16 @@ Never a wildcard: tests/chart.rs fails on `*`.
 - apiGroups: ["apps"]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
+# The autoscaler (target_utilization) sizes the OnlineDeployments' Deployments through their scale
+# subresource.
+- apiGroups: ["apps"]
+  resources: [deployments/scale]
+  verbs: [get, patch, update]
+# No HorizontalPodAutoscaler is created any more (Azure ML: never on these deployments); one an
+# older release left on a deployment is deleted.
 - apiGroups: ["autoscaling"]
   resources: [horizontalpodautoscalers]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, list, watch, delete]
 - apiGroups: ["batch"]
   resources: [jobs]
   verbs: [get, list, watch, create, patch, delete]

@@ -83,10 +83,13 @@ impl InstanceLimit {
 }
 
 /// Takes a slot on one of `candidates` (in preference order): a free one at once, or else the
-/// first to free up within `wait`. Returns the candidate's position and its slot.
-pub async fn acquire_any(
+/// first to free up within `wait`. Returns the candidate's position and its slot. `waiting` is
+/// called when the request has to wait, and what it returns is held for as long as it waits
+/// (the deployment's queued count, see `load`).
+pub async fn acquire_any<G>(
     candidates: &[&InstanceLimit],
     wait: Duration,
+    waiting: impl FnOnce() -> G,
 ) -> Result<(usize, Slot), Busy> {
     for (position, limit) in candidates.iter().enumerate() {
         if let Some(slot) = limit.try_acquire() {
@@ -100,6 +103,7 @@ pub async fn acquire_any(
     if candidates.is_empty() || wait.is_zero() {
         return Err(busy);
     }
+    let _waiting = waiting();
     let waits = candidates
         .iter()
         .map(|limit| Box::pin(limit.permits.clone().acquire_owned()));
@@ -118,12 +122,14 @@ mod tests {
     async fn free_slots_are_taken_in_preference_order() {
         let a = InstanceLimit::new(1);
         let b = InstanceLimit::new(1);
-        let (first, _slot_a) = acquire_any(&[&a, &b], Duration::ZERO).await.unwrap();
+        let (first, _slot_a) = acquire_any(&[&a, &b], Duration::ZERO, || ()).await.unwrap();
         assert_eq!(first, 0);
-        let (second, _slot_b) = acquire_any(&[&a, &b], Duration::ZERO).await.unwrap();
+        let (second, _slot_b) = acquire_any(&[&a, &b], Duration::ZERO, || ()).await.unwrap();
         assert_eq!(second, 1);
         assert_eq!(a.in_flight() + b.in_flight(), 2);
-        let busy = acquire_any(&[&a, &b], Duration::ZERO).await.unwrap_err();
+        let busy = acquire_any(&[&a, &b], Duration::ZERO, || ())
+            .await
+            .unwrap_err();
         assert_eq!(busy.instances, 2);
     }
 
@@ -135,7 +141,7 @@ mod tests {
         let held_b = b.try_acquire().unwrap();
         let (a2, b2) = (a.clone(), b.clone());
         let waiter = tokio::spawn(async move {
-            acquire_any(&[&a2, &b2], Duration::from_millis(500))
+            acquire_any(&[&a2, &b2], Duration::from_millis(500), || ())
                 .await
                 .map(|(position, _)| position)
         });
@@ -154,7 +160,7 @@ mod tests {
         let a = InstanceLimit::new(2);
         let _one = a.try_acquire().unwrap();
         let _two = a.try_acquire().unwrap();
-        let busy = acquire_any(&[&a], Duration::from_millis(500))
+        let busy = acquire_any(&[&a], Duration::from_millis(500), || ())
             .await
             .unwrap_err();
         assert_eq!(busy.waited_ms, 500);

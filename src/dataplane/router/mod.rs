@@ -8,11 +8,13 @@
 //! Files: `table` (the router's table; strict, as users write it for standalone mode),
 //! `cluster_table` and `cluster_source` (the table from the operator's routes, see
 //! `crate::contract::routing`), `source` (where tables come from), `routes`
-//! (their compiled form), `pick`, `auth`, `limit`, `proxy`, `upstream` (the HTTP/1.1 client to instances), `mirror`, `metrics`, `reply`
-//! (the router's own answers), `request_id` (Azure ML's request-id headers), `address` (which
-//! endpoint a request names: by path or by host), `server` (listener, routes, drain) and
-//! `busy_poll` (optional polling instead of sleeping while traffic flows). docs/router.md has the
-//! HTTP semantics and the status codes.
+//! (their compiled form), `pick`, `auth`, `limit`, `load` (demand per deployment, for the
+//! autoscaler), `cold` (holding a request until a deployment has an instance), `proxy`,
+//! `upstream` (the HTTP/1.1 client to instances), `mirror`, `metrics`, `reply` (the router's own
+//! answers), `request_id` (Azure ML's request-id headers), `address` (which endpoint a request
+//! names: by path or by host), `server` (listener, routes, drain) and `busy_poll` (optional
+//! polling instead of sleeping while traffic flows). docs/router.md has the HTTP semantics and
+//! the status codes.
 
 pub mod address;
 pub mod auth;
@@ -20,7 +22,9 @@ pub mod batch_invoke;
 pub mod busy_poll;
 pub mod cluster_source;
 pub mod cluster_table;
+pub mod cold;
 pub mod limit;
+pub mod load;
 pub mod metrics;
 pub mod mirror;
 pub mod pick;

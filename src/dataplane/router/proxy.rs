@@ -196,9 +196,12 @@ pub async fn forward(
     match instances.as_slice() {
         [] => Err(ProxyError::NoReadyInstance),
         [only] => {
-            let (_, _slot) = acquire_any(&[&only.limit], deployment.queue_wait)
-                .await
-                .map_err(ProxyError::Busy)?;
+            let (_, _slot) = acquire_any(&[&only.limit], deployment.queue_wait, || {
+                deployment.load.queued()
+            })
+            .await
+            .map_err(ProxyError::Busy)?;
+            let _busy = deployment.load.busy();
             let deadline = Instant::now() + deployment.timeout;
             match timed(
                 deployment,
@@ -218,11 +221,15 @@ pub async fn forward(
         _ => {
             let mut remaining = instance_order(instances, &deployment.cursor);
             let mut deadline = None;
+            let mut busy = None;
             loop {
                 let limits: Vec<_> = remaining.iter().map(|&i| &instances[i].limit).collect();
-                let (position, _slot) = acquire_any(&limits, deployment.queue_wait)
-                    .await
-                    .map_err(ProxyError::Busy)?;
+                let (position, _slot) =
+                    acquire_any(&limits, deployment.queue_wait, || deployment.load.queued())
+                        .await
+                        .map_err(ProxyError::Busy)?;
+                // Busy from the first slot to the answer, across connect retries.
+                busy.get_or_insert_with(|| deployment.load.busy());
                 let instance = &instances[remaining.remove(position)];
                 let deadline = *deadline.get_or_insert_with(|| Instant::now() + deployment.timeout);
                 match timed(

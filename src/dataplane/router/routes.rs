@@ -16,6 +16,7 @@ use http::{HeaderValue, Uri};
 use super::{
     auth::Authenticator,
     limit::InstanceLimit,
+    load::{Demand, LoadBook},
     metrics::{Metrics, NONE, RouteMetrics},
     pick::{Load, Split},
     proxy::Pool,
@@ -93,6 +94,8 @@ pub struct Deployment {
     pub cursor: AtomicUsize,
     /// Pre-resolved metrics.
     pub metrics: RouteMetrics,
+    /// Its demand, for the autoscaler (kept across table loads).
+    pub load: Arc<Demand>,
 }
 
 /// One backend instance: address, concurrency slots and idle connections.
@@ -118,6 +121,7 @@ impl Load for Arc<Instance> {
 #[derive(Debug)]
 pub struct Compiler {
     metrics: Metrics,
+    loads: LoadBook,
     instances: Mutex<HashMap<(SocketAddr, u32), Weak<Instance>>>,
 }
 
@@ -126,8 +130,14 @@ impl Compiler {
     pub fn new(metrics: Metrics) -> Self {
         Self {
             metrics,
+            loads: LoadBook::new(),
             instances: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The demand of every deployment compiled (for `GET /load`).
+    pub fn loads(&self) -> &LoadBook {
+        &self.loads
     }
 
     /// Compiles a validated table.
@@ -222,6 +232,7 @@ impl Compiler {
             instances: ready,
             cursor: AtomicUsize::new(0),
             metrics: self.metrics.route(endpoint, &route.name),
+            load: self.loads.load(endpoint, &route.name),
         }
     }
 }

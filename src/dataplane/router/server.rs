@@ -9,7 +9,8 @@
 //! - `POST /api/v1/batch/{endpoint}/invoke`: creates a BatchJob ([`super::batch_invoke`]; with
 //!   `--cluster` only).
 //! - `GET /healthz`: the process is up. `GET /readyz`: a table is loaded and we are not
-//!   draining. `GET /metrics`: Prometheus text format.
+//!   draining. `GET /metrics`: Prometheus text format. `GET /load`: demand per deployment as
+//!   JSON, for the operator's autoscaler ([`crate::contract::load`]).
 
 use std::{
     convert::Infallible,
@@ -41,6 +42,7 @@ use super::{
     auth::Authenticator,
     batch_invoke::{self, BatchInvoker},
     busy_poll,
+    cold::{self, ColdWait},
     metrics::{Metrics, NONE, RouteMetrics},
     mirror::{self, MirrorJob},
     pick::percent_roll,
@@ -50,7 +52,7 @@ use super::{
     routes::{Compiler, Deployment, Endpoint, Routes},
     table::{RoutingTable, TableError},
 };
-use crate::contract::router_http;
+use crate::contract::{load::LOAD_PATH, router_http};
 
 /// The pinning header, as in Azure ML.
 pub const DEPLOYMENT_HEADER: HeaderName = HeaderName::from_static(router_http::PINNING_HEADER);
@@ -87,6 +89,8 @@ impl Default for ServerOptions {
 #[derive(Debug)]
 pub struct Router {
     routes: ArcSwap<Routes>,
+    /// Ticks on every table swap: wakes requests held for a first instance ([`cold`]).
+    tables: watch::Sender<u64>,
     compiler: Compiler,
     metrics: Metrics,
     unknown: RouteMetrics,
@@ -110,6 +114,7 @@ impl Router {
     ) -> Arc<Self> {
         Arc::new(Self {
             routes: ArcSwap::from_pointee(Routes::default()),
+            tables: watch::Sender::new(0),
             compiler: Compiler::new(metrics.clone()),
             unknown: metrics.route(NONE, NONE),
             metrics,
@@ -133,6 +138,8 @@ impl Router {
         let routes = self.compiler.compile(table);
         tracing::debug!(endpoints = routes.len(), "routing table applied");
         self.routes.store(Arc::new(routes));
+        self.tables
+            .send_modify(|version| *version = version.wrapping_add(1));
         self.loaded.store(true, Ordering::Release);
         self.metrics.reload(true);
         Ok(())
@@ -217,6 +224,11 @@ impl Router {
                     HeaderValue::from_static("text/plain; version=0.0.4"),
                 );
                 response
+            }
+            (&Method::GET, LOAD_PATH) => {
+                let report = self.compiler.loads().report();
+                let body = serde_json::to_vec(&report).unwrap_or_else(|_| b"{}".to_vec());
+                reply::json(StatusCode::OK, Bytes::from(body))
             }
             _ => reply::error(
                 StatusCode::NOT_FOUND,
@@ -316,6 +328,7 @@ impl Router {
                 return response;
             }
         };
+        deployment.load.arrived();
         let (mut parts, body) = request.into_parts();
         let body = match Limited::new(body, self.max_body_bytes).collect().await {
             Ok(_) if !authenticated => Bytes::new(),
@@ -341,6 +354,20 @@ impl Router {
                     .observe(status.as_u16(), started.elapsed().as_secs_f64());
                 return response;
             }
+        };
+        let deployment = if deployment.instances.is_empty() {
+            match cold::first_instance(&self.routes, self.tables.subscribe(), &deployment).await {
+                Ok(ready) => ready,
+                Err(ran_out) => {
+                    let response = cold_error(ran_out, &deployment);
+                    deployment
+                        .metrics
+                        .observe(response.status().as_u16(), started.elapsed().as_secs_f64());
+                    return response;
+                }
+            }
+        } else {
+            deployment
         };
         ids.forward(&mut parts.headers);
         let query = parts.uri.query();
@@ -457,6 +484,30 @@ fn proxy_error(error: &ProxyError, deployment: &Deployment) -> Response<Full<Byt
     };
     tracing::debug!(deployment = %deployment.name, category = error.category(), "{message}");
     deployment_error(error.status(), &message, error.category(), deployment)
+}
+
+/// The answer to a request held for a first instance that never came ([`cold`]).
+fn cold_error(ran_out: ColdWait, deployment: &Deployment) -> Response<Full<Bytes>> {
+    let (wait, _) = cold::budget(deployment);
+    let (status, message, reason) = match ran_out {
+        ColdWait::QueueWait => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "service unavailable: no ready instance within max_queue_wait_ms = {} (the deployment is scaled to zero, starting or failing)",
+                wait.as_millis()
+            ),
+            "no_ready_instance",
+        ),
+        ColdWait::Timeout => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "gateway timeout: no ready instance within request_timeout_ms = {} (the deployment is scaled to zero, starting or failing)",
+                wait.as_millis()
+            ),
+            "timeout",
+        ),
+    };
+    deployment_error(status, &message, reason, deployment)
 }
 
 fn deployment_error(

@@ -1,15 +1,13 @@
-//! Pure builders: the Deployment, Service, HorizontalPodAutoscaler and scoring-server ConfigMap of
-//! one OnlineDeployment, from the deployment and what it resolved to.
+//! Pure builders: the Deployment, Service and scoring-server ConfigMap of one OnlineDeployment,
+//! from the deployment and what it resolved to. No HorizontalPodAutoscaler: Azure ML says never to
+//! put one on these deployments; `target_utilization` is the operator's autoscaler
+//! (`controllers::autoscaler`), which sizes the Deployment through its scale subresource.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment},
-        autoscaling::v2::{
-            CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
-            MetricSpec, MetricTarget, ResourceMetricSource,
-        },
         core::v1::{
             ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
             EnvVar, HTTPGetAction, LocalObjectReference, PodSpec, PodTemplateSpec, Probe,
@@ -317,12 +315,12 @@ pub fn pod_template(
     }
 }
 
-/// Whether an autoscaler drives the replica count.
+/// Whether the operator's autoscaler drives the replica count.
 pub fn autoscaled(od: &OnlineDeployment) -> bool {
     od.spec.scale_settings.type_ == ScaleType::TargetUtilization
 }
 
-/// The Deployment: `instanceCount` replicas (left to the HPA when autoscaled), a rolling update
+/// The Deployment: `instanceCount` replicas (left to the autoscaler when autoscaled), a rolling update
 /// that never takes a serving instance away before its replacement is ready.
 pub fn deployment(od: &OnlineDeployment, resolved: &Resolved, routes: &Routes) -> Deployment {
     Deployment {
@@ -362,37 +360,6 @@ pub fn service(od: &OnlineDeployment, routes: &Routes) -> Service {
             }]),
             ..ServiceSpec::default()
         }),
-        status: None,
-    }
-}
-
-/// The autoscaler for `target_utilization` scaling: CPU utilisation as the utilisation signal.
-pub fn hpa(od: &OnlineDeployment) -> HorizontalPodAutoscaler {
-    let s = &od.spec.scale_settings;
-    HorizontalPodAutoscaler {
-        metadata: meta(od, name(od), "autoscaler"),
-        spec: HorizontalPodAutoscalerSpec {
-            scale_target_ref: CrossVersionObjectReference {
-                api_version: Some("apps/v1".into()),
-                kind: "Deployment".into(),
-                name: name(od),
-            },
-            min_replicas: Some(s.min_instances),
-            max_replicas: s.max_instances,
-            metrics: Some(vec![MetricSpec {
-                type_: "Resource".into(),
-                resource: Some(ResourceMetricSource {
-                    name: "cpu".into(),
-                    target: MetricTarget {
-                        type_: "Utilization".into(),
-                        average_utilization: Some(s.target_utilization_percentage),
-                        ..MetricTarget::default()
-                    },
-                }),
-                ..MetricSpec::default()
-            }]),
-            ..HorizontalPodAutoscalerSpec::default()
-        },
         status: None,
     }
 }
@@ -540,24 +507,13 @@ mod tests {
     }
 
     #[test]
-    fn autoscaled_deployments_leave_replicas_to_the_hpa() {
+    fn autoscaled_deployments_leave_replicas_to_the_autoscaler() {
         let d = od(json!({ "endpointName": "fraud", "image": "x",
             "scaleSettings": { "type": "target_utilization", "minInstances": 2, "maxInstances": 5 } }));
         let r = resolve_from(&d, None, None).unwrap();
         assert_eq!(
             deployment(&d, &r, &routes(&d, None)).spec.unwrap().replicas,
             None
-        );
-        let h = hpa(&d).spec;
-        assert_eq!((h.min_replicas, h.max_replicas), (Some(2), 5));
-        assert_eq!(
-            h.metrics.unwrap()[0]
-                .resource
-                .as_ref()
-                .unwrap()
-                .target
-                .average_utilization,
-            Some(70)
         );
     }
 

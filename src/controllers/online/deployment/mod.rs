@@ -1,6 +1,8 @@
-//! The OnlineDeployment controller: a Deployment, a Service, a HorizontalPodAutoscaler (for
-//! `target_utilization` scaling) and, for scoring scripts, the shipped scoring server in a
-//! ConfigMap.
+//! The OnlineDeployment controller: a Deployment, a Service and, for scoring scripts, the shipped
+//! scoring server in a ConfigMap. With `target_utilization` the Deployment's replica count is left
+//! to the autoscaler (`controllers::autoscaler`); a HorizontalPodAutoscaler an older release
+//! created is deleted. `status.scale` belongs to the autoscaler: this controller neither writes
+//! nor compares it.
 //!
 //! Stages: resolve (Environment, InstanceType, endpoint; from caches) → `build` (pure) → apply
 //! each child with server-side apply, skipped when its desired hash is already on the cached
@@ -41,7 +43,9 @@ use self::status::{EndpointPresence, Observed};
 use super::{cached, resolve};
 use crate::{
     api::{
-        environment::Environment, instance_type::InstanceType, online_deployment::OnlineDeployment,
+        environment::Environment,
+        instance_type::InstanceType,
+        online_deployment::{OnlineDeployment, OnlineDeploymentStatus},
         online_endpoint::OnlineEndpoint,
     },
     runtime::{
@@ -114,7 +118,7 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
     let old = od.status.as_ref().map(|s| s.conditions.as_slice());
     let generation = od.metadata.generation;
     refusal::show(refused.as_ref(), old, &mut new.conditions, generation, &now);
-    if od.status.as_ref() != Some(&new) {
+    if od.status.as_ref().map(without_scale) != Some(new.clone()) {
         crate::runtime::status::patch_status(&ctx.client, &*od, &new)
             .await
             .map_err(Error::PatchStatus)?;
@@ -125,6 +129,14 @@ pub async fn reconcile(od: Arc<OnlineDeployment>, ctx: Arc<Ctx>) -> Result<Actio
     match refused {
         Some(r) => Err(r.into()),
         None => Ok(Action::await_change()),
+    }
+}
+
+/// A status without the autoscaler's part, to compare with what this controller computes.
+fn without_scale(status: &OnlineDeploymentStatus) -> OnlineDeploymentStatus {
+    OnlineDeploymentStatus {
+        scale: None,
+        ..status.clone()
     }
 }
 
@@ -175,14 +187,10 @@ async fn apply_children(
     .map_err(apply_err("the Deployment"))?;
     log_write(ctx, written, "Deployment", &name);
 
+    // Older releases put a CPU HorizontalPodAutoscaler on `target_utilization` deployments; it
+    // would fight the autoscaler over the replica count.
     let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns);
-    let current_hpa = cached(&ctx.hpas, ns, &name);
-    if build::autoscaled(od) {
-        let written = apply_if_changed(&hpas, current_hpa.as_deref(), build::hpa(od))
-            .await
-            .map_err(apply_err("the HorizontalPodAutoscaler"))?;
-        log_write(ctx, written, "HorizontalPodAutoscaler", &name);
-    } else if let Some(hpa) = current_hpa
+    if let Some(hpa) = cached(&ctx.hpas, ns, &name)
         && let Some(uid) = hpa.uid()
         && controlled_by(&*hpa, od)
     {
@@ -193,7 +201,7 @@ async fn apply_children(
                 what: "the HorizontalPodAutoscaler",
                 source,
             })?;
-        info!(kind = "HorizontalPodAutoscaler", child = %name, "deleted (manual scaling)");
+        info!(kind = "HorizontalPodAutoscaler", child = %name, "deleted (left by an older release)");
     }
     Ok(())
 }

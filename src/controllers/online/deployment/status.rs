@@ -109,6 +109,9 @@ fn runs_template(pod: &Pod, d: &Deployment) -> bool {
             == images(spec.and_then(|s| s.init_containers.as_ref()))
 }
 
+/// Ready's reason when the autoscaler scaled the deployment to zero (`minInstances: 0`).
+pub const SCALED_TO_ZERO: &str = "ScaledToZero";
+
 /// Ready's reason when admission refuses the instances' Pods.
 pub const PODS_REJECTED: &str = "PodsRejected";
 
@@ -180,7 +183,7 @@ pub fn compute(
         None | Some(ProvisioningState::Creating)
     );
     st.provisioning_state = Some(
-        if !observed.exists || (was_creating && observed.ready == 0) {
+        if !observed.exists || (was_creating && observed.ready == 0 && observed.desired > 0) {
             ProvisioningState::Creating
         } else if rolling {
             ProvisioningState::Updating
@@ -206,6 +209,13 @@ pub fn compute(
             ),
         ),
         (_, 0, Some(p)) => (false, p.kind.reason(), p.describe("instance")),
+        // Scaled to zero on purpose (`minInstances: 0`): nothing is wrong, and the router holds
+        // the next request while the autoscaler starts an instance.
+        (None, 0, None) if observed.exists && observed.desired == 0 && observed.replicas == 0 => (
+            true,
+            SCALED_TO_ZERO,
+            "scaled to zero: no instance runs; the next request is held at the router while the autoscaler starts one".to_string(),
+        ),
         (_, 0, None) => (
             false,
             "NoReadyInstances",
@@ -458,6 +468,35 @@ mod tests {
             ("True", "Scaling", "2 of 3 instances ready")
         );
         assert!(transitions(Some(&st), &st2).is_empty());
+    }
+
+    #[test]
+    fn a_deployment_scaled_to_zero_is_ready_and_done() {
+        let d = od();
+        let r = resolve_from(&d, None, None);
+        let zero = Observed {
+            exists: true,
+            current: true,
+            ..Observed::default()
+        };
+        let st = compute(&d, &r, EndpointPresence::Found, zero.clone(), &now());
+        assert_eq!(condition(&st, READY).0, "True");
+        assert_eq!(condition(&st, READY).1, SCALED_TO_ZERO);
+        // Even straight after creation (Creating → Succeeded), and kstatus Current.
+        assert_eq!(st.provisioning_state, Some(ProvisioningState::Succeeded));
+        assert!(
+            st.conditions
+                .iter()
+                .all(|c| c.type_ != RECONCILING && c.type_ != STALLED)
+        );
+        // Scaling down to zero, the last instance still terminating: not yet at zero.
+        let leaving = Observed {
+            replicas: 1,
+            updated: 1,
+            ..zero
+        };
+        let st = compute(&d, &r, EndpointPresence::Found, leaving, &now());
+        assert_eq!(condition(&st, READY).1, "NoReadyInstances");
     }
 
     /// The instances' Deployment running `image`, with `(replicas, ready, updated)`.

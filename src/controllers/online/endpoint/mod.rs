@@ -51,7 +51,7 @@ use super::{cached, deployment::build, resolve};
 use crate::{
     api::{
         environment::Environment,
-        online_deployment::OnlineDeployment,
+        online_deployment::{OnlineDeployment, ScaleType},
         online_endpoint::{OnlineEndpoint, OnlineEndpointStatus},
     },
     contract::routing::{ClusterRequestSettings, ROUTING_TABLE_KEY, ROUTING_TABLE_LABEL},
@@ -140,6 +140,8 @@ pub fn view(d: &OnlineDeployment, env: Option<&Environment>) -> DeploymentView {
     DeploymentView {
         name: d.name_any(),
         ready_instances: status.ready_instances.unwrap_or(0),
+        scales_from_zero: d.spec.scale_settings.type_ == ScaleType::TargetUtilization
+            && d.spec.scale_settings.min_instances == 0,
         instances: status.replicas.unwrap_or(d.spec.instance_count),
         scoring_path: routes.scoring_path,
         request_settings: ClusterRequestSettings::from(&d.spec.request_settings),

@@ -12,6 +12,10 @@
 //! (reason `NoReadyDeployment`). A mirror to a missing or unready deployment is not applied
 //! (`MirrorToMissingDeployment`, `MirrorToUnreadyDeployment`). Every deployment of the endpoint
 //! stays in the table, so the pinning header reaches it whatever its share.
+//!
+//! A deployment that scales from zero (`target_utilization` with `minInstances: 0`) counts as
+//! ready with no instance: the router holds its requests while the autoscaler starts one, so its
+//! share must stay with it (moving it would leave it at zero for ever).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +32,8 @@ use crate::{
 pub struct DeploymentView {
     pub name: String,
     pub ready_instances: i32,
+    /// Scaled by the autoscaler down to zero (`minInstances: 0`): routable without an instance.
+    pub scales_from_zero: bool,
     pub instances: i32,
     pub scoring_path: String,
     pub request_settings: ClusterRequestSettings,
@@ -38,7 +44,7 @@ pub struct DeploymentView {
 
 impl DeploymentView {
     fn ready(&self) -> bool {
-        self.ready_instances > 0
+        self.ready_instances > 0 || self.scales_from_zero
     }
 }
 
@@ -216,6 +222,7 @@ mod tests {
             .map(|(n, &r)| DeploymentView {
                 name: n.clone(),
                 ready_instances: r,
+                scales_from_zero: false,
                 instances: 2,
                 scoring_path: "/score".into(),
                 request_settings: ClusterRequestSettings::default(),
@@ -224,6 +231,20 @@ mod tests {
                 port_name: "http".into(),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_deployment_that_scales_from_zero_keeps_its_traffic_at_zero_instances() {
+        let endpoint: OnlineEndpoint = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "e" },
+            "spec": { "traffic": { "blue": 50, "green": 50 } }
+        }))
+        .unwrap();
+        let mut v = views(&BTreeMap::from([("blue".into(), 0), ("green".into(), 0)]));
+        v[0].scales_from_zero = true;
+        let r = compute(&endpoint, &v);
+        assert_eq!(r.traffic_applied, BTreeMap::from([("blue".into(), 100)]));
+        assert!(r.readiness[0].ready && !r.readiness[1].ready);
     }
 
     #[test]
