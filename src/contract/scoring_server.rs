@@ -30,8 +30,8 @@ pub const PORT: i32 = 5001;
 pub const SCORING_PATH: &str = "/score";
 /// Answers 200 once the server runs.
 pub const LIVENESS_PATH: &str = "/";
-/// Answers 200 only after `init()` succeeded.
-pub const READINESS_PATH: &str = "/readyz";
+/// Azure ML's readiness path: the server accepts no request before `init()` succeeded.
+pub const READINESS_PATH: &str = "/";
 
 #[cfg(test)]
 mod tests {
@@ -45,9 +45,9 @@ mod tests {
             format!("env(\"{WORKER_COUNT}\""),
             format!("env(\"{}\")", super::super::AZUREML_MODEL_DIR),
             format!("DEFAULT_PORT = {PORT}"),
-            format!("!= \"{SCORING_PATH}\""),
-            format!("self.path == \"{LIVENESS_PATH}\""),
-            format!("self.path == \"{READINESS_PATH}\""),
+            format!("\"{SCORING_PATH}\": (\"GET\", \"HEAD\", \"POST\", \"OPTIONS\")"),
+            format!("routes = {{\"{LIVENESS_PATH}\": (\"GET\""),
+            format!("elif request.path == \"{READINESS_PATH}\":"),
         ] {
             assert!(
                 SCORING_SERVER_PY.contains(&spelled),
