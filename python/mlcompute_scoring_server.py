@@ -782,8 +782,10 @@ class Worker:
             self.close(conn)
 
     def accept(self):
-        # One worker takes what is waiting; of several, each takes one connection per wake-up
-        # and serves it before taking another, so connections spread over the free workers.
+        # One worker takes what is waiting; of several, each takes one connection and serves it
+        # before listening again, so connections spread over the free workers.
+        if not self.keep_alive and self.connections:
+            return
         for _ in range(64 if self.keep_alive else 1):
             try:
                 sock, peer = self.listener.accept()
@@ -797,6 +799,9 @@ class Worker:
             conn = Connection(sock, peer)
             self.connections[sock.fileno()] = conn
             self.selector.register(sock, selectors.EVENT_READ)
+            if not self.keep_alive:  # one connection at a time: the others go to free workers
+                self.selector.unregister(self.listener)
+                return
 
     def close(self, conn):
         self.connections.pop(conn.sock.fileno(), None)
@@ -805,6 +810,8 @@ class Worker:
         except (KeyError, ValueError):
             pass
         conn.sock.close()
+        if not self.keep_alive and not self.connections and not self.stopping:
+            self.selector.register(self.listener, selectors.EVENT_READ)
 
     def read(self, sock):
         conn = self.connections.get(sock.fileno())

@@ -532,11 +532,19 @@ mod tests {
             script.starts_with("if ! command -v azmlinfsrv >/dev/null 2>&1; then\n"),
             "{script}"
         );
-        assert!(script.contains("exit 127") && !script.contains("python3 "), "{script}");
-        assert!(script.ends_with("--worker_count \"$WORKER_COUNT\""), "{script}");
+        assert!(
+            script.contains("exit 127") && !script.contains("python3 "),
+            "{script}"
+        );
+        assert!(
+            script.ends_with("--worker_count \"$WORKER_COUNT\""),
+            "{script}"
+        );
 
         // Without a scoring script the image's own command runs, whatever the field says.
-        let d = od(json!({ "endpointName": "fraud", "image": "my/server", "scoringServer": "shipped" }));
+        let d = od(
+            json!({ "endpointName": "fraud", "image": "my/server", "scoringServer": "shipped" }),
+        );
         assert_eq!(built(&d).command, None);
     }
 
