@@ -190,13 +190,11 @@ async fn deployments_become_deployments_and_services_without_hpas() {
             .find(|e| e.name == name)
             .and_then(|e| e.value.clone())
     };
-    assert_eq!(
-        c.command.as_ref().unwrap(),
-        &[
-            "python3",
-            "/var/mlcompute/server/mlcompute_scoring_server.py"
-        ]
-    );
+    // azmlinfsrv when the image has it, else the shipped server (build.rs tests the script).
+    let command = c.command.as_ref().unwrap();
+    assert_eq!(command[..2], ["/bin/sh", "-c"]);
+    assert!(command[2].contains("exec azmlinfsrv --entry_script"));
+    assert!(command[2].ends_with("exec python3 /var/mlcompute/server/mlcompute_scoring_server.py"));
     assert_eq!(
         env_of("AZUREML_ENTRY_SCRIPT").as_deref(),
         Some("/var/azureml-app/score.py")
@@ -224,7 +222,7 @@ async fn deployments_become_deployments_and_services_without_hpas() {
             ready.http_get.as_ref().unwrap().path.as_deref(),
             ready.initial_delay_seconds
         ),
-        (Some("/readyz"), Some(10))
+        (Some("/"), Some(10))
     );
     let res = c.resources.as_ref().unwrap();
     assert_eq!(res.limits.as_ref().unwrap()["cpu"].0, "1");

@@ -68,6 +68,16 @@ pub struct OnlineDeploymentSpec {
     /// by itself on the environment's inference routes (custom container).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code_configuration: Option<CodeConfiguration>,
+    /// Which server runs the scoring script (with `codeConfiguration`; ignored without it).
+    /// `auto`: Azure ML's inference server (`azmlinfsrv`, from the azureml-inference-server-http
+    /// package) when the image has it on its PATH, else the shipped standard-library server,
+    /// decided when the container starts. `azmlinfsrv`: Azure ML's server; a container whose
+    /// image lacks it exits with an error saying so. `shipped`: the shipped server
+    /// (`python3`, standard library only; `@rawhttp` scripts still need the package). Both serve
+    /// on port 5001 with the same entry script, model directory and `WORKER_COUNT`, answer
+    /// probes on `GET /`, and the container's log names the one that runs.
+    #[serde(default)]
+    pub scoring_server: ScoringServer,
     /// Registered Environment: `<name>`, `<name>:<version>` or `<name>@latest`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 317))]
@@ -216,6 +226,19 @@ fn ten() -> i32 {
 
 fn thirty() -> i32 {
     30
+}
+
+/// The server that runs a scoring script.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ScoringServer {
+    // azmlinfsrv when the image has it, else the shipped server.
+    #[default]
+    Auto,
+    // Azure ML's inference server, required in the image.
+    Azmlinfsrv,
+    // The shipped standard-library server.
+    Shipped,
 }
 
 /// Scaling mode.

@@ -427,3 +427,16 @@ pub fn run(program: &str, args: &[&str], stdin: Option<&str>) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// The host Python venv with azmlinfsrv (`e2e/python/requirements.txt`): `e2e/python/venv` builds
+/// it once into `${XDG_CACHE_HOME:-$HOME/.cache}/mlcompute/venv-<hash>` and prints its path (it is
+/// idempotent; `e2e/install-deps` runs it first, so this finds the venv at once). Run once per test
+/// binary; a failing build fails the test with the script's output.
+pub fn python_venv() -> std::path::PathBuf {
+    static VENV: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    VENV.get_or_init(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/e2e/python/venv");
+        std::path::PathBuf::from(run(script, &[], None).trim())
+    })
+    .clone()
+}

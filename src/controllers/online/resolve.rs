@@ -70,7 +70,7 @@ pub fn routes(od: &OnlineDeployment, inference: Option<&InferenceConfig>) -> Rou
             port: SERVING_PORT,
             liveness_path: LIVENESS_PATH.into(),
             liveness_port: SERVING_PORT,
-            // The shipped server answers /readyz only after init() succeeded.
+            // Both scoring servers answer only once init() succeeded (Azure ML's probe path).
             readiness_path: READINESS_PATH.into(),
             readiness_port: SERVING_PORT,
             scoring_path: SCORING_PATH.into(),
@@ -208,6 +208,6 @@ mod tests {
         let script = od(json!({ "endpointName": "fraud", "environment": "sklearn",
             "codeConfiguration": { "code": "configmap://code", "scoringScript": "score.py" } }));
         let r = routes(&script, e.spec.inference_config.as_ref());
-        assert_eq!((r.port, r.readiness_path.as_str()), (5001, "/readyz"));
+        assert_eq!((r.port, r.readiness_path.as_str()), (5001, "/"));
     }
 }

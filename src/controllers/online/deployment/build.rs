@@ -26,7 +26,8 @@ use crate::{
     contract::{
         AZUREML_MODEL_DIR,
         scoring_server::{
-            ENTRY_SCRIPT, FILE_NAME as SERVER_FILE, SCORING_SERVER_PY, SERVING_PORT, WORKER_COUNT,
+            APP_ROOT, ENTRY_SCRIPT, FILE_NAME as SERVER_FILE, SCORING_SERVER_PY, SERVER_DIR,
+            SERVING_PORT, WORKER_COUNT, launch_command,
         },
     },
     controllers::online::resolve::{Resolved, Routes},
@@ -43,8 +44,6 @@ pub const CODE_DIR: &str = "/var/azureml-app";
 pub const CODE_SOURCE_DIR: &str = "/var/mlcompute/code";
 /// Copies the code (following the ConfigMap's symlinks, skipping its `..data` bookkeeping).
 const COPY_CODE: &str = "import shutil; shutil.copytree('/var/mlcompute/code', '/var/azureml-app', dirs_exist_ok=True, ignore=shutil.ignore_patterns('..*'))";
-/// Where the shipped scoring server is mounted.
-pub const SERVER_DIR: &str = "/var/mlcompute/server";
 /// Label naming the endpoint on every child and pod.
 pub const ENDPOINT_LABEL: &str = "mlcompute.io/onlineendpoint";
 /// The serving container's name (as in Azure ML).
@@ -233,13 +232,18 @@ pub fn pod_template(
             format!("{CODE_DIR}/{}", code.scoring_script),
         ));
         fixed.push(env(SERVING_PORT, routes.port.to_string()));
-        fixed.push(env(
-            WORKER_COUNT,
-            spec.request_settings
-                .max_concurrent_requests_per_instance
-                .to_string(),
-        ));
-        vec!["python3".to_string(), format!("{SERVER_DIR}/{SERVER_FILE}")]
+        fixed.push(env(APP_ROOT, CODE_DIR));
+        // Worker processes: the user's WORKER_COUNT (as in Azure ML), else one per request the
+        // router lets through at once.
+        if !env_map.contains_key(WORKER_COUNT) {
+            fixed.push(env(
+                WORKER_COUNT,
+                spec.request_settings
+                    .max_concurrent_requests_per_instance
+                    .to_string(),
+            ));
+        }
+        launch_command(spec.scoring_server)
     });
 
     let mut env_vars: Vec<EnvVar> = env_map
@@ -413,8 +417,126 @@ mod tests {
             .clone()
     }
 
+    fn scoring_od(extra: serde_json::Value) -> OnlineDeployment {
+        let mut spec = json!({ "endpointName": "fraud", "image": "python:3.12",
+            "model": "pvc://models/fraud/v3",
+            "codeConfiguration": { "code": "configmap://fraud-code", "scoringScript": "score.py" } });
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        od(spec)
+    }
+
+    fn built(d: &OnlineDeployment) -> Container {
+        let r = resolve_from(d, None, None).unwrap();
+        container(&deployment(d, &r, &routes(d, None)))
+    }
+
     #[test]
-    fn scoring_script_runs_the_shipped_server_with_azure_ml_defaults() {
+    fn scoring_script_runs_azmlinfsrv_if_the_image_has_it_else_the_shipped_server() {
+        let c = built(&scoring_od(json!({})));
+        let command = c.command.as_ref().unwrap();
+        assert_eq!(command[..2], ["/bin/sh", "-c"]);
+        assert_eq!(
+            command[2],
+            "if command -v azmlinfsrv >/dev/null 2>&1; then\n\
+             echo 'mlcompute: serving the scoring script with azmlinfsrv (Azure ML inference server)' >&2\n\
+             exec azmlinfsrv --entry_script \"$AZUREML_ENTRY_SCRIPT\" --port \"$AZUREML_SERVING_PORT\" --worker_count \"$WORKER_COUNT\"\n\
+             fi\n\
+             echo 'mlcompute: no azmlinfsrv in the image; serving the scoring script with the shipped server' >&2\n\
+             exec python3 /var/mlcompute/server/mlcompute_scoring_server.py"
+        );
+        assert_eq!(c.args, None);
+        // The shipped server is mounted either way (the fallback needs it).
+        assert!(
+            c.volume_mounts
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|m| m.name == "scoring-server" && m.mount_path == "/var/mlcompute/server")
+        );
+        // What both servers read.
+        assert_eq!(
+            [
+                "AZUREML_ENTRY_SCRIPT",
+                "AZUREML_SERVING_PORT",
+                "WORKER_COUNT",
+                "AML_APP_ROOT",
+                "AZUREML_MODEL_DIR"
+            ]
+            .map(|n| env_of(&c, n).unwrap_or_default()),
+            [
+                "/var/azureml-app/score.py",
+                "5001",
+                "1",
+                "/var/azureml-app",
+                "/var/azureml-app/azureml-models/blue"
+            ]
+        );
+        // Probes on Azure ML's path, for either server.
+        for p in [&c.liveness_probe, &c.readiness_probe] {
+            let get = p.as_ref().unwrap().http_get.as_ref().unwrap();
+            assert_eq!(
+                (get.path.as_deref(), &get.port),
+                (Some("/"), &IntOrString::Int(5001))
+            );
+        }
+    }
+
+    #[test]
+    fn scoring_server_forces_either_server() {
+        let c = built(&scoring_od(json!({ "scoringServer": "shipped" })));
+        let script = &c.command.as_ref().unwrap()[2];
+        assert!(!script.contains("exec azmlinfsrv"), "{script}");
+        assert!(
+            script.ends_with("exec python3 /var/mlcompute/server/mlcompute_scoring_server.py"),
+            "{script}"
+        );
+
+        let c = built(&scoring_od(json!({ "scoringServer": "azmlinfsrv" })));
+        let script = &c.command.as_ref().unwrap()[2];
+        assert!(
+            script.starts_with("if ! command -v azmlinfsrv >/dev/null 2>&1; then\n"),
+            "{script}"
+        );
+        assert!(
+            script.contains("exit 127") && !script.contains("python3 "),
+            "{script}"
+        );
+        assert!(
+            script.ends_with("--worker_count \"$WORKER_COUNT\""),
+            "{script}"
+        );
+
+        // Without a scoring script the image's own command runs, whatever the field says.
+        let d = od(
+            json!({ "endpointName": "fraud", "image": "my/server", "scoringServer": "shipped" }),
+        );
+        assert_eq!(built(&d).command, None);
+    }
+
+    #[test]
+    fn worker_count_is_the_users_else_the_concurrency_the_router_allows() {
+        let c = built(&scoring_od(
+            json!({ "requestSettings": { "maxConcurrentRequestsPerInstance": 4 } }),
+        ));
+        assert_eq!(env_of(&c, "WORKER_COUNT").as_deref(), Some("4"));
+        let c = built(&scoring_od(json!({
+            "requestSettings": { "maxConcurrentRequestsPerInstance": 4 },
+            "environmentVariables": { "WORKER_COUNT": "2" } })));
+        let counts: Vec<_> = c
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .filter(|e| e.name == "WORKER_COUNT")
+            .collect();
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts[0].value.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn scoring_script_runs_with_azure_ml_defaults() {
         let d = od(json!({ "endpointName": "fraud", "image": "python:3.12",
             "model": "pvc://models/fraud/v3", "instanceCount": 3,
             "codeConfiguration": { "code": "configmap://fraud-code", "scoringScript": "score.py" } }));
@@ -431,10 +553,6 @@ mod tests {
             .unwrap();
         assert_eq!(ru.max_unavailable, Some(IntOrString::Int(0)));
         let c = container(&dep);
-        assert_eq!(
-            c.command.as_ref().unwrap()[1],
-            "/var/mlcompute/server/mlcompute_scoring_server.py"
-        );
         assert_eq!(
             env_of(&c, "AZUREML_ENTRY_SCRIPT").unwrap(),
             "/var/azureml-app/score.py"
