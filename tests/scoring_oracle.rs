@@ -218,7 +218,9 @@ fn start(kind: Kind, script: &Path, workers: u32, env: &[(&str, &str)], dir: &Pa
     );
     let mut command = match kind {
         Kind::Azmlinfsrv => {
-            let mut c = Command::new(venv.join("bin/azmlinfsrv"));
+            // azmlinfsrv itself binds 0.0.0.0; this runs it on 127.0.0.1 only.
+            let mut c = Command::new(venv.join("bin/python"));
+            c.arg(repo().join("e2e/python/azmlinfsrv_loopback.py"));
             c.arg("--entry_script").arg(script);
             c.args([
                 "--port",
@@ -506,6 +508,9 @@ fn differences(case: &Case, want: &Answer, got: &Answer) -> Vec<String> {
         let (w, g) = (want.header(name), got.header(name));
         let same = match (w, g) {
             (Some(w), Some(g)) if is_uuid(w) => is_uuid(g),
+            // The router gives every answer an id, also where azmlinfsrv's Flask refuses a method
+            // (405) before azmlinfsrv's own hooks run and so sends none.
+            (None, Some(g)) if name != "x-ms-client-request-id" => is_uuid(g),
             (w, g) => w == g,
         };
         if !same {

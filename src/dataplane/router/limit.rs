@@ -3,7 +3,7 @@
 //!
 //! Each instance has a semaphore with one permit per concurrent request. A request first takes
 //! a free permit from the least-loaded instance; when every instance is busy it waits for the
-//! first permit to free up on any of them, for at most the queue wait, and then gives up (429).
+//! first permit to free up on any of them, for at most the queue wait, and then gives up (503, as Azure ML).
 
 use std::{
     sync::{

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use super::{pick::random_u64, reply};
+use super::pick::random_u64;
 
 /// The request id header.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -52,8 +52,22 @@ pub struct TooLong {
 impl TooLong {
     /// The 431 answer.
     pub fn response(&self) -> Response<Full<Bytes>> {
-        let mut response =
-            reply::message(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, self.message);
+        // Byte for byte azmlinfsrv's answer (Python's JSON spacing, its run-function header):
+        // the router answers here in the inference server's place.
+        let mut response = Response::new(Full::new(Bytes::from(format!(
+            "{{\"message\": \"{}\"}}",
+            self.message
+        ))));
+        *response.status_mut() = StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-ms-run-function-failed"),
+            HeaderValue::from_static("False"),
+        );
         if let Some(id) = &self.request_id {
             response.headers_mut().insert(REQUEST_ID, id.clone());
         }
