@@ -11,7 +11,9 @@
 //!
 //! Both load modes print one JSON line: requests, errors, rps, p50/p90/p99/max in µs.
 //! HTTP is written and parsed by hand (fixed request bytes, Content-Length bodies) so the
-//! generator costs far less CPU than the systems it measures. Loopback only.
+//! generator costs far less CPU than the systems it measures. A `Connection: close` answer
+//! counts, and the next request on that connection opens a new one (its latency includes the
+//! connect), as against azmlinfsrv's gunicorn sync workers. Loopback only.
 
 use std::{
     net::SocketAddr,
@@ -128,8 +130,13 @@ fn main() {
 // HTTP/1.1 framing, just enough for fixed-size messages
 
 /// Reads one message head plus its Content-Length body from `buf`/`stream`. Returns the status
-/// code (responses) or 0 (requests), and leaves any following bytes in `buf`.
-async fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<u16>> {
+/// code (responses) or 0 (requests) and whether the peer closes the connection after it
+/// (`Connection: close`, as gunicorn's sync workers answer), and leaves any following bytes in
+/// `buf`.
+async fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<(u16, bool)>> {
     loop {
         if let Some(end) = find_head_end(buf) {
             let head = &buf[..end];
@@ -142,6 +149,7 @@ async fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Res
                 0
             };
             let length = content_length(head).unwrap_or(0);
+            let close = header_is(head, "connection", "close");
             let total = end + length;
             while buf.len() < total {
                 if read_more(stream, buf).await? == 0 {
@@ -149,7 +157,7 @@ async fn read_message(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Res
                 }
             }
             buf.drain(..total);
-            return Ok(Some(status));
+            return Ok(Some((status, close)));
         }
         if read_more(stream, buf).await? == 0 {
             return if buf.is_empty() {
@@ -170,6 +178,17 @@ async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
 
 fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+fn header_is(head: &[u8], header: &str, value: &str) -> bool {
+    let Ok(text) = std::str::from_utf8(head) else {
+        return false;
+    };
+    text.split("\r\n").any(|line| {
+        line.split_once(':').is_some_and(|(name, v)| {
+            name.trim().eq_ignore_ascii_case(header) && v.trim().eq_ignore_ascii_case(value)
+        })
+    })
 }
 
 fn content_length(head: &[u8]) -> Option<usize> {
@@ -346,13 +365,29 @@ async fn connect(target: SocketAddr) -> Option<TcpStream> {
     Some(stream)
 }
 
-/// One exchange; `Ok(true)` for a 2xx answer on a connection that stays usable.
-async fn exchange(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> bool {
-    match stream.write_all(request).await {
-        Ok(()) => {
-            matches!(read_message(stream, buf).await, Ok(Some(status)) if (200..300).contains(&status))
+/// How one exchange went.
+enum Exchange {
+    /// A 2xx answer; the connection stays usable.
+    Ok,
+    /// A 2xx answer after which the server closes the connection: the next request opens another.
+    OkClosed,
+    Failed,
+}
+
+/// One exchange.
+async fn exchange(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Exchange {
+    if stream.write_all(request).await.is_err() {
+        return Exchange::Failed;
+    }
+    match read_message(stream, buf).await {
+        Ok(Some((status, close))) if (200..300).contains(&status) => {
+            if close {
+                Exchange::OkClosed
+            } else {
+                Exchange::Ok
+            }
         }
-        Err(_) => false,
+        _ => Exchange::Failed,
     }
 }
 
@@ -368,6 +403,9 @@ async fn closed_connection(
     let mut buf = Vec::with_capacity(16 * 1024);
     tokio::time::sleep_until(start.into()).await;
     while Instant::now() < end {
+        // A request's latency includes opening its connection when it needs one (a server that
+        // closes after each answer makes every request pay for it).
+        let sent = Instant::now();
         if stream.is_none() {
             buf.clear();
             stream = connect(target).await;
@@ -378,13 +416,20 @@ async fn closed_connection(
             }
         }
         let Some(s) = stream.as_mut() else { continue };
-        let sent = Instant::now();
-        if exchange(s, request, &mut buf).await {
-            tally.ok += 1;
-            tally.record(sent);
-        } else {
-            tally.errors += 1;
-            stream = None;
+        match exchange(s, request, &mut buf).await {
+            Exchange::Ok => {
+                tally.ok += 1;
+                tally.record(sent);
+            }
+            Exchange::OkClosed => {
+                tally.ok += 1;
+                tally.record(sent);
+                stream = None;
+            }
+            Exchange::Failed => {
+                tally.errors += 1;
+                stream = None;
+            }
         }
     }
     tally
@@ -426,12 +471,20 @@ async fn open_connection(
             continue;
         };
         let sent = Instant::now();
-        if exchange(s, request, &mut buf).await {
-            tally.ok += 1;
-            tally.record(if backlog { due } else { sent });
-        } else {
-            tally.errors += 1;
-            stream = None;
+        match exchange(s, request, &mut buf).await {
+            Exchange::Ok => {
+                tally.ok += 1;
+                tally.record(if backlog { due } else { sent });
+            }
+            Exchange::OkClosed => {
+                tally.ok += 1;
+                tally.record(if backlog { due } else { sent });
+                stream = None;
+            }
+            Exchange::Failed => {
+                tally.errors += 1;
+                stream = None;
+            }
         }
     }
     tally

@@ -200,7 +200,10 @@ impl Drop for Server {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Azmlinfsrv,
+    /// The shipped server on the venv's Python.
     Shipped,
+    /// The shipped server on Debian's /usr/bin/python3 (no azureml package, no inference_schema).
+    ShippedSystemPython,
 }
 
 /// Starts `kind` on `script` with `env` and the examples' model; waits for `GET /` to answer 200.
@@ -230,8 +233,12 @@ fn start(kind: Kind, script: &Path, workers: u32, env: &[(&str, &str)], dir: &Pa
             ]);
             c
         }
-        Kind::Shipped => {
-            let mut c = Command::new(venv.join("bin/python"));
+        Kind::Shipped | Kind::ShippedSystemPython => {
+            let mut c = Command::new(if kind == Kind::Shipped {
+                venv.join("bin/python")
+            } else {
+                PathBuf::from("/usr/bin/python3")
+            });
             c.arg(repo().join("python/mlcompute_scoring_server.py"));
             c.arg("--entry-script").arg(script);
             c.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
@@ -762,4 +769,41 @@ fn worker_count_and_scoring_timeout_mean_what_they_mean_in_azure_ml() {
         (timeouts[1].status, timeouts[1].text()),
         (timeouts[0].status, timeouts[0].text())
     );
+}
+
+/// Without the inference_schema package (a plain image's Python), `GET /swagger.json` is a 404
+/// with azmlinfsrv's message, and scoring works as ever.
+#[test]
+fn without_inference_schema_swagger_is_a_404_with_azmlinfsrvs_message() {
+    let probe = Command::new("/usr/bin/python3")
+        .args(["-c", "import inference_schema"])
+        .output()
+        .unwrap();
+    assert!(
+        !probe.status.success(),
+        "/usr/bin/python3 has inference_schema"
+    );
+    let dir = TempDir::new("no-schema");
+    let script = dir.0.join("score.py");
+    std::fs::write(&script, WORKERS_PY).unwrap();
+    let server = start(Kind::ShippedSystemPython, &script, 1, &[], &dir.0);
+    for (target, version) in [("/swagger.json", "2"), ("/swagger.json?version=3", "3")] {
+        let answer = send(server.addr, "GET", target, &[], b"");
+        assert_eq!(answer.status, 404);
+        assert_eq!(
+            answer.text(),
+            format!(
+                r#"{{"message": "Swagger version [{version}] is not supported for the scoring script. Supported swagger versions: []."}}"#
+            )
+        );
+    }
+    let answer = send(
+        server.addr,
+        "POST",
+        "/score",
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(answer.text().contains("\"inits\": 1"), "{}", answer.text());
 }
