@@ -6,6 +6,10 @@
 //! These tests assert counts and behaviour, not timings; latency figures belong to
 //! `bench/router/run`.
 
+mod support;
+
+use support::local::{TempDir, free_port};
+
 use std::{
     convert::Infallible,
     net::SocketAddr,
@@ -146,15 +150,6 @@ impl Seen {
     }
 }
 
-/// A free port on 127.0.0.1 (bound, then released).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The router process
 
@@ -163,27 +158,6 @@ struct RouterProcess {
     addr: SocketAddr,
     table: PathBuf,
     _dir: TempDir,
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> Self {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "mlc-router-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 impl RouterProcess {

@@ -6,6 +6,7 @@
 
 pub mod fake_router;
 pub mod health;
+pub mod local;
 
 use std::{fmt::Debug, time::Duration};
 
