@@ -181,6 +181,7 @@ mod tests {
 
     use super::*;
 
+    // Documentation addresses (RFC 5737, RFC 3849): parsed into URLs, never dialled.
     #[test]
     fn ready_endpoints_on_the_router_port() {
         let slice: EndpointSlice = serde_json::from_value(json!({
@@ -188,9 +189,9 @@ mod tests {
             "addressType": "IPv4",
             "ports": [{ "name": "metrics", "port": 9 }, { "name": "http", "port": 8080 }],
             "endpoints": [
-                { "addresses": ["10.0.0.2"], "conditions": { "ready": true } },
-                { "addresses": ["10.0.0.3"], "conditions": { "ready": false } },
-                { "addresses": ["10.0.0.1"] }
+                { "addresses": ["192.0.2.2"], "conditions": { "ready": true } },
+                { "addresses": ["192.0.2.3"], "conditions": { "ready": false } },
+                { "addresses": ["192.0.2.1"] }
             ]
         }))
         .unwrap();
@@ -198,15 +199,15 @@ mod tests {
             "metadata": { "name": "r-2" },
             "addressType": "IPv6",
             "ports": [{ "name": "http", "port": 8080 }],
-            "endpoints": [{ "addresses": ["fd00::1"], "conditions": { "ready": true } }]
+            "endpoints": [{ "addresses": ["2001:db8::1"], "conditions": { "ready": true } }]
         }))
         .unwrap();
         assert_eq!(
             slice_urls([&slice, &v6].into_iter()),
             vec![
-                "http://10.0.0.1:8080",
-                "http://10.0.0.2:8080",
-                "http://[fd00::1]:8080"
+                "http://192.0.2.1:8080",
+                "http://192.0.2.2:8080",
+                "http://[2001:db8::1]:8080"
             ]
         );
     }
